@@ -1,0 +1,134 @@
+//! The broker core: vhosts, exchanges, queues and users, with no sockets.
+//!
+//! [`Broker`] is shared (`Arc`) by every connection. Its maps are behind short-held
+//! `std::sync::RwLock`s; queue state lives in queue actors, never here.
+
+pub mod exchange;
+pub mod message;
+pub mod queue;
+pub mod vhost;
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use crate::store::Store;
+
+pub use message::Message;
+pub use vhost::VHost;
+
+/// Limits and defaults the broker negotiates with clients.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// Highest channel number offered in `connection.tune`.
+    pub channel_max: u16,
+    /// Largest frame offered in `connection.tune`.
+    pub frame_max: u32,
+    /// Heartbeat interval offered, in seconds.
+    pub heartbeat: u16,
+    /// Largest accepted message body.
+    pub max_message_size: u64,
+    /// Users allowed to log in only from loopback (RabbitMQ's `loopback_users`).
+    pub loopback_users: Vec<String>,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        Self {
+            channel_max: 2047,
+            frame_max: 131_072,
+            heartbeat: 60,
+            max_message_size: 128 * 1024 * 1024,
+            loopback_users: vec!["guest".to_owned()],
+        }
+    }
+}
+
+/// A user account.
+#[derive(Debug, Clone)]
+pub struct User {
+    /// Name.
+    pub name: String,
+    /// Password (plain for now; hashing arrives with user management).
+    pub password: String,
+}
+
+/// The whole broker.
+#[derive(Debug)]
+pub struct Broker {
+    config: BrokerConfig,
+    vhosts: RwLock<HashMap<String, Arc<VHost>>>,
+    users: RwLock<HashMap<String, User>>,
+    store: Arc<dyn Store>,
+}
+
+impl Broker {
+    /// A broker with vhost `/` and user `guest`/`guest`.
+    pub fn new(config: BrokerConfig, store: Arc<dyn Store>) -> Arc<Self> {
+        let broker = Self {
+            config,
+            vhosts: RwLock::new(HashMap::new()),
+            users: RwLock::new(HashMap::new()),
+            store,
+        };
+        broker.add_vhost("/");
+        broker.add_user("guest", "guest");
+        Arc::new(broker)
+    }
+
+    /// Negotiation limits.
+    pub fn config(&self) -> &BrokerConfig {
+        &self.config
+    }
+
+    /// The storage backend.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Create a vhost (idempotent).
+    pub fn add_vhost(&self, name: &str) -> Arc<VHost> {
+        let mut vhosts = self
+            .vhosts
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        vhosts
+            .entry(name.to_owned())
+            .or_insert_with(|| VHost::new(name))
+            .clone()
+    }
+
+    /// Look up a vhost.
+    pub fn vhost(&self, name: &str) -> Option<Arc<VHost>> {
+        self.vhosts
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(name)
+            .cloned()
+    }
+
+    /// Create or replace a user.
+    pub fn add_user(&self, name: &str, password: &str) {
+        self.users
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(
+                name.to_owned(),
+                User {
+                    name: name.to_owned(),
+                    password: password.to_owned(),
+                },
+            );
+    }
+
+    /// Check credentials; `from_loopback` says whether the client connected over loopback.
+    pub fn authenticate(&self, name: &str, password: &str, from_loopback: bool) -> bool {
+        if !from_loopback && self.config.loopback_users.iter().any(|u| u == name) {
+            return false;
+        }
+        self.users
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(name)
+            .is_some_and(|u| u.password == password)
+    }
+}

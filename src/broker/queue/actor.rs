@@ -1,0 +1,236 @@
+//! The queue actor: a thin async shell around [`QueueState`].
+//!
+//! It drains its lanes in batches (control first), applies each command to the state, then hands
+//! out deliveries once per batch. It awaits nothing but its own lanes. Auto-delete and deletion
+//! remove the queue from its vhost through a synchronous callback (a short lock, no await).
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+
+use tokio::sync::mpsc;
+
+use super::state::{Consumer, QueueState};
+use super::{
+    ClientEvent, Control, Delivery, GetResult, QueueHandle, QueueStats, Shared, NEXT_QUEUE_ID,
+    WORK_LANE_CAPACITY,
+};
+use crate::broker::message::Message;
+use crate::broker::vhost::VHost;
+use crate::protocol::AmqpError;
+
+/// Settings a queue actor needs from its declaration.
+#[derive(Debug, Clone)]
+pub struct QueueConfig {
+    /// Queue name.
+    pub name: String,
+    /// Owning vhost's name (for error texts).
+    pub vhost_name: String,
+    /// Delete when the last consumer goes.
+    pub auto_delete: bool,
+}
+
+struct Actor {
+    config: QueueConfig,
+    state: QueueState,
+    handle: QueueHandle,
+    vhost: Weak<VHost>,
+    deliveries: Vec<(usize, super::state::Entry)>,
+}
+
+/// Start a queue actor; returns its handle.
+pub fn spawn(config: QueueConfig, vhost: Weak<VHost>) -> QueueHandle {
+    let (work_tx, work_rx) = mpsc::channel(WORK_LANE_CAPACITY);
+    let (control_tx, control_rx) = mpsc::unbounded_channel();
+    let handle = QueueHandle {
+        shared: Arc::new(Shared {
+            id: NEXT_QUEUE_ID.fetch_add(1, Ordering::Relaxed),
+            name: config.name.clone(),
+            work: work_tx,
+            control: control_tx,
+        }),
+    };
+    let actor = Actor {
+        config,
+        state: QueueState::new(),
+        handle: handle.clone(),
+        vhost,
+        deliveries: Vec::new(),
+    };
+    let span = tracing::debug_span!("queue", name = %actor.config.name);
+    tokio::spawn(tracing::Instrument::instrument(
+        actor.run(work_rx, control_rx),
+        span,
+    ));
+    handle
+}
+
+enum Flow {
+    Continue,
+    Stop,
+}
+
+impl Actor {
+    async fn run(
+        mut self,
+        mut work: mpsc::Receiver<Arc<Message>>,
+        mut control: mpsc::UnboundedReceiver<Control>,
+    ) {
+        let mut controls = Vec::with_capacity(64);
+        let mut publishes = Vec::with_capacity(256);
+        loop {
+            tokio::select! {
+                biased;
+                n = control.recv_many(&mut controls, 64) => {
+                    if n == 0 {
+                        return;
+                    }
+                    for c in controls.drain(..) {
+                        if let Flow::Stop = self.on_control(c) {
+                            return;
+                        }
+                    }
+                }
+                n = work.recv_many(&mut publishes, 256) => {
+                    if n == 0 {
+                        return;
+                    }
+                    for m in publishes.drain(..) {
+                        self.state.publish(m);
+                    }
+                }
+            }
+            self.dispatch();
+        }
+    }
+
+    fn in_use_error(&self) -> AmqpError {
+        AmqpError::access_refused(format!(
+            "queue '{}' in vhost '{}' in exclusive use",
+            self.config.name, self.config.vhost_name
+        ))
+    }
+
+    fn on_control(&mut self, control: Control) -> Flow {
+        match control {
+            Control::Consume(req, reply) => {
+                let consumer = Consumer::new(
+                    req.consumer_id,
+                    req.connection_id,
+                    req.channel,
+                    req.tag,
+                    req.prefetch,
+                    req.no_ack,
+                    req.exclusive,
+                    req.limiter,
+                    req.sink,
+                );
+                let in_use = self.in_use_error();
+                let _ = reply.send(self.state.add_consumer(consumer, || in_use.clone()));
+            }
+            Control::Cancel {
+                consumer_id,
+                requeue_unacked,
+                reply,
+            } => {
+                self.state.remove_consumer(consumer_id, requeue_unacked);
+                if let Some(reply) = reply {
+                    let _ = reply.send(());
+                }
+                if self.config.auto_delete
+                    && self.state.had_consumer()
+                    && self.state.consumers().is_empty()
+                {
+                    self.auto_delete();
+                    return Flow::Stop;
+                }
+            }
+            Control::Ack(seqs) | Control::Reject(seqs) => {
+                self.state.settle(&seqs);
+            }
+            Control::Requeue(seqs) => self.state.requeue(&seqs, true),
+            Control::Release(seqs) => self.state.requeue(&seqs, false),
+            Control::Credit { consumer_id, n } => self.state.credit(consumer_id, n),
+            Control::Wake => {}
+            Control::Get { no_ack, reply } => {
+                let result = self.state.get(no_ack).map(|(entry, remaining)| GetResult {
+                    seq: entry.seq,
+                    message: entry.message,
+                    redelivered: entry.redelivered,
+                    remaining,
+                });
+                let _ = reply.send(result);
+            }
+            Control::Purge(reply) => {
+                let _ = reply.send(self.state.purge());
+            }
+            Control::Delete {
+                if_unused,
+                if_empty,
+                reply,
+            } => {
+                if if_unused && !self.state.consumers().is_empty() {
+                    let _ = reply.send(Err(AmqpError::precondition_failed(format!(
+                        "queue '{}' in vhost '{}' in use",
+                        self.config.name, self.config.vhost_name
+                    ))));
+                    return Flow::Continue;
+                }
+                if if_empty && self.state.ready_len() > 0 {
+                    let _ = reply.send(Err(AmqpError::precondition_failed(format!(
+                        "queue '{}' in vhost '{}' is not empty",
+                        self.config.name, self.config.vhost_name
+                    ))));
+                    return Flow::Continue;
+                }
+                let count = self.state.ready_len();
+                self.cancel_all_consumers();
+                let _ = reply.send(Ok(count));
+                return Flow::Stop;
+            }
+            Control::Stats(reply) => {
+                let _ = reply.send(QueueStats {
+                    messages: self.state.ready_len(),
+                    unacked: self.state.unacked_len(),
+                    consumers: self.state.consumers().len() as u32,
+                });
+            }
+        }
+        Flow::Continue
+    }
+
+    fn cancel_all_consumers(&mut self) {
+        for c in self.state.consumers() {
+            let _ = c.sink.send(ClientEvent::ConsumerCancelled {
+                channel: c.channel,
+                consumer_tag: c.tag.clone(),
+            });
+        }
+    }
+
+    fn auto_delete(&mut self) {
+        if let Some(vhost) = self.vhost.upgrade() {
+            vhost.forget_queue(&self.config.name, self.handle.id());
+        }
+    }
+
+    fn dispatch(&mut self) {
+        let mut deliveries = std::mem::take(&mut self.deliveries);
+        self.state.next_deliveries(&mut deliveries);
+        for (i, entry) in deliveries.drain(..) {
+            let c = &self.state.consumers()[i];
+            let delivery = Delivery {
+                channel: c.channel,
+                consumer_tag: c.tag.clone(),
+                consumer_id: c.id,
+                queue: self.handle.clone(),
+                seq: entry.seq,
+                message: entry.message,
+                redelivered: entry.redelivered,
+                no_ack: c.no_ack,
+            };
+            // A closed sink means the connection is gone; its cleanup requeues what it held.
+            let _ = c.sink.send(ClientEvent::Deliver(delivery));
+        }
+        self.deliveries = deliveries;
+    }
+}

@@ -1,0 +1,320 @@
+//! Queues: one actor task per queue owns its state; everyone else holds a [`QueueHandle`].
+//!
+//! Two lanes reach the actor: a bounded work lane for publishes (a full lane makes the publishing
+//! connection stop reading its socket: TCP backpressure) and an unbounded control lane for acks,
+//! credit, consume/cancel and management calls, polled first because those free resources. The
+//! actor never awaits another actor; it sends deliveries to connections over unbounded sinks,
+//! gated by consumer credit so those sinks stay small.
+
+mod actor;
+pub mod state;
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::message::Message;
+use crate::protocol::AmqpError;
+
+pub use actor::{spawn, QueueConfig};
+
+/// Capacity of a queue's work lane, in publishes.
+pub const WORK_LANE_CAPACITY: usize = 4096;
+
+/// Events a queue (or the broker) sends to a connection.
+#[derive(Debug)]
+pub enum ClientEvent {
+    /// A message for a consumer.
+    Deliver(Delivery),
+    /// The queue cancelled a consumer (e.g. the queue was deleted).
+    ConsumerCancelled {
+        /// Channel of the consumer.
+        channel: u16,
+        /// Its tag.
+        consumer_tag: Arc<str>,
+    },
+}
+
+/// Where a queue sends a connection's events.
+pub type ClientSink = mpsc::UnboundedSender<ClientEvent>;
+
+/// A message on its way to a consumer.
+#[derive(Debug)]
+pub struct Delivery {
+    /// Channel of the consumer.
+    pub channel: u16,
+    /// Consumer tag.
+    pub consumer_tag: Arc<str>,
+    /// Consumer id (for credit).
+    pub consumer_id: u64,
+    /// The queue it came from.
+    pub queue: QueueHandle,
+    /// Its sequence in that queue (the queue-side identity for ack/requeue).
+    pub seq: u64,
+    /// The message.
+    pub message: Arc<Message>,
+    /// Whether it was delivered before.
+    pub redelivered: bool,
+    /// The consumer does not ack: the queue already forgot it.
+    pub no_ack: bool,
+}
+
+/// Channel-wide prefetch (`basic.qos global=true`), shared by every consumer on a channel.
+#[derive(Debug, Default)]
+pub struct ChannelLimiter {
+    limit: AtomicU32,
+    unacked: AtomicU32,
+}
+
+impl ChannelLimiter {
+    /// Set the limit (0 = unlimited).
+    pub fn set_limit(&self, limit: u32) {
+        self.limit.store(limit, Ordering::Release);
+    }
+
+    /// Take one unit of credit if there is any.
+    pub fn try_acquire(&self) -> bool {
+        let limit = self.limit.load(Ordering::Acquire);
+        if limit == 0 {
+            self.unacked.fetch_add(1, Ordering::AcqRel);
+            return true;
+        }
+        self.unacked
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// Whether the channel is at its limit.
+    pub fn is_full(&self) -> bool {
+        let limit = self.limit.load(Ordering::Acquire);
+        limit != 0 && self.unacked.load(Ordering::Acquire) >= limit
+    }
+
+    /// Return `n` units (acked, rejected or requeued deliveries).
+    pub fn release(&self, n: u32) {
+        let _ = self
+            .unacked
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                Some(u.saturating_sub(n))
+            });
+    }
+}
+
+/// What `basic.consume` asks of a queue.
+#[derive(Debug)]
+pub struct ConsumeRequest {
+    /// Unique consumer id.
+    pub consumer_id: u64,
+    /// The owning connection.
+    pub connection_id: u64,
+    /// Channel.
+    pub channel: u16,
+    /// Tag.
+    pub tag: Arc<str>,
+    /// Per-consumer prefetch (0 = unlimited).
+    pub prefetch: u32,
+    /// Auto-ack.
+    pub no_ack: bool,
+    /// Exclusive consumer.
+    pub exclusive: bool,
+    /// The channel's shared limiter.
+    pub limiter: Arc<ChannelLimiter>,
+    /// Where deliveries go.
+    pub sink: ClientSink,
+}
+
+/// The result of `basic.get`.
+#[derive(Debug)]
+pub struct GetResult {
+    /// Queue-side identity.
+    pub seq: u64,
+    /// The message.
+    pub message: Arc<Message>,
+    /// Delivered before.
+    pub redelivered: bool,
+    /// Ready messages left after this one.
+    pub remaining: u32,
+}
+
+/// Counts reported by `queue.declare-ok` and management.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct QueueStats {
+    /// Ready messages.
+    pub messages: u32,
+    /// Delivered, not yet acked.
+    pub unacked: u32,
+    /// Consumers.
+    pub consumers: u32,
+}
+
+/// Control-lane commands.
+#[derive(Debug)]
+pub(crate) enum Control {
+    Consume(ConsumeRequest, oneshot::Sender<Result<(), AmqpError>>),
+    Cancel {
+        consumer_id: u64,
+        requeue_unacked: bool,
+        reply: Option<oneshot::Sender<()>>,
+    },
+    Ack(Vec<u64>),
+    Reject(Vec<u64>),
+    Requeue(Vec<u64>),
+    Release(Vec<u64>),
+    Credit {
+        consumer_id: u64,
+        n: u32,
+    },
+    Wake,
+    Get {
+        no_ack: bool,
+        reply: oneshot::Sender<Option<GetResult>>,
+    },
+    Purge(oneshot::Sender<u32>),
+    Delete {
+        if_unused: bool,
+        if_empty: bool,
+        reply: oneshot::Sender<Result<u32, AmqpError>>,
+    },
+    Stats(oneshot::Sender<QueueStats>),
+}
+
+#[derive(Debug)]
+struct Shared {
+    id: u64,
+    name: String,
+    work: mpsc::Sender<Arc<Message>>,
+    control: mpsc::UnboundedSender<Control>,
+}
+
+/// A cheap, cloneable door to a queue actor.
+#[derive(Debug, Clone)]
+pub struct QueueHandle {
+    shared: Arc<Shared>,
+}
+
+static NEXT_QUEUE_ID: AtomicU64 = AtomicU64::new(1);
+
+impl QueueHandle {
+    /// Unique id of this queue instance (a redeclared queue of the same name has another).
+    pub fn id(&self) -> u64 {
+        self.shared.id
+    }
+
+    /// The queue's name.
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// Enqueue a message; waits while the work lane is full (backpressure).
+    pub async fn publish(&self, message: Arc<Message>) {
+        match self.shared.work.try_send(message) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(message)) => {
+                // A deleted queue drops the message, as a route to it no longer exists.
+                let _ = self.shared.work.send(message).await;
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+
+    fn cast(&self, control: Control) {
+        // A gone actor means a deleted queue: acks and credit for it have nothing left to do.
+        let _ = self.shared.control.send(control);
+    }
+
+    /// Acknowledge deliveries.
+    pub fn ack(&self, seqs: Vec<u64>) {
+        self.cast(Control::Ack(seqs));
+    }
+
+    /// Reject deliveries without requeue (dropped, or dead-lettered).
+    pub fn reject(&self, seqs: Vec<u64>) {
+        self.cast(Control::Reject(seqs));
+    }
+
+    /// Requeue deliveries at their original positions, marked redelivered.
+    pub fn requeue(&self, seqs: Vec<u64>) {
+        self.cast(Control::Requeue(seqs));
+    }
+
+    /// Return deliveries that never reached the client (not marked redelivered).
+    pub fn release(&self, seqs: Vec<u64>) {
+        self.cast(Control::Release(seqs));
+    }
+
+    /// Give a consumer `n` more in-flight credit.
+    pub fn credit(&self, consumer_id: u64, n: u32) {
+        self.cast(Control::Credit { consumer_id, n });
+    }
+
+    /// Ask the queue to retry deliveries (channel-wide credit was freed).
+    pub fn wake(&self) {
+        self.cast(Control::Wake);
+    }
+
+    /// Remove a consumer whose channel closed, requeueing everything it held.
+    pub fn consumer_gone(&self, consumer_id: u64) {
+        self.cast(Control::Cancel {
+            consumer_id,
+            requeue_unacked: true,
+            reply: None,
+        });
+    }
+
+    /// Cancel a consumer; returns once every delivery it was sent is in its connection's inbox.
+    pub async fn cancel(&self, consumer_id: u64) {
+        let (tx, rx) = oneshot::channel();
+        self.cast(Control::Cancel {
+            consumer_id,
+            requeue_unacked: false,
+            reply: Some(tx),
+        });
+        let _ = rx.await;
+    }
+
+    /// Add a consumer.
+    pub async fn consume(&self, request: ConsumeRequest) -> Result<(), AmqpError> {
+        let (tx, rx) = oneshot::channel();
+        self.cast(Control::Consume(request, tx));
+        rx.await.unwrap_or_else(|_| Err(self.gone()))
+    }
+
+    /// Take one message (`basic.get`).
+    pub async fn get(&self, no_ack: bool) -> Option<GetResult> {
+        let (tx, rx) = oneshot::channel();
+        self.cast(Control::Get { no_ack, reply: tx });
+        rx.await.unwrap_or(None)
+    }
+
+    /// Remove every ready message; returns how many.
+    pub async fn purge(&self) -> u32 {
+        let (tx, rx) = oneshot::channel();
+        self.cast(Control::Purge(tx));
+        rx.await.unwrap_or(0)
+    }
+
+    /// Stop the actor (checking `if_unused`/`if_empty`); returns the ready count it had.
+    pub(crate) async fn delete(&self, if_unused: bool, if_empty: bool) -> Result<u32, AmqpError> {
+        let (tx, rx) = oneshot::channel();
+        self.cast(Control::Delete {
+            if_unused,
+            if_empty,
+            reply: tx,
+        });
+        rx.await.unwrap_or(Ok(0))
+    }
+
+    /// Current counts.
+    pub async fn stats(&self) -> QueueStats {
+        let (tx, rx) = oneshot::channel();
+        self.cast(Control::Stats(tx));
+        rx.await.unwrap_or_default()
+    }
+
+    fn gone(&self) -> AmqpError {
+        AmqpError::not_found(format!("no queue '{}'", self.shared.name))
+    }
+}

@@ -1,0 +1,647 @@
+//! A virtual host: its exchanges, queues and bindings, and routing through them.
+//!
+//! The topology is read-mostly data behind one `std::sync::RwLock`, held only for short
+//! synchronous sections and never across `.await` (queue calls happen after the guard is dropped).
+//! Routing runs in the publishing connection's task, as RabbitMQ routes in the channel process.
+//! Error texts are RabbitMQ 3.x's.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
+
+use super::exchange::{Binding, Destination, Exchange, ExchangeKind};
+use super::queue::{self, QueueHandle, QueueStats};
+use crate::protocol::table::{display_value, lookup, type_name};
+use crate::protocol::{AMQPValue, AmqpError, FieldTable};
+
+/// A queue's declaration and its actor.
+#[derive(Debug, Clone)]
+pub struct QueueRecord {
+    /// The actor.
+    pub handle: QueueHandle,
+    /// Survives restarts.
+    pub durable: bool,
+    /// The owning connection of an exclusive queue.
+    pub exclusive_owner: Option<u64>,
+    /// Deleted when its last consumer goes.
+    pub auto_delete: bool,
+    /// Declaration arguments.
+    pub arguments: FieldTable,
+}
+
+#[derive(Debug, Default)]
+struct Topology {
+    exchanges: HashMap<String, Exchange>,
+    queues: HashMap<String, QueueRecord>,
+}
+
+/// Flags of `exchange.declare`.
+#[derive(Debug, Clone, Default)]
+pub struct ExchangeDeclare {
+    /// Name.
+    pub name: String,
+    /// Type name.
+    pub kind: String,
+    /// Only check existence.
+    pub passive: bool,
+    /// Durable.
+    pub durable: bool,
+    /// Auto-delete.
+    pub auto_delete: bool,
+    /// Internal.
+    pub internal: bool,
+    /// Arguments.
+    pub arguments: FieldTable,
+}
+
+/// Flags of `queue.declare`.
+#[derive(Debug, Clone, Default)]
+pub struct QueueDeclare {
+    /// Name ("" for a server-named queue).
+    pub name: String,
+    /// Only check existence.
+    pub passive: bool,
+    /// Durable.
+    pub durable: bool,
+    /// Exclusive to the declaring connection.
+    pub exclusive: bool,
+    /// Auto-delete.
+    pub auto_delete: bool,
+    /// Arguments.
+    pub arguments: FieldTable,
+}
+
+/// Queue arguments RabbitMQ compares on redeclaration; others are ignored.
+const EQUIVALENCE_ARGS: &[&str] = &[
+    "x-expires",
+    "x-message-ttl",
+    "x-dead-letter-exchange",
+    "x-dead-letter-routing-key",
+    "x-max-length",
+    "x-max-length-bytes",
+    "x-max-in-memory-length",
+    "x-max-in-memory-bytes",
+    "x-max-priority",
+    "x-overflow",
+    "x-queue-mode",
+    "x-queue-version",
+    "x-single-active-consumer",
+    "x-queue-type",
+    "x-delivery-limit",
+];
+
+/// One virtual host.
+#[derive(Debug)]
+pub struct VHost {
+    name: String,
+    topology: RwLock<Topology>,
+    me: Weak<VHost>,
+}
+
+fn bool_text(b: bool) -> &'static str {
+    if b {
+        "true"
+    } else {
+        "false"
+    }
+}
+
+fn arg_text(value: Option<&AMQPValue>, quote_plain: bool) -> String {
+    match value {
+        None => "none".to_owned(),
+        Some(v) if quote_plain => format!("'{}'", display_value(v)),
+        Some(v) => format!(
+            "the value '{}' of type '{}'",
+            display_value(v),
+            type_name(v)
+        ),
+    }
+}
+
+impl VHost {
+    /// A vhost with the standard exchanges.
+    pub fn new(name: &str) -> Arc<Self> {
+        let vhost = Arc::new_cyclic(|me| Self {
+            name: name.to_owned(),
+            topology: RwLock::new(Topology::default()),
+            me: me.clone(),
+        });
+        {
+            let mut t = vhost.write();
+            for (name, kind, internal) in [
+                ("", ExchangeKind::Direct, false),
+                ("amq.direct", ExchangeKind::Direct, false),
+                ("amq.fanout", ExchangeKind::Fanout, false),
+                ("amq.topic", ExchangeKind::Topic, false),
+                ("amq.headers", ExchangeKind::Headers, false),
+                ("amq.match", ExchangeKind::Headers, false),
+                ("amq.rabbitmq.trace", ExchangeKind::Topic, true),
+            ] {
+                t.exchanges.insert(
+                    name.to_owned(),
+                    Exchange::new(
+                        name.to_owned(),
+                        kind,
+                        true,
+                        false,
+                        internal,
+                        FieldTable::default(),
+                    ),
+                );
+            }
+        }
+        vhost
+    }
+
+    /// The vhost's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, Topology> {
+        self.topology
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Topology> {
+        self.topology
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn exchange_resource(&self, name: &str) -> String {
+        format!("exchange '{}' in vhost '{}'", name, self.name)
+    }
+
+    fn queue_resource(&self, name: &str) -> String {
+        format!("queue '{}' in vhost '{}'", name, self.name)
+    }
+
+    fn no_exchange(&self, name: &str) -> AmqpError {
+        AmqpError::not_found(format!("no {}", self.exchange_resource(name)))
+    }
+
+    fn no_queue(&self, name: &str) -> AmqpError {
+        AmqpError::not_found(format!("no {}", self.queue_resource(name)))
+    }
+
+    fn locked(&self, name: &str) -> AmqpError {
+        AmqpError::resource_locked(format!(
+            "cannot obtain exclusive access to locked {}. It could be originally declared on \
+             another connection or the exclusive property value does not match that of the \
+             original declaration.",
+            self.queue_resource(name)
+        ))
+    }
+
+    fn default_exchange_refused() -> AmqpError {
+        AmqpError::access_refused("operation not permitted on the default exchange")
+    }
+
+    fn inequivalent(
+        &self,
+        resource: &str,
+        key: &str,
+        received: String,
+        current: String,
+    ) -> AmqpError {
+        AmqpError::precondition_failed(format!(
+            "inequivalent arg '{key}' for {resource}: received {received} but current is {current}"
+        ))
+    }
+
+    fn check_owner(
+        &self,
+        record: &QueueRecord,
+        name: &str,
+        connection: u64,
+    ) -> Result<(), AmqpError> {
+        match record.exclusive_owner {
+            Some(owner) if owner != connection => Err(self.locked(name)),
+            _ => Ok(()),
+        }
+    }
+
+    /// `exchange.declare`.
+    pub fn declare_exchange(&self, d: &ExchangeDeclare) -> Result<(), AmqpError> {
+        if d.passive {
+            return if d.name.is_empty() || self.read().exchanges.contains_key(&d.name) {
+                Ok(())
+            } else {
+                Err(self.no_exchange(&d.name))
+            };
+        }
+        let kind = ExchangeKind::parse(&d.kind).ok_or_else(|| {
+            AmqpError::command_invalid(format!("invalid exchange type '{}'", d.kind))
+        })?;
+        if d.name.is_empty() {
+            return Err(Self::default_exchange_refused());
+        }
+        let mut t = self.write();
+        match t.exchanges.get(&d.name) {
+            Some(x) => {
+                let resource = self.exchange_resource(&d.name);
+                let q = |s: &str| format!("'{s}'");
+                if x.kind != kind {
+                    return Err(self.inequivalent(
+                        &resource,
+                        "type",
+                        q(&d.kind),
+                        q(x.kind.as_str()),
+                    ));
+                }
+                for (key, received, current) in [
+                    ("durable", d.durable, x.durable),
+                    ("auto_delete", d.auto_delete, x.auto_delete),
+                    ("internal", d.internal, x.internal),
+                ] {
+                    if received != current {
+                        return Err(self.inequivalent(
+                            &resource,
+                            key,
+                            q(bool_text(received)),
+                            q(bool_text(current)),
+                        ));
+                    }
+                }
+                self.check_args(
+                    &resource,
+                    &["alternate-exchange"],
+                    &x.arguments,
+                    &d.arguments,
+                )
+            }
+            None => {
+                if d.name.starts_with("amq.") {
+                    return Err(AmqpError::access_refused(format!(
+                        "exchange name '{}' contains reserved prefix 'amq.*'",
+                        d.name
+                    )));
+                }
+                t.exchanges.insert(
+                    d.name.clone(),
+                    Exchange::new(
+                        d.name.clone(),
+                        kind,
+                        d.durable,
+                        d.auto_delete,
+                        d.internal,
+                        d.arguments.clone(),
+                    ),
+                );
+                Ok(())
+            }
+        }
+    }
+
+    fn check_args(
+        &self,
+        resource: &str,
+        keys: &[&str],
+        current: &FieldTable,
+        received: &FieldTable,
+    ) -> Result<(), AmqpError> {
+        for key in keys {
+            let (c, r) = (lookup(Some(current), key), lookup(Some(received), key));
+            let same = match (c, r) {
+                (None, None) => true,
+                (Some(c), Some(r)) => {
+                    type_name(c) == type_name(r) && display_value(c) == display_value(r)
+                }
+                _ => false,
+            };
+            if !same {
+                let both = c.is_some() && r.is_some();
+                return Err(self.inequivalent(resource, key, arg_text(r, both), arg_text(c, both)));
+            }
+        }
+        Ok(())
+    }
+
+    /// `exchange.delete`.
+    pub fn delete_exchange(&self, name: &str, if_unused: bool) -> Result<(), AmqpError> {
+        if name.is_empty() {
+            return Err(Self::default_exchange_refused());
+        }
+        if name.starts_with("amq.") {
+            return Err(AmqpError::access_refused(format!(
+                "deletion of system {} is not allowed",
+                self.exchange_resource(name)
+            )));
+        }
+        let mut t = self.write();
+        let Some(x) = t.exchanges.get(name) else {
+            return Err(self.no_exchange(name));
+        };
+        if if_unused && !x.bindings().is_empty() {
+            return Err(AmqpError::precondition_failed(format!(
+                "{} in use",
+                self.exchange_resource(name)
+            )));
+        }
+        Self::remove_exchange(&mut t, name);
+        Ok(())
+    }
+
+    fn remove_exchange(t: &mut Topology, name: &str) {
+        t.exchanges.remove(name);
+        Self::unbind_everywhere(t, &Destination::Exchange(name.to_owned()));
+    }
+
+    /// Remove every binding to `destination`, auto-deleting exchanges left without bindings.
+    fn unbind_everywhere(t: &mut Topology, destination: &Destination) {
+        let mut emptied = Vec::new();
+        for x in t.exchanges.values_mut() {
+            if x.unbind_destination(destination) > 0 && x.auto_delete && x.bindings().is_empty() {
+                emptied.push(x.name.clone());
+            }
+        }
+        for name in emptied {
+            Self::remove_exchange(t, &name);
+        }
+    }
+
+    /// `queue.declare`; returns the queue's name and counts.
+    pub async fn declare_queue(
+        &self,
+        d: &QueueDeclare,
+        connection: u64,
+    ) -> Result<(String, QueueStats), AmqpError> {
+        let handle = {
+            let mut t = self.write();
+            if d.passive {
+                let record = t
+                    .queues
+                    .get(&d.name)
+                    .ok_or_else(|| self.no_queue(&d.name))?;
+                self.check_owner(record, &d.name, connection)?;
+                record.handle.clone()
+            } else if let Some(record) = t.queues.get(&d.name) {
+                let resource = self.queue_resource(&d.name);
+                self.check_owner(record, &d.name, connection)?;
+                if record.exclusive_owner.is_some() != d.exclusive {
+                    return Err(self.locked(&d.name));
+                }
+                let q = |b: bool| format!("'{}'", bool_text(b));
+                if record.durable != d.durable {
+                    return Err(self.inequivalent(
+                        &resource,
+                        "durable",
+                        q(d.durable),
+                        q(record.durable),
+                    ));
+                }
+                if record.auto_delete != d.auto_delete {
+                    return Err(self.inequivalent(
+                        &resource,
+                        "auto_delete",
+                        q(d.auto_delete),
+                        q(record.auto_delete),
+                    ));
+                }
+                self.check_args(&resource, EQUIVALENCE_ARGS, &record.arguments, &d.arguments)?;
+                record.handle.clone()
+            } else {
+                let name = if d.name.is_empty() {
+                    random_name("amq.gen-")
+                } else if d.name.starts_with("amq.") {
+                    return Err(AmqpError::access_refused(format!(
+                        "queue name '{}' contains reserved prefix 'amq.*'",
+                        d.name
+                    )));
+                } else {
+                    d.name.clone()
+                };
+                let handle = queue::spawn(
+                    queue::QueueConfig {
+                        name: name.clone(),
+                        vhost_name: self.name.clone(),
+                        auto_delete: d.auto_delete,
+                    },
+                    self.me.clone(),
+                );
+                t.queues.insert(
+                    name,
+                    QueueRecord {
+                        handle: handle.clone(),
+                        durable: d.durable,
+                        exclusive_owner: d.exclusive.then_some(connection),
+                        auto_delete: d.auto_delete,
+                        arguments: d.arguments.clone(),
+                    },
+                );
+                handle
+            }
+        };
+        let stats = handle.stats().await;
+        Ok((handle.name().to_owned(), stats))
+    }
+
+    /// A queue for consume/get/purge, checking exclusivity.
+    pub fn queue(&self, name: &str, connection: u64) -> Result<QueueHandle, AmqpError> {
+        let t = self.read();
+        let record = t.queues.get(name).ok_or_else(|| self.no_queue(name))?;
+        self.check_owner(record, name, connection)?;
+        Ok(record.handle.clone())
+    }
+
+    /// A queue's record, if it exists.
+    pub fn queue_record(&self, name: &str) -> Option<QueueRecord> {
+        self.read().queues.get(name).cloned()
+    }
+
+    /// `queue.delete`; returns the number of ready messages deleted.
+    pub async fn delete_queue(
+        &self,
+        name: &str,
+        if_unused: bool,
+        if_empty: bool,
+        connection: u64,
+    ) -> Result<u32, AmqpError> {
+        let handle = {
+            let t = self.read();
+            let Some(record) = t.queues.get(name) else {
+                return Ok(0);
+            };
+            self.check_owner(record, name, connection)?;
+            record.handle.clone()
+        };
+        let count = handle.delete(if_unused, if_empty).await?;
+        self.forget_queue(name, handle.id());
+        Ok(count)
+    }
+
+    /// Remove a queue record (if it is still this instance) and its bindings.
+    pub(crate) fn forget_queue(&self, name: &str, id: u64) {
+        let mut t = self.write();
+        if t.queues.get(name).is_some_and(|r| r.handle.id() == id) {
+            t.queues.remove(name);
+            Self::unbind_everywhere(&mut t, &Destination::Queue(name.to_owned()));
+        }
+    }
+
+    /// Delete every exclusive queue of a closed connection.
+    pub async fn delete_exclusive_queues(&self, connection: u64) {
+        let owned: Vec<String> = self
+            .read()
+            .queues
+            .iter()
+            .filter(|(_, r)| r.exclusive_owner == Some(connection))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in owned {
+            let _ = self.delete_queue(&name, false, false, connection).await;
+        }
+    }
+
+    /// `queue.bind` / `queue.unbind` / `exchange.bind` / `exchange.unbind`.
+    pub fn set_binding(
+        &self,
+        source: &str,
+        destination: Destination,
+        routing_key: &str,
+        arguments: &FieldTable,
+        connection: u64,
+        bind: bool,
+    ) -> Result<(), AmqpError> {
+        if source.is_empty() {
+            return Err(Self::default_exchange_refused());
+        }
+        let mut t = self.write();
+        match &destination {
+            Destination::Queue(q) => {
+                let record = t.queues.get(q).ok_or_else(|| self.no_queue(q))?;
+                self.check_owner(record, q, connection)?;
+            }
+            Destination::Exchange(x) => {
+                if x.is_empty() {
+                    return Err(Self::default_exchange_refused());
+                }
+                if !t.exchanges.contains_key(x) {
+                    return Err(self.no_exchange(x));
+                }
+            }
+        }
+        let x = t
+            .exchanges
+            .get_mut(source)
+            .ok_or_else(|| self.no_exchange(source))?;
+        let binding = Binding {
+            destination,
+            routing_key: routing_key.to_owned(),
+            arguments: arguments.clone(),
+        };
+        if bind {
+            x.bind(binding);
+        } else if x.unbind(&binding) && x.auto_delete && x.bindings().is_empty() {
+            let name = x.name.clone();
+            Self::remove_exchange(&mut t, &name);
+        }
+        Ok(())
+    }
+
+    /// Route a message: the queues it goes to, deduplicated, following exchange-to-exchange
+    /// bindings and alternate exchanges. `keys` holds the routing key plus any CC/BCC keys.
+    pub fn route(
+        &self,
+        exchange: &str,
+        keys: &[&str],
+        headers: Option<&FieldTable>,
+        out: &mut Vec<QueueHandle>,
+    ) -> Result<(), AmqpError> {
+        let t = self.read();
+        let Some(x) = t.exchanges.get(exchange) else {
+            return Err(self.no_exchange(exchange));
+        };
+        if x.internal {
+            return Err(AmqpError::access_refused(format!(
+                "cannot publish to internal {}",
+                self.exchange_resource(exchange)
+            )));
+        }
+        if exchange.is_empty() {
+            for key in keys {
+                if let Some(record) = t.queues.get(*key) {
+                    if !out.iter().any(|h| h.id() == record.handle.id()) {
+                        out.push(record.handle.clone());
+                    }
+                }
+            }
+            return Ok(());
+        }
+        let mut visited: HashSet<&str> = HashSet::new();
+        let mut next: Option<&Exchange> = Some(x);
+        while let Some(x) = next.take() {
+            if !visited.insert(x.name.as_str()) {
+                break;
+            }
+            let before = out.len();
+            Self::route_from(&t, x, keys, headers, &mut visited, out);
+            if out.len() == before {
+                next = x.alternate_exchange().and_then(|ae| t.exchanges.get(&ae));
+            }
+        }
+        Ok(())
+    }
+
+    fn route_from<'a>(
+        t: &'a Topology,
+        x: &'a Exchange,
+        keys: &[&str],
+        headers: Option<&FieldTable>,
+        visited: &mut HashSet<&'a str>,
+        out: &mut Vec<QueueHandle>,
+    ) {
+        let mut dests: Vec<&Destination> = Vec::new();
+        for key in keys {
+            x.route(key, headers, &mut dests);
+        }
+        for dest in dests {
+            match dest {
+                Destination::Queue(q) => {
+                    if let Some(record) = t.queues.get(q) {
+                        if !out.iter().any(|h| h.id() == record.handle.id()) {
+                            out.push(record.handle.clone());
+                        }
+                    }
+                }
+                Destination::Exchange(name) => {
+                    if let Some(inner) = t.exchanges.get(name) {
+                        if visited.insert(inner.name.as_str()) {
+                            Self::route_from(t, inner, keys, headers, visited, out);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether an exchange exists.
+    pub fn has_exchange(&self, name: &str) -> bool {
+        self.read().exchanges.contains_key(name)
+    }
+
+    /// Names of every queue.
+    pub fn queue_names(&self) -> Vec<String> {
+        self.read().queues.keys().cloned().collect()
+    }
+}
+
+/// A name with a random 22-character suffix, as RabbitMQ generates for queues and consumer tags.
+pub fn random_name(prefix: &str) -> String {
+    use std::collections::hash_map::RandomState;
+    use std::hash::{BuildHasher, Hasher};
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut name = String::from(prefix);
+    let mut bits = 0u64;
+    for i in 0..22 {
+        if i % 10 == 0 {
+            let mut h = RandomState::new().build_hasher();
+            h.write_usize(i);
+            bits = h.finish();
+        }
+        name.push(ALPHABET[(bits & 63) as usize] as char);
+        bits >>= 6;
+    }
+    name
+}

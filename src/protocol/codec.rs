@@ -1,0 +1,392 @@
+//! Frame codec: bytes from the socket into [`Frame`]s, and frames into bytes for the writer.
+//!
+//! Framing (type, channel, size, frame-end octet, frame_max) is checked here by hand so that every
+//! violation maps to RabbitMQ's reply code; method arguments and content properties are parsed by
+//! amq-protocol. Body payloads are sliced out of the read buffer as `Bytes`, never copied. The hot
+//! outbound methods (deliver, get-ok, ack/nack) are encoded by hand; the rest go through amq-protocol.
+
+use amq_protocol::frame::{parsing::parse_content_header, WriteContext};
+use amq_protocol::protocol::{basic, gen_class, parse_class, AMQPClass};
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::error::AmqpError;
+
+/// The eight bytes a client sends first.
+pub const PROTOCOL_HEADER: &[u8; 8] = b"AMQP\x00\x00\x09\x01";
+
+const FRAME_METHOD: u8 = 1;
+const FRAME_HEADER: u8 = 2;
+const FRAME_BODY: u8 = 3;
+const FRAME_HEARTBEAT: u8 = 8;
+const FRAME_END: u8 = 0xCE;
+/// Frame overhead: type (1) + channel (2) + size (4) + frame-end (1).
+pub const FRAME_OVERHEAD: u32 = 8;
+
+/// A content header: the parsed properties and, for cheap re-sending, their encoded bytes.
+#[derive(Debug, Clone)]
+pub struct ContentHeader {
+    /// Content class (60 for basic).
+    pub class_id: u16,
+    /// Announced body size.
+    pub body_size: u64,
+    /// Parsed properties.
+    pub properties: basic::AMQPProperties,
+    /// The properties exactly as they arrived (flags + fields).
+    pub raw_properties: Bytes,
+}
+
+/// One decoded frame.
+#[derive(Debug, Clone)]
+pub enum Frame {
+    /// A method frame.
+    Method(u16, Box<AMQPClass>),
+    /// A content header frame.
+    Header(u16, ContentHeader),
+    /// A content body frame.
+    Body(u16, Bytes),
+    /// A heartbeat frame (channel should be 0).
+    Heartbeat(u16),
+}
+
+impl Frame {
+    /// The channel the frame belongs to.
+    pub fn channel(&self) -> u16 {
+        match self {
+            Self::Method(ch, _) | Self::Header(ch, _) | Self::Body(ch, _) | Self::Heartbeat(ch) => {
+                *ch
+            }
+        }
+    }
+}
+
+/// Decode one frame from `buf`, or `Ok(None)` when more bytes are needed.
+///
+/// `frame_max` is the negotiated maximum frame size including overhead (0 = no limit).
+pub fn decode_frame(buf: &mut BytesMut, frame_max: u32) -> Result<Option<Frame>, AmqpError> {
+    if buf.len() < 7 {
+        return Ok(None);
+    }
+    let frame_type = buf[0];
+    let channel = u16::from_be_bytes([buf[1], buf[2]]);
+    let size = u32::from_be_bytes([buf[3], buf[4], buf[5], buf[6]]);
+    if !matches!(
+        frame_type,
+        FRAME_METHOD | FRAME_HEADER | FRAME_BODY | FRAME_HEARTBEAT
+    ) {
+        return Err(AmqpError::frame_error(format!(
+            "type {frame_type}, channel {channel}: unknown frame type"
+        )));
+    }
+    if frame_max != 0 && u64::from(size) + u64::from(FRAME_OVERHEAD) > u64::from(frame_max) {
+        return Err(AmqpError::frame_error(format!(
+            "type {frame_type}, channel {channel}: frame_too_large, {} > {}",
+            size,
+            frame_max - FRAME_OVERHEAD
+        )));
+    }
+    let total = 8 + size as usize;
+    if buf.len() < total {
+        buf.reserve(total - buf.len());
+        return Ok(None);
+    }
+    if buf[total - 1] != FRAME_END {
+        return Err(AmqpError::frame_error(format!(
+            "type {frame_type}, channel {channel}: invalid_frame_end_marker {}",
+            buf[total - 1]
+        )));
+    }
+    let mut frame = buf.split_to(total);
+    frame.truncate(total - 1);
+    let payload = frame.split_off(7).freeze();
+    match frame_type {
+        FRAME_METHOD => decode_method(&payload).map(|m| Some(Frame::Method(channel, Box::new(m)))),
+        FRAME_HEADER => decode_header(payload).map(|h| Some(Frame::Header(channel, h))),
+        FRAME_BODY => Ok(Some(Frame::Body(channel, payload))),
+        _ => Ok(Some(Frame::Heartbeat(channel))),
+    }
+}
+
+/// Class and method ids RabbitMQ's AMQP 0-9-1 defines (access.request included, as a no-op).
+fn is_known_method(class_id: u16, method_id: u16) -> bool {
+    match class_id {
+        10 => matches!(
+            method_id,
+            10 | 11 | 20 | 21 | 30 | 31 | 40 | 41 | 50 | 51 | 60 | 61 | 70 | 71
+        ),
+        20 => matches!(method_id, 10 | 11 | 20 | 21 | 40 | 41),
+        30 => matches!(method_id, 10 | 11),
+        40 => matches!(method_id, 10 | 11 | 20 | 21 | 30 | 31 | 40 | 51),
+        50 => matches!(method_id, 10 | 11 | 20 | 21 | 30 | 31 | 40 | 41 | 50 | 51),
+        60 => matches!(
+            method_id,
+            10 | 11
+                | 20
+                | 21
+                | 30
+                | 31
+                | 40
+                | 50
+                | 60
+                | 70
+                | 71
+                | 72
+                | 80
+                | 90
+                | 100
+                | 110
+                | 111
+                | 120
+        ),
+        85 => matches!(method_id, 10 | 11),
+        90 => matches!(method_id, 10 | 11 | 20 | 21 | 30 | 31),
+        _ => false,
+    }
+}
+
+fn decode_method(payload: &[u8]) -> Result<AMQPClass, AmqpError> {
+    if payload.len() < 4 {
+        return Err(AmqpError::syntax_error("method frame too short"));
+    }
+    let class_id = u16::from_be_bytes([payload[0], payload[1]]);
+    let method_id = u16::from_be_bytes([payload[2], payload[3]]);
+    if !is_known_method(class_id, method_id) {
+        return Err(AmqpError::command_invalid(format!(
+            "unknown method {{{class_id},{method_id}}}"
+        ))
+        .with_method(class_id, method_id));
+    }
+    if (class_id, method_id) == (60, 10) && payload.len() >= 8 {
+        // amq-protocol drops basic.qos prefetch_size, which RabbitMQ refuses when non-zero.
+        let prefetch_size = u32::from_be_bytes([payload[4], payload[5], payload[6], payload[7]]);
+        if prefetch_size != 0 {
+            return Err(
+                AmqpError::not_implemented(format!("prefetch_size!=0 ({prefetch_size})"))
+                    .with_method(60, 10),
+            );
+        }
+    }
+    match parse_class(payload) {
+        Ok((_, method)) => Ok(method),
+        Err(_) => Err(AmqpError::syntax_error(format!(
+            "malformed arguments for method {{{class_id},{method_id}}}"
+        ))
+        .with_method(class_id, method_id)),
+    }
+}
+
+fn decode_header(payload: Bytes) -> Result<ContentHeader, AmqpError> {
+    match parse_content_header(&payload[..]) {
+        Ok((_, header)) if payload.len() >= 12 => Ok(ContentHeader {
+            class_id: header.class_id,
+            body_size: header.body_size,
+            properties: header.properties,
+            raw_properties: payload.slice(12..),
+        }),
+        Ok(_) | Err(_) => Err(AmqpError::frame_error("malformed content header")),
+    }
+}
+
+fn put_short_str(out: &mut BytesMut, s: &str) {
+    // Short strings are at most 255 bytes; names are validated on the way in.
+    let bytes = &s.as_bytes()[..s.len().min(255)];
+    out.put_u8(bytes.len() as u8);
+    out.put_slice(bytes);
+}
+
+/// Start a frame, returning the offset of its size field for [`finish_frame`].
+fn start_frame(out: &mut BytesMut, frame_type: u8, channel: u16) -> usize {
+    out.put_u8(frame_type);
+    out.put_u16(channel);
+    let at = out.len();
+    out.put_u32(0);
+    at
+}
+
+fn finish_frame(out: &mut BytesMut, size_at: usize) {
+    let size = (out.len() - size_at - 4) as u32;
+    out[size_at..size_at + 4].copy_from_slice(&size.to_be_bytes());
+    out.put_u8(FRAME_END);
+}
+
+/// Encode any method with amq-protocol's generator.
+pub fn encode_method(out: &mut BytesMut, channel: u16, method: &AMQPClass) {
+    let at = start_frame(out, FRAME_METHOD, channel);
+    match gen_class(method)(WriteContext::from(Vec::with_capacity(64))) {
+        Ok(ctx) => out.put_slice(&ctx.write),
+        // Generation only fails on values we built ourselves (e.g. an over-long short string).
+        Err(error) => tracing::error!(?error, "failed to encode method"),
+    }
+    finish_frame(out, at);
+}
+
+/// Encode `basic.deliver` by hand (hot path).
+pub fn encode_deliver(
+    out: &mut BytesMut,
+    channel: u16,
+    consumer_tag: &str,
+    delivery_tag: u64,
+    redelivered: bool,
+    exchange: &str,
+    routing_key: &str,
+) {
+    let at = start_frame(out, FRAME_METHOD, channel);
+    out.put_u16(60);
+    out.put_u16(60);
+    put_short_str(out, consumer_tag);
+    out.put_u64(delivery_tag);
+    out.put_u8(u8::from(redelivered));
+    put_short_str(out, exchange);
+    put_short_str(out, routing_key);
+    finish_frame(out, at);
+}
+
+/// Encode `basic.get-ok` by hand.
+pub fn encode_get_ok(
+    out: &mut BytesMut,
+    channel: u16,
+    delivery_tag: u64,
+    redelivered: bool,
+    exchange: &str,
+    routing_key: &str,
+    message_count: u32,
+) {
+    let at = start_frame(out, FRAME_METHOD, channel);
+    out.put_u16(60);
+    out.put_u16(71);
+    out.put_u64(delivery_tag);
+    out.put_u8(u8::from(redelivered));
+    put_short_str(out, exchange);
+    put_short_str(out, routing_key);
+    out.put_u32(message_count);
+    finish_frame(out, at);
+}
+
+/// Encode a publisher-confirm `basic.ack` or `basic.nack` by hand.
+pub fn encode_confirm(
+    out: &mut BytesMut,
+    channel: u16,
+    delivery_tag: u64,
+    multiple: bool,
+    ack: bool,
+) {
+    let at = start_frame(out, FRAME_METHOD, channel);
+    out.put_u16(60);
+    if ack {
+        out.put_u16(80);
+        out.put_u64(delivery_tag);
+        out.put_u8(u8::from(multiple));
+    } else {
+        out.put_u16(120);
+        out.put_u64(delivery_tag);
+        out.put_u8(u8::from(multiple));
+    }
+    finish_frame(out, at);
+}
+
+/// Encode a content header and the body frames, splitting the body at `frame_max - 8`.
+pub fn encode_content(
+    out: &mut BytesMut,
+    channel: u16,
+    raw_properties: &[u8],
+    body: &[u8],
+    frame_max: u32,
+) {
+    out.reserve(32 + raw_properties.len() + body.len());
+    let at = start_frame(out, FRAME_HEADER, channel);
+    out.put_u16(60);
+    out.put_u16(0);
+    out.put_u64(body.len() as u64);
+    out.put_slice(raw_properties);
+    finish_frame(out, at);
+    let chunk = frame_max.saturating_sub(FRAME_OVERHEAD).max(1) as usize;
+    for part in body.chunks(chunk) {
+        let at = start_frame(out, FRAME_BODY, channel);
+        out.put_slice(part);
+        finish_frame(out, at);
+    }
+}
+
+/// Encode properties into their wire form (flags + fields).
+pub fn encode_properties(properties: &basic::AMQPProperties) -> Bytes {
+    match basic::gen_properties(properties)(WriteContext::from(Vec::with_capacity(64))) {
+        Ok(ctx) => Bytes::from(ctx.write),
+        Err(error) => {
+            tracing::error!(?error, "failed to encode properties");
+            Bytes::from_static(&[0, 0])
+        }
+    }
+}
+
+/// Encode a heartbeat frame.
+pub fn encode_heartbeat(out: &mut BytesMut) {
+    out.put_slice(&[FRAME_HEARTBEAT, 0, 0, 0, 0, 0, 0, FRAME_END]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use amq_protocol::protocol::queue;
+
+    #[test]
+    fn method_round_trips() {
+        let method = AMQPClass::Queue(queue::AMQPMethod::Declare(queue::Declare {
+            queue: "q".into(),
+            passive: false,
+            durable: true,
+            exclusive: false,
+            auto_delete: true,
+            nowait: false,
+            arguments: Default::default(),
+        }));
+        let mut out = BytesMut::new();
+        encode_method(&mut out, 3, &method);
+        let frame = decode_frame(&mut out, 4096).unwrap().unwrap();
+        match frame {
+            Frame::Method(3, m) => assert_eq!(*m, method),
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn partial_frames_wait_for_more() {
+        let mut out = BytesMut::new();
+        encode_heartbeat(&mut out);
+        let mut partial = BytesMut::from(&out[..5]);
+        assert!(decode_frame(&mut partial, 4096).unwrap().is_none());
+    }
+
+    #[test]
+    fn bad_frame_end_is_frame_error() {
+        let mut out = BytesMut::from(&[8u8, 0, 0, 0, 0, 0, 0, 0xCD][..]);
+        let err = decode_frame(&mut out, 4096).unwrap_err();
+        assert_eq!(err.code as u16, 501);
+    }
+
+    #[test]
+    fn oversized_frame_is_frame_error() {
+        let mut out = BytesMut::from(&[3u8, 0, 1, 0, 1, 0, 0][..]);
+        let err = decode_frame(&mut out, 4096).unwrap_err();
+        assert_eq!(err.code as u16, 501);
+    }
+
+    #[test]
+    fn body_is_split_at_frame_max() {
+        let body = vec![7u8; 10_000];
+        let mut out = BytesMut::new();
+        encode_content(&mut out, 1, &[0, 0], &body, 4096);
+        let mut frames = Vec::new();
+        while let Some(frame) = decode_frame(&mut out, 4096).unwrap() {
+            frames.push(frame);
+        }
+        assert_eq!(frames.len(), 1 + 3);
+        let total: usize = frames
+            .iter()
+            .map(|f| match f {
+                Frame::Body(_, b) => b.len(),
+                _ => 0,
+            })
+            .sum();
+        assert_eq!(total, 10_000);
+    }
+}

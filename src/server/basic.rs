@@ -1,0 +1,471 @@
+//! The `basic` class on a channel: publish, consume/cancel, deliveries, get, ack/nack/reject,
+//! qos and recover.
+//!
+//! Publishing routes in this task and hands one `Arc<Message>` to every target queue's work lane.
+//! Deliveries arrive from queue actors through the connection inbox; each gets the channel's next
+//! delivery tag and, unless no-ack, a place in `unacked` until settled.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use super::channel::{unimplemented_method, Channel, ConsumerEntry, TxSettle, Unacked};
+use super::connection::{ConnCtx, Deferred};
+use crate::broker::queue::{ConsumeRequest, Delivery, QueueHandle};
+use crate::broker::vhost::random_name;
+use crate::broker::Message;
+use crate::protocol::codec::{encode_content, encode_deliver, encode_get_ok, encode_properties};
+use crate::protocol::{basic, AMQPValue, AmqpError, Content, Method, ReplyCode};
+
+static NEXT_CONSUMER_ID: AtomicU64 = AtomicU64::new(1);
+
+fn routing_keys<'a>(
+    routing_key: &'a str,
+    headers: Option<&'a crate::protocol::FieldTable>,
+) -> (Vec<&'a str>, bool) {
+    let mut keys = vec![routing_key];
+    let mut has_bcc = false;
+    if let Some(h) = headers {
+        for (name, is_bcc) in [("CC", false), ("BCC", true)] {
+            if let Some(AMQPValue::FieldArray(list)) = h.inner().get(name) {
+                has_bcc |= is_bcc;
+                for v in list.as_slice() {
+                    if let AMQPValue::LongString(s) = v {
+                        if let Ok(s) = std::str::from_utf8(s.as_bytes()) {
+                            keys.push(s);
+                        }
+                    } else if let AMQPValue::ShortString(s) = v {
+                        keys.push(s.as_str());
+                    }
+                }
+            }
+        }
+    }
+    (keys, has_bcc)
+}
+
+impl Channel {
+    pub(super) async fn on_basic_method(
+        &mut self,
+        ctx: &mut ConnCtx,
+        method: basic::AMQPMethod,
+        content: Option<Content>,
+    ) -> Result<(), AmqpError> {
+        match method {
+            basic::AMQPMethod::Publish(p) => match content {
+                Some(content) => self.on_basic_publish(ctx, p, content).await,
+                None => Err(AmqpError::unexpected_frame("publish without content")),
+            },
+            basic::AMQPMethod::Consume(c) => self.on_basic_consume(ctx, c).await,
+            basic::AMQPMethod::Cancel(c) => self.on_basic_cancel(ctx, c).await,
+            basic::AMQPMethod::Get(g) => self.on_basic_get(ctx, g).await,
+            basic::AMQPMethod::Ack(a) => self.on_basic_ack(ctx, a.delivery_tag, a.multiple),
+            basic::AMQPMethod::Nack(n) => {
+                self.on_basic_reject(ctx, n.delivery_tag, n.multiple, n.requeue)
+            }
+            basic::AMQPMethod::Reject(r) => {
+                self.on_basic_reject(ctx, r.delivery_tag, false, r.requeue)
+            }
+            basic::AMQPMethod::Qos(q) => self.on_basic_qos(ctx, q),
+            basic::AMQPMethod::Recover(r) => self.on_basic_recover(ctx, r.requeue, true),
+            basic::AMQPMethod::RecoverAsync(r) => self.on_basic_recover(ctx, r.requeue, false),
+            basic::AMQPMethod::QosOk(_)
+            | basic::AMQPMethod::ConsumeOk(_)
+            | basic::AMQPMethod::CancelOk(_)
+            | basic::AMQPMethod::Return(_)
+            | basic::AMQPMethod::Deliver(_)
+            | basic::AMQPMethod::GetOk(_)
+            | basic::AMQPMethod::GetEmpty(_)
+            | basic::AMQPMethod::RecoverOk(_) => Err(unimplemented_method()),
+        }
+    }
+
+    async fn on_basic_publish(
+        &mut self,
+        ctx: &mut ConnCtx,
+        p: basic::Publish,
+        content: Content,
+    ) -> Result<(), AmqpError> {
+        if p.immediate {
+            return Err(AmqpError::not_implemented("immediate=true"));
+        }
+        let confirm_seq = self.confirms.as_mut().map(|c| c.next_seq());
+        let mut queues: Vec<QueueHandle> = Vec::new();
+        let has_bcc = {
+            let (keys, has_bcc) = routing_keys(
+                p.routing_key.as_str(),
+                content.properties.headers().as_ref(),
+            );
+            ctx.vhost.route(
+                p.exchange.as_str(),
+                &keys,
+                content.properties.headers().as_ref(),
+                &mut queues,
+            )?;
+            has_bcc
+        };
+        let (properties, raw_properties) = if has_bcc {
+            let mut headers = content.properties.headers().clone().unwrap_or_default();
+            let mut stripped = crate::protocol::FieldTable::default();
+            for (k, v) in headers.inner() {
+                if k.as_str() != "BCC" {
+                    stripped.insert(k.clone(), v.clone());
+                }
+            }
+            headers = stripped;
+            let properties = content.properties.clone().with_headers(headers);
+            let raw = encode_properties(&properties);
+            (properties, raw)
+        } else {
+            (content.properties, content.raw_properties)
+        };
+        let message = Arc::new(Message {
+            exchange: p.exchange.to_string(),
+            routing_key: p.routing_key.to_string(),
+            properties,
+            raw_properties,
+            body: content.body,
+        });
+        if queues.is_empty() {
+            if p.mandatory {
+                ctx.send_method(
+                    self.id,
+                    &Method::Basic(basic::AMQPMethod::Return(basic::Return {
+                        reply_code: ReplyCode::NoRoute as u16,
+                        reply_text: "NO_ROUTE".into(),
+                        exchange: p.exchange,
+                        routing_key: p.routing_key,
+                    })),
+                );
+                encode_content(
+                    &mut ctx.out,
+                    self.id,
+                    &message.raw_properties,
+                    &message.body,
+                    ctx.frame_max,
+                );
+            }
+        } else if let Some(tx) = self.tx.as_mut() {
+            tx.publishes.push((queues, message));
+        } else {
+            for queue in &queues {
+                queue.publish(message.clone()).await;
+            }
+        }
+        if let (Some(seq), Some(confirms)) = (confirm_seq, self.confirms.as_mut()) {
+            confirms.settle(seq, true);
+        }
+        Ok(())
+    }
+
+    async fn on_basic_consume(
+        &mut self,
+        ctx: &mut ConnCtx,
+        c: basic::Consume,
+    ) -> Result<(), AmqpError> {
+        let name = self.queue_name(c.queue.as_str())?;
+        let tag: Arc<str> = if c.consumer_tag.as_str().is_empty() {
+            Arc::from(random_name("amq.ctag-"))
+        } else {
+            Arc::from(c.consumer_tag.as_str())
+        };
+        if self.consumers.contains_key(&tag) {
+            return Err(AmqpError::not_allowed(format!(
+                "attempt to reuse consumer tag '{tag}'"
+            )));
+        }
+        let queue = ctx.vhost.queue(&name, ctx.id)?;
+        let id = NEXT_CONSUMER_ID.fetch_add(1, Ordering::Relaxed);
+        queue
+            .consume(ConsumeRequest {
+                consumer_id: id,
+                connection_id: ctx.id,
+                channel: self.id,
+                tag: tag.clone(),
+                prefetch: self.prefetch_count,
+                no_ack: c.no_ack,
+                exclusive: c.exclusive,
+                limiter: self.limiter.clone(),
+                sink: ctx.sink.clone(),
+            })
+            .await?;
+        self.consumers
+            .insert(tag.clone(), ConsumerEntry { id, queue });
+        if !c.nowait {
+            ctx.send_method(
+                self.id,
+                &Method::Basic(basic::AMQPMethod::ConsumeOk(basic::ConsumeOk {
+                    consumer_tag: tag.as_ref().into(),
+                })),
+            );
+        }
+        Ok(())
+    }
+
+    async fn on_basic_cancel(
+        &mut self,
+        ctx: &mut ConnCtx,
+        c: basic::Cancel,
+    ) -> Result<(), AmqpError> {
+        let tag: Arc<str> = Arc::from(c.consumer_tag.as_str());
+        match self.consumers.get(&tag) {
+            Some(consumer) => {
+                consumer.queue.cancel(consumer.id).await;
+                ctx.deferred.push(Deferred::CancelOk {
+                    channel: self.id,
+                    consumer_tag: tag,
+                    nowait: c.nowait,
+                });
+            }
+            None => {
+                if !c.nowait {
+                    self.send_cancel_ok(ctx, &tag);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn send_cancel_ok(&self, ctx: &mut ConnCtx, tag: &str) {
+        ctx.send_method(
+            self.id,
+            &Method::Basic(basic::AMQPMethod::CancelOk(basic::CancelOk {
+                consumer_tag: tag.into(),
+            })),
+        );
+    }
+
+    /// After the inbox is drained: forget the consumer and confirm the cancel.
+    pub(super) fn finish_cancel(&mut self, ctx: &mut ConnCtx, tag: &Arc<str>, nowait: bool) {
+        self.consumers.remove(tag);
+        if !nowait {
+            self.send_cancel_ok(ctx, tag);
+        }
+    }
+
+    /// The queue dropped a consumer (it was deleted): tell clients that understand it.
+    pub(super) fn on_consumer_cancelled(&mut self, ctx: &mut ConnCtx, tag: &Arc<str>) {
+        if self.consumers.remove(tag).is_some() && ctx.capabilities.consumer_cancel_notify {
+            ctx.send_method(
+                self.id,
+                &Method::Basic(basic::AMQPMethod::Cancel(basic::Cancel {
+                    consumer_tag: tag.as_ref().into(),
+                    nowait: true,
+                })),
+            );
+        }
+    }
+
+    /// A message from a queue for one of this channel's consumers.
+    pub(super) fn on_delivery(&mut self, ctx: &mut ConnCtx, d: Delivery) {
+        if !self.consumers.contains_key(&d.consumer_tag) {
+            // Cancelled or closing: the message never reached the client.
+            if !d.no_ack {
+                d.queue.release(vec![d.seq]);
+            }
+            return;
+        }
+        let tag = self.next_delivery_tag;
+        self.next_delivery_tag += 1;
+        let m = &d.message;
+        encode_deliver(
+            &mut ctx.out,
+            self.id,
+            &d.consumer_tag,
+            tag,
+            d.redelivered,
+            &m.exchange,
+            &m.routing_key,
+        );
+        encode_content(
+            &mut ctx.out,
+            self.id,
+            &m.raw_properties,
+            &m.body,
+            ctx.frame_max,
+        );
+        ctx.credit_later(&d.queue, d.consumer_id);
+        if !d.no_ack {
+            self.unacked.insert(
+                tag,
+                Unacked {
+                    queue: d.queue,
+                    seq: d.seq,
+                    from_consumer: true,
+                },
+            );
+        }
+    }
+
+    async fn on_basic_get(&mut self, ctx: &mut ConnCtx, g: basic::Get) -> Result<(), AmqpError> {
+        let name = self.queue_name(g.queue.as_str())?;
+        let queue = ctx.vhost.queue(&name, ctx.id)?;
+        match queue.get(g.no_ack).await {
+            Some(r) => {
+                let tag = self.next_delivery_tag;
+                self.next_delivery_tag += 1;
+                let m = &r.message;
+                encode_get_ok(
+                    &mut ctx.out,
+                    self.id,
+                    tag,
+                    r.redelivered,
+                    &m.exchange,
+                    &m.routing_key,
+                    r.remaining,
+                );
+                encode_content(
+                    &mut ctx.out,
+                    self.id,
+                    &m.raw_properties,
+                    &m.body,
+                    ctx.frame_max,
+                );
+                if !g.no_ack {
+                    self.unacked.insert(
+                        tag,
+                        Unacked {
+                            queue,
+                            seq: r.seq,
+                            from_consumer: false,
+                        },
+                    );
+                }
+            }
+            None => ctx.send_method(
+                self.id,
+                &Method::Basic(basic::AMQPMethod::GetEmpty(basic::GetEmpty {})),
+            ),
+        }
+        Ok(())
+    }
+
+    /// Remove the deliveries an ack/nack/reject names.
+    fn take_settled(
+        &mut self,
+        tag: u64,
+        multiple: bool,
+    ) -> Result<BTreeMap<u64, Unacked>, AmqpError> {
+        let unknown = || AmqpError::precondition_failed(format!("unknown delivery tag {tag}"));
+        if multiple {
+            if tag == 0 {
+                return Ok(std::mem::take(&mut self.unacked));
+            }
+            if !self.unacked.contains_key(&tag) {
+                return Err(unknown());
+            }
+            let rest = self.unacked.split_off(&(tag + 1));
+            Ok(std::mem::replace(&mut self.unacked, rest))
+        } else {
+            let u = self.unacked.remove(&tag).ok_or_else(unknown)?;
+            Ok(BTreeMap::from([(tag, u)]))
+        }
+    }
+
+    fn release_limiter(&self, settled: &BTreeMap<u64, Unacked>) {
+        let n = settled.values().filter(|u| u.from_consumer).count() as u32;
+        if n == 0 {
+            return;
+        }
+        let was_full = self.limiter.is_full();
+        self.limiter.release(n);
+        if was_full {
+            let mut woken: HashMap<u64, ()> = HashMap::new();
+            for c in self.consumers.values() {
+                if woken.insert(c.queue.id(), ()).is_none() {
+                    c.queue.wake();
+                }
+            }
+        }
+    }
+
+    fn on_basic_ack(
+        &mut self,
+        ctx: &mut ConnCtx,
+        tag: u64,
+        multiple: bool,
+    ) -> Result<(), AmqpError> {
+        let settled = self.take_settled(tag, multiple)?;
+        self.release_limiter(&settled);
+        if let Some(tx) = self.tx.as_mut() {
+            tx.settles
+                .extend(settled.into_iter().map(|(t, u)| (t, u, TxSettle::Ack)));
+            return Ok(());
+        }
+        for u in settled.values() {
+            ctx.ack_later(&u.queue, u.seq);
+        }
+        Ok(())
+    }
+
+    fn on_basic_reject(
+        &mut self,
+        _ctx: &mut ConnCtx,
+        tag: u64,
+        multiple: bool,
+        requeue: bool,
+    ) -> Result<(), AmqpError> {
+        let settled = self.take_settled(tag, multiple)?;
+        self.release_limiter(&settled);
+        if let Some(tx) = self.tx.as_mut() {
+            tx.settles.extend(
+                settled
+                    .into_iter()
+                    .map(|(t, u)| (t, u, TxSettle::Reject { requeue })),
+            );
+            return Ok(());
+        }
+        let mut by_queue: HashMap<u64, (QueueHandle, Vec<u64>)> = HashMap::new();
+        for (_, u) in settled {
+            by_queue
+                .entry(u.queue.id())
+                .or_insert_with(|| (u.queue.clone(), Vec::new()))
+                .1
+                .push(u.seq);
+        }
+        for (_, (queue, seqs)) in by_queue {
+            if requeue {
+                queue.requeue(seqs);
+            } else {
+                queue.reject(seqs);
+            }
+        }
+        Ok(())
+    }
+
+    fn on_basic_qos(&mut self, ctx: &mut ConnCtx, q: basic::Qos) -> Result<(), AmqpError> {
+        // prefetch_size != 0 is refused in the codec: amq-protocol does not expose the field.
+        if q.global {
+            self.limiter.set_limit(u32::from(q.prefetch_count));
+            for c in self.consumers.values() {
+                c.queue.wake();
+            }
+        } else {
+            self.prefetch_count = u32::from(q.prefetch_count);
+        }
+        ctx.send_method(
+            self.id,
+            &Method::Basic(basic::AMQPMethod::QosOk(basic::QosOk {})),
+        );
+        Ok(())
+    }
+
+    fn on_basic_recover(
+        &mut self,
+        ctx: &mut ConnCtx,
+        requeue: bool,
+        reply: bool,
+    ) -> Result<(), AmqpError> {
+        if !requeue {
+            return Err(AmqpError::not_implemented("requeue=false"));
+        }
+        self.on_basic_reject(ctx, 0, true, true)?;
+        if reply {
+            ctx.send_method(
+                self.id,
+                &Method::Basic(basic::AMQPMethod::RecoverOk(basic::RecoverOk {})),
+            );
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,505 @@
+//! One channel's state machine: command dispatch, queue/exchange methods, close and cleanup.
+//!
+//! A channel is a plain struct driven by its connection task. Every method a client can send has
+//! an arm in [`Channel::dispatch`]; `basic.*` handlers live in `basic.rs`. Soft errors close the
+//! channel (`channel.close`, then only `close-ok` is awaited); hard errors go up to the connection.
+//! Invariant: every delivery tag in `unacked` is owed to exactly one queue, and on close each goes
+//! back to it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use super::confirm::{ConfirmFrame, ConfirmTracker};
+use super::connection::ConnCtx;
+use crate::broker::exchange::Destination;
+use crate::broker::queue::{ChannelLimiter, QueueHandle};
+use crate::broker::vhost::{ExchangeDeclare, QueueDeclare};
+use crate::broker::Message;
+use crate::protocol::codec::encode_confirm;
+use crate::protocol::{
+    access, channel, confirm, exchange, queue, tx, AmqpError, Command, CommandAssembler, Frame,
+    Method,
+};
+
+/// What became of a channel after a frame.
+pub(super) enum ChannelFate {
+    /// Still open (or closing, awaiting close-ok).
+    Open,
+    /// Gone: remove it.
+    Closed,
+}
+
+/// A consumer registered on this channel.
+pub(super) struct ConsumerEntry {
+    pub(super) id: u64,
+    pub(super) queue: QueueHandle,
+}
+
+/// A delivery the client has not settled.
+pub(super) struct Unacked {
+    pub(super) queue: QueueHandle,
+    pub(super) seq: u64,
+    /// Counted against the channel-wide limiter (consumer deliveries, not `basic.get`).
+    pub(super) from_consumer: bool,
+}
+
+/// A settlement made inside a transaction, applied at commit.
+pub(super) enum TxSettle {
+    Ack,
+    Reject { requeue: bool },
+}
+
+#[derive(Default)]
+pub(super) struct TxState {
+    pub(super) publishes: Vec<(Vec<QueueHandle>, Arc<Message>)>,
+    pub(super) settles: Vec<(u64, Unacked, TxSettle)>,
+}
+
+pub(super) struct Channel {
+    pub(super) id: u16,
+    assembler: CommandAssembler,
+    closing: bool,
+    pub(super) consumers: HashMap<Arc<str>, ConsumerEntry>,
+    pub(super) prefetch_count: u32,
+    pub(super) limiter: Arc<ChannelLimiter>,
+    pub(super) next_delivery_tag: u64,
+    pub(super) unacked: BTreeMap<u64, Unacked>,
+    pub(super) confirms: Option<ConfirmTracker>,
+    pub(super) tx: Option<TxState>,
+    pub(super) last_queue: Option<String>,
+    confirm_frames: Vec<ConfirmFrame>,
+}
+
+fn no_previous_queue() -> AmqpError {
+    AmqpError::not_found("no previously declared queue")
+}
+
+impl Channel {
+    pub(super) fn new(id: u16, ctx: &ConnCtx) -> Self {
+        Self {
+            id,
+            assembler: CommandAssembler::new(ctx.broker.config().max_message_size),
+            closing: false,
+            consumers: HashMap::new(),
+            prefetch_count: 0,
+            limiter: Arc::new(ChannelLimiter::default()),
+            next_delivery_tag: 1,
+            unacked: BTreeMap::new(),
+            confirms: None,
+            tx: None,
+            last_queue: None,
+            confirm_frames: Vec::new(),
+        }
+    }
+
+    /// Handle a frame for this channel. `Err` is a connection error.
+    pub(super) async fn on_frame(
+        &mut self,
+        ctx: &mut ConnCtx,
+        frame: Frame,
+    ) -> Result<ChannelFate, AmqpError> {
+        if self.closing {
+            // After our channel.close only close/close-ok matter; everything else is dropped.
+            return Ok(match frame {
+                Frame::Method(_, m) => match *m {
+                    Method::Channel(channel::AMQPMethod::CloseOk(_)) => ChannelFate::Closed,
+                    Method::Channel(channel::AMQPMethod::Close(_)) => {
+                        ctx.send_method(
+                            self.id,
+                            &Method::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})),
+                        );
+                        ChannelFate::Closed
+                    }
+                    _ => ChannelFate::Open,
+                },
+                Frame::Header(..) | Frame::Body(..) | Frame::Heartbeat(_) => ChannelFate::Open,
+            });
+        }
+        let command = match self.assembler.feed(frame) {
+            Ok(Some(command)) => command,
+            Ok(None) => return Ok(ChannelFate::Open),
+            Err(error) if error.closes_connection() => return Err(error),
+            Err(error) => {
+                self.fail(ctx, error);
+                return Ok(ChannelFate::Open);
+            }
+        };
+        let (class_id, method_id) = (
+            command.method.get_amqp_class_id(),
+            command.method.get_amqp_method_id(),
+        );
+        match self.dispatch(ctx, command).await {
+            Ok(fate) => Ok(fate),
+            Err(error) => {
+                let error = error.with_method(class_id, method_id);
+                if error.closes_connection() {
+                    Err(error)
+                } else {
+                    self.fail(ctx, error);
+                    Ok(ChannelFate::Open)
+                }
+            }
+        }
+    }
+
+    /// Close the channel with a soft error.
+    fn fail(&mut self, ctx: &mut ConnCtx, error: AmqpError) {
+        tracing::debug!(channel = self.id, %error, "closing channel");
+        ctx.send_method(
+            self.id,
+            &Method::Channel(channel::AMQPMethod::Close(channel::Close {
+                reply_code: error.code as u16,
+                reply_text: error.text.as_str().into(),
+                class_id: error.class_id,
+                method_id: error.method_id,
+            })),
+        );
+        self.release_all(ctx);
+        self.closing = true;
+        self.assembler = CommandAssembler::new(0);
+    }
+
+    /// Give everything back: consumers go, unacked deliveries are requeued in order.
+    pub(super) fn release_all(&mut self, ctx: &mut ConnCtx) {
+        ctx.flush_acks();
+        for (_, consumer) in self.consumers.drain() {
+            consumer.queue.consumer_gone(consumer.id);
+        }
+        if let Some(tx) = self.tx.take() {
+            for (tag, unacked, _) in tx.settles {
+                self.unacked.insert(tag, unacked);
+            }
+        }
+        let mut by_queue: HashMap<u64, (QueueHandle, Vec<u64>)> = HashMap::new();
+        for (_, u) in std::mem::take(&mut self.unacked) {
+            by_queue
+                .entry(u.queue.id())
+                .or_insert_with(|| (u.queue.clone(), Vec::new()))
+                .1
+                .push(u.seq);
+        }
+        for (_, (queue, seqs)) in by_queue {
+            queue.requeue(seqs);
+        }
+    }
+
+    /// Emit publisher confirms that are ready.
+    pub(super) fn flush_confirms(&mut self, ctx: &mut ConnCtx) {
+        let Some(confirms) = self.confirms.as_mut() else {
+            return;
+        };
+        if !confirms.has_ready() {
+            return;
+        }
+        confirms.take_frames(&mut self.confirm_frames);
+        for (tag, multiple, ack) in self.confirm_frames.drain(..) {
+            encode_confirm(&mut ctx.out, self.id, tag, multiple, ack);
+        }
+    }
+
+    /// The queue name a method means: "" is the channel's last declared queue.
+    pub(super) fn queue_name(&self, name: &str) -> Result<String, AmqpError> {
+        if name.is_empty() {
+            self.last_queue.clone().ok_or_else(no_previous_queue)
+        } else {
+            Ok(name.to_owned())
+        }
+    }
+
+    async fn dispatch(
+        &mut self,
+        ctx: &mut ConnCtx,
+        command: Command,
+    ) -> Result<ChannelFate, AmqpError> {
+        let Command { method, content } = command;
+        match *method {
+            Method::Channel(m) => return self.on_channel_method(ctx, m),
+            Method::Exchange(m) => self.on_exchange_method(ctx, m)?,
+            Method::Queue(m) => self.on_queue_method(ctx, m).await?,
+            Method::Basic(m) => self.on_basic_method(ctx, m, content).await?,
+            Method::Tx(m) => self.on_tx_method(ctx, m).await?,
+            Method::Confirm(confirm::AMQPMethod::Select(select)) => {
+                self.on_confirm_select(ctx, select)?
+            }
+            Method::Confirm(confirm::AMQPMethod::SelectOk(_)) => return Err(unimplemented_method()),
+            Method::Access(access::AMQPMethod::Request(_)) => ctx.send_method(
+                self.id,
+                &Method::Access(access::AMQPMethod::RequestOk(access::RequestOk {})),
+            ),
+            Method::Access(access::AMQPMethod::RequestOk(_)) => return Err(unimplemented_method()),
+            Method::Connection(_) => return Err(unimplemented_method()),
+        }
+        Ok(ChannelFate::Open)
+    }
+
+    fn on_channel_method(
+        &mut self,
+        ctx: &mut ConnCtx,
+        method: channel::AMQPMethod,
+    ) -> Result<ChannelFate, AmqpError> {
+        match method {
+            channel::AMQPMethod::Close(_) => {
+                self.release_all(ctx);
+                ctx.send_method(
+                    self.id,
+                    &Method::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})),
+                );
+                Ok(ChannelFate::Closed)
+            }
+            channel::AMQPMethod::CloseOk(_) => Ok(ChannelFate::Closed),
+            channel::AMQPMethod::Flow(flow) => {
+                if !flow.active {
+                    return Err(AmqpError::not_implemented("active=false"));
+                }
+                ctx.send_method(
+                    self.id,
+                    &Method::Channel(channel::AMQPMethod::FlowOk(channel::FlowOk {
+                        active: true,
+                    })),
+                );
+                Ok(ChannelFate::Open)
+            }
+            channel::AMQPMethod::FlowOk(_) => Ok(ChannelFate::Open),
+            channel::AMQPMethod::Open(_) | channel::AMQPMethod::OpenOk(_) => {
+                Err(unimplemented_method())
+            }
+        }
+    }
+
+    fn on_exchange_method(
+        &mut self,
+        ctx: &mut ConnCtx,
+        method: exchange::AMQPMethod,
+    ) -> Result<(), AmqpError> {
+        let reply = match method {
+            exchange::AMQPMethod::Declare(d) => {
+                ctx.vhost.declare_exchange(&ExchangeDeclare {
+                    name: d.exchange.to_string(),
+                    kind: d.kind.to_string(),
+                    passive: d.passive,
+                    durable: d.durable,
+                    auto_delete: d.auto_delete,
+                    internal: d.internal,
+                    arguments: d.arguments,
+                })?;
+                (!d.nowait).then_some(exchange::AMQPMethod::DeclareOk(exchange::DeclareOk {}))
+            }
+            exchange::AMQPMethod::Delete(d) => {
+                ctx.vhost
+                    .delete_exchange(d.exchange.as_str(), d.if_unused)?;
+                (!d.nowait).then_some(exchange::AMQPMethod::DeleteOk(exchange::DeleteOk {}))
+            }
+            exchange::AMQPMethod::Bind(b) => {
+                ctx.vhost.set_binding(
+                    b.source.as_str(),
+                    Destination::Exchange(b.destination.to_string()),
+                    b.routing_key.as_str(),
+                    &b.arguments,
+                    ctx.id,
+                    true,
+                )?;
+                (!b.nowait).then_some(exchange::AMQPMethod::BindOk(exchange::BindOk {}))
+            }
+            exchange::AMQPMethod::Unbind(b) => {
+                ctx.vhost.set_binding(
+                    b.source.as_str(),
+                    Destination::Exchange(b.destination.to_string()),
+                    b.routing_key.as_str(),
+                    &b.arguments,
+                    ctx.id,
+                    false,
+                )?;
+                (!b.nowait).then_some(exchange::AMQPMethod::UnbindOk(exchange::UnbindOk {}))
+            }
+            exchange::AMQPMethod::DeclareOk(_)
+            | exchange::AMQPMethod::DeleteOk(_)
+            | exchange::AMQPMethod::BindOk(_)
+            | exchange::AMQPMethod::UnbindOk(_) => return Err(unimplemented_method()),
+        };
+        if let Some(reply) = reply {
+            ctx.send_method(self.id, &Method::Exchange(reply));
+        }
+        Ok(())
+    }
+
+    async fn on_queue_method(
+        &mut self,
+        ctx: &mut ConnCtx,
+        method: queue::AMQPMethod,
+    ) -> Result<(), AmqpError> {
+        let reply = match method {
+            queue::AMQPMethod::Declare(d) => {
+                let name = if d.passive {
+                    self.queue_name(d.queue.as_str())?
+                } else {
+                    d.queue.to_string()
+                };
+                let (name, stats) = ctx
+                    .vhost
+                    .declare_queue(
+                        &QueueDeclare {
+                            name,
+                            passive: d.passive,
+                            durable: d.durable,
+                            exclusive: d.exclusive,
+                            auto_delete: d.auto_delete,
+                            arguments: d.arguments,
+                        },
+                        ctx.id,
+                    )
+                    .await?;
+                self.last_queue = Some(name.clone());
+                (!d.nowait).then_some(queue::AMQPMethod::DeclareOk(queue::DeclareOk {
+                    queue: name.into(),
+                    message_count: stats.messages,
+                    consumer_count: stats.consumers,
+                }))
+            }
+            queue::AMQPMethod::Bind(b) => {
+                let name = self.queue_name(b.queue.as_str())?;
+                let key = if b.queue.as_str().is_empty() && b.routing_key.as_str().is_empty() {
+                    name.clone()
+                } else {
+                    b.routing_key.to_string()
+                };
+                ctx.vhost.set_binding(
+                    b.exchange.as_str(),
+                    Destination::Queue(name),
+                    &key,
+                    &b.arguments,
+                    ctx.id,
+                    true,
+                )?;
+                (!b.nowait).then_some(queue::AMQPMethod::BindOk(queue::BindOk {}))
+            }
+            queue::AMQPMethod::Unbind(b) => {
+                let name = self.queue_name(b.queue.as_str())?;
+                let key = if b.queue.as_str().is_empty() && b.routing_key.as_str().is_empty() {
+                    name.clone()
+                } else {
+                    b.routing_key.to_string()
+                };
+                ctx.vhost.set_binding(
+                    b.exchange.as_str(),
+                    Destination::Queue(name),
+                    &key,
+                    &b.arguments,
+                    ctx.id,
+                    false,
+                )?;
+                Some(queue::AMQPMethod::UnbindOk(queue::UnbindOk {}))
+            }
+            queue::AMQPMethod::Purge(p) => {
+                let name = self.queue_name(p.queue.as_str())?;
+                let count = ctx.vhost.queue(&name, ctx.id)?.purge().await;
+                (!p.nowait).then_some(queue::AMQPMethod::PurgeOk(queue::PurgeOk {
+                    message_count: count,
+                }))
+            }
+            queue::AMQPMethod::Delete(d) => {
+                let name = self.queue_name(d.queue.as_str())?;
+                let count = ctx
+                    .vhost
+                    .delete_queue(&name, d.if_unused, d.if_empty, ctx.id)
+                    .await?;
+                (!d.nowait).then_some(queue::AMQPMethod::DeleteOk(queue::DeleteOk {
+                    message_count: count,
+                }))
+            }
+            queue::AMQPMethod::DeclareOk(_)
+            | queue::AMQPMethod::BindOk(_)
+            | queue::AMQPMethod::UnbindOk(_)
+            | queue::AMQPMethod::PurgeOk(_)
+            | queue::AMQPMethod::DeleteOk(_) => return Err(unimplemented_method()),
+        };
+        if let Some(reply) = reply {
+            ctx.send_method(self.id, &Method::Queue(reply));
+        }
+        Ok(())
+    }
+
+    async fn on_tx_method(
+        &mut self,
+        ctx: &mut ConnCtx,
+        method: tx::AMQPMethod,
+    ) -> Result<(), AmqpError> {
+        let reply = match method {
+            tx::AMQPMethod::Select(_) => {
+                if self.confirms.is_some() {
+                    return Err(AmqpError::precondition_failed(
+                        "cannot switch from confirm to tx mode",
+                    ));
+                }
+                self.tx.get_or_insert_with(TxState::default);
+                tx::AMQPMethod::SelectOk(tx::SelectOk {})
+            }
+            tx::AMQPMethod::Commit(_) => {
+                let state = self
+                    .tx
+                    .replace(TxState::default())
+                    .ok_or_else(not_transactional)?;
+                for (queues, message) in state.publishes {
+                    for queue in &queues {
+                        queue.publish(message.clone()).await;
+                    }
+                }
+                for (_, unacked, settle) in state.settles {
+                    match settle {
+                        TxSettle::Ack => ctx.ack_later(&unacked.queue, unacked.seq),
+                        TxSettle::Reject { requeue: true } => {
+                            unacked.queue.requeue(vec![unacked.seq])
+                        }
+                        TxSettle::Reject { requeue: false } => {
+                            unacked.queue.reject(vec![unacked.seq])
+                        }
+                    }
+                }
+                tx::AMQPMethod::CommitOk(tx::CommitOk {})
+            }
+            tx::AMQPMethod::Rollback(_) => {
+                let state = self
+                    .tx
+                    .replace(TxState::default())
+                    .ok_or_else(not_transactional)?;
+                for (tag, unacked, _) in state.settles {
+                    self.unacked.insert(tag, unacked);
+                }
+                tx::AMQPMethod::RollbackOk(tx::RollbackOk {})
+            }
+            tx::AMQPMethod::SelectOk(_)
+            | tx::AMQPMethod::CommitOk(_)
+            | tx::AMQPMethod::RollbackOk(_) => return Err(unimplemented_method()),
+        };
+        ctx.send_method(self.id, &Method::Tx(reply));
+        Ok(())
+    }
+
+    fn on_confirm_select(
+        &mut self,
+        ctx: &mut ConnCtx,
+        select: confirm::Select,
+    ) -> Result<(), AmqpError> {
+        if self.tx.is_some() {
+            return Err(AmqpError::precondition_failed(
+                "cannot switch from tx to confirm mode",
+            ));
+        }
+        self.confirms.get_or_insert_with(ConfirmTracker::new);
+        if !select.nowait {
+            ctx.send_method(
+                self.id,
+                &Method::Confirm(confirm::AMQPMethod::SelectOk(confirm::SelectOk {})),
+            );
+        }
+        Ok(())
+    }
+}
+
+fn not_transactional() -> AmqpError {
+    AmqpError::precondition_failed("channel is not transactional")
+}
+
+/// A method a client never sends (a server-side method or reply).
+pub(super) fn unimplemented_method() -> AmqpError {
+    AmqpError::command_invalid("unimplemented method")
+}

@@ -1,0 +1,521 @@
+//! One AMQP connection: reads frames, runs its channels, receives deliveries, flushes output.
+//!
+//! A single task owns everything here (channels are plain structs). Each loop iteration handles
+//! a batch of socket frames or queue events, then flushes once: batched acks and consumer credit
+//! to queues, confirms and frames to the writer. Publishing awaits a full queue lane, which stops
+//! this task reading its socket: TCP backpressure. Nothing awaits this task, so that wait cannot
+//! deadlock.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
+
+use super::channel::Channel;
+use super::handshake::{handshake, ClientCapabilities, HandshakeFailure};
+use super::writer::{self, WriterHandle, BACKLOG_HIGH};
+use crate::broker::queue::{ClientEvent, ClientSink, QueueHandle};
+use crate::broker::{Broker, VHost};
+use crate::protocol::codec::{decode_frame, encode_heartbeat, encode_method};
+use crate::protocol::{channel, connection, AmqpError, Frame, Method, ReplyCode};
+
+/// How long a peer has to answer our `connection.close`.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a client has to complete the handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Output is handed to the writer at least this often within one batch of input.
+const OUT_CHUNK: usize = 64 * 1024;
+
+/// Reads and decodes frames from a socket's read half.
+pub(super) struct FrameReader<R> {
+    socket: R,
+    buf: BytesMut,
+    frame_max: u32,
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    fn new(socket: R, frame_max: u32) -> Self {
+        Self {
+            socket,
+            buf: BytesMut::with_capacity(64 * 1024),
+            frame_max,
+        }
+    }
+
+    pub(super) fn set_frame_max(&mut self, frame_max: u32) {
+        self.frame_max = frame_max;
+    }
+
+    /// Read more bytes; 0 means end of stream. Cancel-safe.
+    async fn fill(&mut self) -> std::io::Result<usize> {
+        if self.buf.capacity() - self.buf.len() < 4096 {
+            self.buf.reserve(64 * 1024);
+        }
+        self.socket.read_buf(&mut self.buf).await
+    }
+
+    fn decode(&mut self) -> Result<Option<Frame>, AmqpError> {
+        decode_frame(&mut self.buf, self.frame_max)
+    }
+
+    /// The next frame, or `Ok(None)` at end of stream.
+    pub(super) async fn next_frame(&mut self) -> Result<Option<Frame>, AmqpError> {
+        loop {
+            if let Some(frame) = self.decode()? {
+                return Ok(Some(frame));
+            }
+            match self.fill().await {
+                Ok(0) | Err(_) => return Ok(None),
+                Ok(_) => {}
+            }
+        }
+    }
+
+    /// Exactly `n` raw bytes (the protocol header), or `None` if the peer closed first.
+    pub(super) async fn read_exact_bytes(&mut self, n: usize) -> Option<Bytes> {
+        while self.buf.len() < n {
+            match self.fill().await {
+                Ok(0) | Err(_) => return None,
+                Ok(_) => {}
+            }
+        }
+        Some(self.buf.split_to(n).freeze())
+    }
+}
+
+/// Work a handler leaves for after the inbox has been drained (ordering with deliveries).
+#[derive(Debug)]
+pub(super) enum Deferred {
+    /// `basic.cancel-ok`, after every delivery the queue sent before the cancel.
+    CancelOk {
+        channel: u16,
+        consumer_tag: Arc<str>,
+        nowait: bool,
+    },
+}
+
+/// Connection-wide state the channels use.
+pub(super) struct ConnCtx {
+    pub(super) id: u64,
+    pub(super) broker: Arc<Broker>,
+    pub(super) vhost: Arc<VHost>,
+    #[allow(dead_code)] // used by access control (permissions) and the management API
+    pub(super) user: String,
+    pub(super) frame_max: u32,
+    pub(super) capabilities: ClientCapabilities,
+    pub(super) out: BytesMut,
+    pub(super) sink: ClientSink,
+    pub(super) writer: WriterHandle,
+    pending_acks: HashMap<u64, (QueueHandle, Vec<u64>)>,
+    pending_credit: HashMap<u64, (QueueHandle, u32)>,
+    pub(super) deferred: Vec<Deferred>,
+}
+
+impl ConnCtx {
+    /// Queue an ack for a batch send at the end of this iteration.
+    pub(super) fn ack_later(&mut self, queue: &QueueHandle, seq: u64) {
+        self.pending_acks
+            .entry(queue.id())
+            .or_insert_with(|| (queue.clone(), Vec::new()))
+            .1
+            .push(seq);
+    }
+
+    /// Send batched acks now; call before any other command to a queue so order holds.
+    pub(super) fn flush_acks(&mut self) {
+        for (_, (queue, seqs)) in self.pending_acks.drain() {
+            queue.ack(seqs);
+        }
+    }
+
+    /// Owe a consumer one unit of in-flight credit.
+    pub(super) fn credit_later(&mut self, queue: &QueueHandle, consumer_id: u64) {
+        self.pending_credit
+            .entry(consumer_id)
+            .or_insert_with(|| (queue.clone(), 0))
+            .1 += 1;
+    }
+
+    fn flush_credit(&mut self) {
+        if self.writer.backlog() >= BACKLOG_HIGH {
+            return;
+        }
+        for (consumer_id, (queue, n)) in self.pending_credit.drain() {
+            queue.credit(consumer_id, n);
+        }
+    }
+
+    /// Encode a method on a channel.
+    pub(super) fn send_method(&mut self, channel: u16, method: &Method) {
+        encode_method(&mut self.out, channel, method);
+    }
+
+    fn flush_out(&mut self) {
+        if !self.out.is_empty() {
+            let bytes = self.out.split().freeze();
+            self.writer.send(bytes);
+        }
+    }
+}
+
+enum Outcome {
+    /// The peer closed the socket (or it failed).
+    Eof,
+    /// The client sent `connection.close`; close-ok has been queued.
+    ClientClosed,
+    /// We close with this error.
+    Close(AmqpError),
+}
+
+struct Connection {
+    ctx: ConnCtx,
+    channels: HashMap<u16, Channel>,
+    channel_max: u16,
+    heartbeat: u16,
+}
+
+/// Serve one accepted socket to the end.
+pub(super) async fn run(
+    stream: TcpStream,
+    peer: SocketAddr,
+    broker: Arc<Broker>,
+    shutdown: watch::Receiver<bool>,
+    id: u64,
+) {
+    let (read_half, write_half) = stream.into_split();
+    let (writer, writer_task) = writer::spawn(write_half);
+    let mut reader = FrameReader::new(read_half, broker.config().frame_max);
+    let session = match tokio::time::timeout(
+        HANDSHAKE_TIMEOUT,
+        handshake(&mut reader, &writer, &broker, peer),
+    )
+    .await
+    {
+        Ok(Ok(session)) => session,
+        Ok(Err(HandshakeFailure::Refused(error))) => {
+            close_with(&mut reader, &writer, error).await;
+            finish(writer, writer_task).await;
+            return;
+        }
+        Ok(Err(HandshakeFailure::Closed | HandshakeFailure::Silent)) | Err(_) => {
+            finish(writer, writer_task).await;
+            return;
+        }
+    };
+    tracing::debug!(%peer, id, user = %session.user, vhost = session.vhost.name(), "connection open");
+    let (sink, inbox) = mpsc::unbounded_channel();
+    let mut conn = Connection {
+        ctx: ConnCtx {
+            id,
+            broker,
+            vhost: session.vhost,
+            user: session.user,
+            frame_max: session.frame_max,
+            capabilities: session.capabilities,
+            out: BytesMut::with_capacity(OUT_CHUNK),
+            sink,
+            writer: writer.clone(),
+            pending_acks: HashMap::new(),
+            pending_credit: HashMap::new(),
+            deferred: Vec::new(),
+        },
+        channels: HashMap::new(),
+        channel_max: session.channel_max,
+        heartbeat: session.heartbeat,
+    };
+    let outcome = conn.serve(&mut reader, inbox, shutdown).await;
+    conn.close_channels().await;
+    match outcome {
+        Outcome::Close(error) => close_with(&mut reader, &writer, error).await,
+        Outcome::Eof | Outcome::ClientClosed => {}
+    }
+    drop(conn);
+    finish(writer, writer_task).await;
+    tracing::debug!(%peer, id, "connection closed");
+}
+
+async fn finish(writer: WriterHandle, task: tokio::task::JoinHandle<()>) {
+    drop(writer);
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, task).await;
+}
+
+/// Send `connection.close` and wait (briefly) for `close-ok`, discarding anything else.
+async fn close_with<R: AsyncRead + Unpin>(
+    reader: &mut FrameReader<R>,
+    writer: &WriterHandle,
+    error: AmqpError,
+) {
+    tracing::debug!(%error, "closing connection");
+    let mut out = BytesMut::new();
+    encode_method(
+        &mut out,
+        0,
+        &Method::Connection(connection::AMQPMethod::Close(connection::Close {
+            reply_code: error.code as u16,
+            reply_text: error.text.as_str().into(),
+            class_id: error.class_id,
+            method_id: error.method_id,
+        })),
+    );
+    writer.send(out.freeze());
+    let wait = async {
+        loop {
+            match reader.next_frame().await {
+                Ok(Some(Frame::Method(_, m)))
+                    if matches!(
+                        *m,
+                        Method::Connection(connection::AMQPMethod::CloseOk(_))
+                            | Method::Connection(connection::AMQPMethod::Close(_))
+                    ) =>
+                {
+                    return
+                }
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => return,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, wait).await;
+}
+
+impl Connection {
+    async fn serve<R: AsyncRead + Unpin>(
+        &mut self,
+        reader: &mut FrameReader<R>,
+        mut inbox: mpsc::UnboundedReceiver<ClientEvent>,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Outcome {
+        let mut events = Vec::with_capacity(256);
+        let heartbeat = Duration::from_secs(u64::from(self.heartbeat));
+        let mut ticker = tokio::time::interval(if self.heartbeat > 0 {
+            heartbeat / 2
+        } else {
+            Duration::from_secs(3600)
+        });
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_recv = Instant::now();
+        let mut sent_since_tick = false;
+        let drained = self.ctx.writer.drained();
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => {
+                    return Outcome::Close(AmqpError::new(
+                        ReplyCode::ConnectionForced,
+                        "broker forced connection closure with reason 'shutdown'",
+                    ));
+                }
+                n = inbox.recv_many(&mut events, 256) => {
+                    if n == 0 {
+                        return Outcome::Eof;
+                    }
+                    for event in events.drain(..) {
+                        self.on_event(event);
+                    }
+                }
+                read = reader.fill() => {
+                    match read {
+                        Ok(0) | Err(_) => return Outcome::Eof,
+                        Ok(_) => last_recv = Instant::now(),
+                    }
+                    loop {
+                        let frame = match reader.decode() {
+                            Ok(Some(frame)) => frame,
+                            Ok(None) => break,
+                            Err(error) => return Outcome::Close(error),
+                        };
+                        if let Some(outcome) = self.on_frame(frame).await {
+                            return outcome;
+                        }
+                        if !self.ctx.deferred.is_empty() {
+                            self.run_deferred(&mut inbox, &mut events);
+                        }
+                        if self.ctx.out.len() >= OUT_CHUNK {
+                            self.ctx.flush_out();
+                        }
+                    }
+                }
+                _ = ticker.tick(), if self.heartbeat > 0 => {
+                    if last_recv.elapsed() > heartbeat * 2 {
+                        tracing::warn!(id = self.ctx.id, "missed heartbeats from client, timeout: {}s", self.heartbeat);
+                        return Outcome::Eof;
+                    }
+                    if !sent_since_tick {
+                        encode_heartbeat(&mut self.ctx.out);
+                    }
+                    sent_since_tick = false;
+                }
+                _ = drained.notified() => {}
+            }
+            sent_since_tick |= self.flush();
+        }
+    }
+
+    /// Flush batched work; returns whether anything went to the socket.
+    fn flush(&mut self) -> bool {
+        self.ctx.flush_acks();
+        self.ctx.flush_credit();
+        for ch in self.channels.values_mut() {
+            ch.flush_confirms(&mut self.ctx);
+        }
+        let wrote = !self.ctx.out.is_empty();
+        self.ctx.flush_out();
+        wrote
+    }
+
+    /// Handle every event already in the inbox, then the deferred replies.
+    fn run_deferred(
+        &mut self,
+        inbox: &mut mpsc::UnboundedReceiver<ClientEvent>,
+        events: &mut Vec<ClientEvent>,
+    ) {
+        while let Ok(event) = inbox.try_recv() {
+            events.push(event);
+        }
+        for event in events.drain(..) {
+            self.on_event(event);
+        }
+        for deferred in std::mem::take(&mut self.ctx.deferred) {
+            match deferred {
+                Deferred::CancelOk {
+                    channel,
+                    consumer_tag,
+                    nowait,
+                } => {
+                    if let Some(ch) = self.channels.get_mut(&channel) {
+                        ch.finish_cancel(&mut self.ctx, &consumer_tag, nowait);
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_event(&mut self, event: ClientEvent) {
+        match event {
+            ClientEvent::Deliver(delivery) => match self.channels.get_mut(&delivery.channel) {
+                Some(ch) => ch.on_delivery(&mut self.ctx, delivery),
+                None => {
+                    if !delivery.no_ack {
+                        delivery.queue.release(vec![delivery.seq]);
+                    }
+                }
+            },
+            ClientEvent::ConsumerCancelled {
+                channel,
+                consumer_tag,
+            } => {
+                if let Some(ch) = self.channels.get_mut(&channel) {
+                    ch.on_consumer_cancelled(&mut self.ctx, &consumer_tag);
+                }
+            }
+        }
+    }
+
+    /// Handle one frame; `Some` ends the connection.
+    async fn on_frame(&mut self, frame: Frame) -> Option<Outcome> {
+        let channel_id = frame.channel();
+        match frame {
+            Frame::Heartbeat(0) => None,
+            Frame::Heartbeat(_) => Some(Outcome::Close(AmqpError::frame_error(
+                "heartbeat frame on non-zero channel",
+            ))),
+            Frame::Method(0, method) => self.on_connection_method(*method),
+            Frame::Header(0, _) | Frame::Body(0, _) => Some(Outcome::Close(
+                AmqpError::unexpected_frame("content frame on channel 0"),
+            )),
+            frame => {
+                let is_open = matches!(
+                    &frame,
+                    Frame::Method(_, m) if matches!(**m, Method::Channel(channel::AMQPMethod::Open(_)))
+                );
+                match self.channels.get_mut(&channel_id) {
+                    None if is_open => self.on_channel_open(channel_id),
+                    None => Some(Outcome::Close(AmqpError::channel_error(
+                        "expected 'channel.open'",
+                    ))),
+                    Some(_) if is_open => Some(Outcome::Close(
+                        AmqpError::channel_error("second 'channel.open' seen").with_method(20, 10),
+                    )),
+                    Some(ch) => {
+                        if !matches!(&frame, Frame::Method(_, m) if matches!(**m, Method::Basic(crate::protocol::basic::AMQPMethod::Ack(_))))
+                        {
+                            self.ctx.flush_acks();
+                        }
+                        match ch.on_frame(&mut self.ctx, frame).await {
+                            Ok(super::channel::ChannelFate::Open) => None,
+                            Ok(super::channel::ChannelFate::Closed) => {
+                                self.channels.remove(&channel_id);
+                                None
+                            }
+                            Err(error) => Some(Outcome::Close(error)),
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_channel_open(&mut self, id: u16) -> Option<Outcome> {
+        if id > self.channel_max {
+            return Some(Outcome::Close(
+                AmqpError::not_allowed(format!(
+                    "number of channels opened ({}) has reached the negotiated channel_max ({})",
+                    self.channels.len(),
+                    self.channel_max
+                ))
+                .with_method(20, 10),
+            ));
+        }
+        self.channels.insert(id, Channel::new(id, &self.ctx));
+        self.ctx.send_method(
+            id,
+            &Method::Channel(channel::AMQPMethod::OpenOk(channel::OpenOk {})),
+        );
+        None
+    }
+
+    fn on_connection_method(&mut self, method: Method) -> Option<Outcome> {
+        match method {
+            Method::Connection(connection::AMQPMethod::Close(_)) => {
+                self.ctx.send_method(
+                    0,
+                    &Method::Connection(connection::AMQPMethod::CloseOk(connection::CloseOk {})),
+                );
+                self.ctx.flush_out();
+                Some(Outcome::ClientClosed)
+            }
+            Method::Connection(connection::AMQPMethod::CloseOk(_)) => Some(Outcome::Eof),
+            Method::Connection(connection::AMQPMethod::UpdateSecret(_)) => {
+                self.ctx.send_method(
+                    0,
+                    &Method::Connection(connection::AMQPMethod::UpdateSecretOk(
+                        connection::UpdateSecretOk {},
+                    )),
+                );
+                None
+            }
+            other => {
+                let (class_id, method_id) = (other.get_amqp_class_id(), other.get_amqp_method_id());
+                Some(Outcome::Close(
+                    AmqpError::command_invalid(format!(
+                        "unexpected method {{{class_id},{method_id}}} on channel 0"
+                    ))
+                    .with_method(class_id, method_id),
+                ))
+            }
+        }
+    }
+
+    async fn close_channels(&mut self) {
+        self.ctx.flush_acks();
+        for (_, mut ch) in self.channels.drain() {
+            ch.release_all(&mut self.ctx);
+        }
+        self.ctx.vhost.delete_exclusive_queues(self.ctx.id).await;
+    }
+}

@@ -1,0 +1,251 @@
+//! Connection handshake: protocol header → start/start-ok → tune/tune-ok → open/open-ok.
+//!
+//! Mirrors RabbitMQ's `rabbit_reader`: a wrong protocol header is answered with ours and the
+//! socket closed; bad credentials are 403 ACCESS_REFUSED (sent as `connection.close` only to
+//! clients that advertise `authentication_failure_close`, otherwise the socket just closes); an
+//! unknown vhost is 530 NOT_ALLOWED.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use tokio::io::AsyncRead;
+
+use super::connection::FrameReader;
+use super::writer::WriterHandle;
+use crate::broker::{Broker, VHost};
+use crate::protocol::codec::{encode_method, PROTOCOL_HEADER};
+use crate::protocol::table::{parse_amqplain, parse_plain};
+use crate::protocol::{connection, AMQPValue, AmqpError, FieldTable, Frame, LongString, Method};
+
+/// Client capabilities that change what the broker sends.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct ClientCapabilities {
+    pub(super) consumer_cancel_notify: bool,
+    #[allow(dead_code)] // used by the memory and disk alarms
+    pub(super) connection_blocked: bool,
+    pub(super) authentication_failure_close: bool,
+}
+
+/// What a completed handshake settles.
+#[derive(Debug)]
+pub(super) struct Session {
+    pub(super) vhost: Arc<VHost>,
+    pub(super) user: String,
+    pub(super) frame_max: u32,
+    pub(super) channel_max: u16,
+    pub(super) heartbeat: u16,
+    pub(super) capabilities: ClientCapabilities,
+}
+
+/// Why a handshake did not complete.
+#[derive(Debug)]
+pub(super) enum HandshakeFailure {
+    /// The socket closed, timed out, or the header was wrong (already answered).
+    Closed,
+    /// Send `connection.close` with this error, then close.
+    Refused(AmqpError),
+    /// Close the socket without a word (auth failure for clients without the capability).
+    Silent,
+}
+
+fn server_properties() -> FieldTable {
+    let mut capabilities = FieldTable::default();
+    for cap in [
+        "publisher_confirms",
+        "exchange_exchange_bindings",
+        "basic.nack",
+        "consumer_cancel_notify",
+        "connection.blocked",
+        "consumer_priorities",
+        "authentication_failure_close",
+        "per_consumer_qos",
+        "direct_reply_to",
+    ] {
+        capabilities.insert(cap.into(), AMQPValue::Boolean(true));
+    }
+    let text = |s: &str| AMQPValue::LongString(s.into());
+    let mut props = FieldTable::default();
+    props.insert("capabilities".into(), AMQPValue::FieldTable(capabilities));
+    props.insert("cluster_name".into(), text("leveret@localhost"));
+    props.insert(
+        "copyright".into(),
+        text("Copyright (c) the Leveret authors"),
+    );
+    props.insert(
+        "information".into(),
+        text("Licensed under MIT OR Apache-2.0"),
+    );
+    props.insert("platform".into(), text("Rust"));
+    props.insert("product".into(), text("Leveret"));
+    props.insert("version".into(), text(env!("CARGO_PKG_VERSION")));
+    props
+}
+
+fn capabilities_of(client_properties: &FieldTable) -> ClientCapabilities {
+    let table = match client_properties.inner().get("capabilities") {
+        Some(AMQPValue::FieldTable(t)) => Some(t),
+        _ => None,
+    };
+    let flag = |name: &str| {
+        matches!(
+            table.and_then(|t| t.inner().get(name)),
+            Some(AMQPValue::Boolean(true))
+        )
+    };
+    ClientCapabilities {
+        consumer_cancel_notify: flag("consumer_cancel_notify"),
+        connection_blocked: flag("connection.blocked"),
+        authentication_failure_close: flag("authentication_failure_close"),
+    }
+}
+
+fn send_method(writer: &WriterHandle, method: Method) {
+    let mut out = BytesMut::with_capacity(256);
+    encode_method(&mut out, 0, &method);
+    writer.send(out.freeze());
+}
+
+async fn expect_method<R: AsyncRead + Unpin>(
+    reader: &mut FrameReader<R>,
+) -> Result<Method, HandshakeFailure> {
+    loop {
+        match reader.next_frame().await {
+            Ok(Some(Frame::Method(0, method))) => return Ok(*method),
+            Ok(Some(Frame::Heartbeat(_))) => continue,
+            Ok(Some(_)) => {
+                return Err(HandshakeFailure::Refused(AmqpError::command_invalid(
+                    "unexpected frame during connection handshake",
+                )))
+            }
+            Ok(None) => return Err(HandshakeFailure::Closed),
+            Err(error) => return Err(HandshakeFailure::Refused(error)),
+        }
+    }
+}
+
+/// Run the handshake on a fresh socket.
+pub(super) async fn handshake<R: AsyncRead + Unpin>(
+    reader: &mut FrameReader<R>,
+    writer: &WriterHandle,
+    broker: &Broker,
+    peer: SocketAddr,
+) -> Result<Session, HandshakeFailure> {
+    let header = reader
+        .read_exact_bytes(8)
+        .await
+        .ok_or(HandshakeFailure::Closed)?;
+    if &header[..] != PROTOCOL_HEADER {
+        writer.send(bytes::Bytes::from_static(PROTOCOL_HEADER));
+        return Err(HandshakeFailure::Closed);
+    }
+    send_method(
+        writer,
+        Method::Connection(connection::AMQPMethod::Start(connection::Start {
+            version_major: 0,
+            version_minor: 9,
+            server_properties: server_properties(),
+            mechanisms: "PLAIN AMQPLAIN".into(),
+            locales: "en_US".into(),
+        })),
+    );
+    let Method::Connection(connection::AMQPMethod::StartOk(start_ok)) =
+        expect_method(reader).await?
+    else {
+        return Err(HandshakeFailure::Refused(AmqpError::command_invalid(
+            "expected connection.start-ok",
+        )));
+    };
+    let capabilities = capabilities_of(&start_ok.client_properties);
+    let mechanism = start_ok.mechanism.as_str();
+    let response: &LongString = &start_ok.response;
+    let credentials = match mechanism {
+        "PLAIN" => parse_plain(response.as_bytes()),
+        "AMQPLAIN" => parse_amqplain(response.as_bytes()),
+        other => {
+            return Err(HandshakeFailure::Refused(
+                AmqpError::access_refused(format!(
+                    "unsupported authentication mechanism '{other}'"
+                ))
+                .into_hard()
+                .with_method(10, 11),
+            ))
+        }
+    };
+    let authenticated = credentials
+        .as_ref()
+        .is_some_and(|(user, pass)| broker.authenticate(user, pass, peer.ip().is_loopback()));
+    let Some((user, _)) = credentials.filter(|_| authenticated) else {
+        tracing::warn!(%peer, mechanism, "login refused");
+        if !capabilities.authentication_failure_close {
+            return Err(HandshakeFailure::Silent);
+        }
+        return Err(HandshakeFailure::Refused(
+            AmqpError::access_refused(format!(
+                "Login was refused using authentication mechanism {mechanism}. For details see the broker logfile."
+            ))
+            .into_hard()
+            .with_method(10, 11),
+        ));
+    };
+    let config = broker.config();
+    send_method(
+        writer,
+        Method::Connection(connection::AMQPMethod::Tune(connection::Tune {
+            channel_max: config.channel_max,
+            frame_max: config.frame_max,
+            heartbeat: config.heartbeat,
+        })),
+    );
+    let Method::Connection(connection::AMQPMethod::TuneOk(tune_ok)) = expect_method(reader).await?
+    else {
+        return Err(HandshakeFailure::Refused(AmqpError::command_invalid(
+            "expected connection.tune-ok",
+        )));
+    };
+    let frame_max = match tune_ok.frame_max {
+        0 => config.frame_max,
+        n if n < 4096 => {
+            return Err(HandshakeFailure::Refused(
+                AmqpError::not_allowed(format!("frame_max={n} < 4096 min size"))
+                    .with_method(10, 31),
+            ))
+        }
+        n if n > config.frame_max => {
+            return Err(HandshakeFailure::Refused(
+                AmqpError::not_allowed(format!("frame_max={n} > {} max size", config.frame_max))
+                    .with_method(10, 31),
+            ))
+        }
+        n => n,
+    };
+    let channel_max = match tune_ok.channel_max {
+        0 => config.channel_max,
+        n => n.min(config.channel_max),
+    };
+    reader.set_frame_max(frame_max);
+    let Method::Connection(connection::AMQPMethod::Open(open)) = expect_method(reader).await?
+    else {
+        return Err(HandshakeFailure::Refused(AmqpError::command_invalid(
+            "expected connection.open",
+        )));
+    };
+    let vhost_name = open.virtual_host.as_str();
+    let Some(vhost) = broker.vhost(vhost_name) else {
+        return Err(HandshakeFailure::Refused(
+            AmqpError::not_allowed(format!("vhost {vhost_name} not found")).with_method(10, 40),
+        ));
+    };
+    send_method(
+        writer,
+        Method::Connection(connection::AMQPMethod::OpenOk(connection::OpenOk {})),
+    );
+    Ok(Session {
+        vhost,
+        user,
+        frame_max,
+        channel_max,
+        heartbeat: tune_ok.heartbeat,
+        capabilities,
+    })
+}

@@ -1,0 +1,108 @@
+//! In-memory backend: maps under a mutex. Nothing survives the process; `sync` is immediate.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use super::{Store, StoreError, StoredMessage};
+
+type Queues = HashMap<String, BTreeMap<u64, Bytes>>;
+type Definitions = HashMap<String, BTreeMap<String, Bytes>>;
+
+/// A store that forgets everything at exit.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    // Plain mutexes: no await happens while they are held.
+    queues: Mutex<Queues>,
+    definitions: Mutex<Definitions>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    fn append(&self, queue: &str, seq: u64, record: &[u8]) -> Result<(), StoreError> {
+        lock(&self.queues)
+            .entry(queue.to_owned())
+            .or_default()
+            .insert(seq, Bytes::copy_from_slice(record));
+        Ok(())
+    }
+
+    fn remove(&self, queue: &str, seq: u64) -> Result<(), StoreError> {
+        if let Some(q) = lock(&self.queues).get_mut(queue) {
+            q.remove(&seq);
+        }
+        Ok(())
+    }
+
+    fn read(&self, queue: &str, seq: u64) -> Result<Option<Bytes>, StoreError> {
+        Ok(lock(&self.queues)
+            .get(queue)
+            .and_then(|q| q.get(&seq).cloned()))
+    }
+
+    fn recover(&self, queue: &str) -> Result<Vec<StoredMessage>, StoreError> {
+        Ok(lock(&self.queues)
+            .get(queue)
+            .map(|q| {
+                q.iter()
+                    .map(|(seq, record)| StoredMessage {
+                        seq: *seq,
+                        record: record.clone(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    fn delete_queue(&self, queue: &str) -> Result<(), StoreError> {
+        lock(&self.queues).remove(queue);
+        Ok(())
+    }
+
+    fn put_definition(&self, kind: &str, name: &str, record: &[u8]) -> Result<(), StoreError> {
+        lock(&self.definitions)
+            .entry(kind.to_owned())
+            .or_default()
+            .insert(name.to_owned(), Bytes::copy_from_slice(record));
+        Ok(())
+    }
+
+    fn remove_definition(&self, kind: &str, name: &str) -> Result<(), StoreError> {
+        if let Some(d) = lock(&self.definitions).get_mut(kind) {
+            d.remove(name);
+        }
+        Ok(())
+    }
+
+    fn definitions(&self, kind: &str) -> Result<Vec<(String, Bytes)>, StoreError> {
+        Ok(lock(&self.definitions)
+            .get(kind)
+            .map(|d| d.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default())
+    }
+
+    async fn sync(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[tokio::test]
+    async fn passes_conformance() {
+        super::super::conformance::run(&super::MemoryStore::new()).await;
+    }
+}

@@ -1,0 +1,93 @@
+//! Storage behind a narrow trait: message records keyed by (queue, sequence), and definition
+//! records keyed by (kind, name).
+//!
+//! The store knows bytes, not broker types. `sync` is the durability point: once it returns, every
+//! record appended before the call is on disk (for backends that have a disk). The in-memory
+//! backend keeps records in maps and syncs trivially; [`conformance`] is the test suite every
+//! backend must pass.
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+pub mod memory;
+
+pub use memory::MemoryStore;
+
+/// Failures of a storage backend.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// An I/O failure (disk full, failed write or sync).
+    #[error("storage I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    /// The data directory is unusable (corrupt, foreign, or held by another broker).
+    #[error("storage unusable: {0}")]
+    Unusable(String),
+}
+
+/// One stored message record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMessage {
+    /// Sequence within its queue; order of delivery.
+    pub seq: u64,
+    /// Opaque encoded message.
+    pub record: Bytes,
+}
+
+/// What every storage backend provides.
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+    /// Append a message record to `queue` at `seq` (seqs increase per queue).
+    fn append(&self, queue: &str, seq: u64, record: &[u8]) -> Result<(), StoreError>;
+    /// Remove a message record (it was acked or dropped).
+    fn remove(&self, queue: &str, seq: u64) -> Result<(), StoreError>;
+    /// Read one message record back.
+    fn read(&self, queue: &str, seq: u64) -> Result<Option<Bytes>, StoreError>;
+    /// Every record of a queue, in sequence order.
+    fn recover(&self, queue: &str) -> Result<Vec<StoredMessage>, StoreError>;
+    /// Drop a queue's records.
+    fn delete_queue(&self, queue: &str) -> Result<(), StoreError>;
+    /// Store a definition (exchange, queue, binding, vhost, user) under `kind`/`name`.
+    fn put_definition(&self, kind: &str, name: &str, record: &[u8]) -> Result<(), StoreError>;
+    /// Remove a definition.
+    fn remove_definition(&self, kind: &str, name: &str) -> Result<(), StoreError>;
+    /// Every definition of a kind, ordered by name.
+    fn definitions(&self, kind: &str) -> Result<Vec<(String, Bytes)>, StoreError>;
+    /// Make every earlier write durable.
+    async fn sync(&self) -> Result<(), StoreError>;
+}
+
+/// The behaviour every backend must show; call from each backend's tests.
+#[cfg(test)]
+pub(crate) mod conformance {
+    use super::*;
+
+    pub(crate) async fn run(store: &dyn Store) {
+        store.append("q", 1, b"one").unwrap();
+        store.append("q", 2, b"two").unwrap();
+        store.append("q", 3, b"three").unwrap();
+        store.append("other", 1, b"x").unwrap();
+        store.sync().await.unwrap();
+        store.remove("q", 2).unwrap();
+        let seqs: Vec<u64> = store.recover("q").unwrap().iter().map(|m| m.seq).collect();
+        assert_eq!(seqs, vec![1, 3]);
+        assert_eq!(store.read("q", 3).unwrap().as_deref(), Some(&b"three"[..]));
+        assert_eq!(store.read("q", 2).unwrap(), None);
+        store.delete_queue("q").unwrap();
+        assert!(store.recover("q").unwrap().is_empty());
+        assert_eq!(store.recover("other").unwrap().len(), 1);
+
+        store.put_definition("queue", "/\0b", b"B").unwrap();
+        store.put_definition("queue", "/\0a", b"A").unwrap();
+        store.put_definition("exchange", "/\0a", b"E").unwrap();
+        let names: Vec<String> = store
+            .definitions("queue")
+            .unwrap()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(names, vec!["/\0a".to_owned(), "/\0b".to_owned()]);
+        store.remove_definition("queue", "/\0a").unwrap();
+        assert_eq!(store.definitions("queue").unwrap().len(), 1);
+        assert_eq!(store.definitions("exchange").unwrap().len(), 1);
+    }
+}
