@@ -84,6 +84,13 @@ impl Actor {
                     if n == 0 {
                         return;
                     }
+                    if controls.iter().any(Control::observes_publishes) {
+                        // A call must see every publish its caller made before it: take what the
+                        // work lane holds first (control is otherwise polled ahead of work).
+                        while let Ok(m) = work.try_recv() {
+                            self.state.publish(m);
+                        }
+                    }
                     for c in controls.drain(..) {
                         if let Flow::Stop = self.on_control(c) {
                             return;

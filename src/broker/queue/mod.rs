@@ -181,6 +181,26 @@ pub(crate) enum Control {
     Stats(oneshot::Sender<QueueStats>),
 }
 
+impl Control {
+    /// Calls whose answer depends on earlier publishes (so they must not overtake them).
+    fn observes_publishes(&self) -> bool {
+        match self {
+            Self::Consume(..)
+            | Self::Get { .. }
+            | Self::Purge(_)
+            | Self::Delete { .. }
+            | Self::Stats(_) => true,
+            Self::Cancel { .. }
+            | Self::Ack(_)
+            | Self::Reject(_)
+            | Self::Requeue(_)
+            | Self::Release(_)
+            | Self::Credit { .. }
+            | Self::Wake => false,
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Shared {
     id: u64,

@@ -1,0 +1,151 @@
+//! Test harness: a Leveret broker started in-process on an ephemeral loopback port, and lapin
+//! helpers. Every test gets its own broker, so tests never share state.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use lapin::options::*;
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use leveret::broker::{Broker, BrokerConfig};
+use leveret::store::MemoryStore;
+use tokio::sync::watch;
+
+pub struct TestBroker {
+    pub addr: SocketAddr,
+    pub broker: Arc<Broker>,
+    shutdown: watch::Sender<bool>,
+}
+
+impl TestBroker {
+    pub async fn start() -> Self {
+        Self::start_with(BrokerConfig::default()).await
+    }
+
+    pub async fn start_with(config: BrokerConfig) -> Self {
+        let broker = Broker::new(config, Arc::new(MemoryStore::new()));
+        let (tx, rx) = watch::channel(false);
+        let (addr, _task) =
+            leveret::server::start("127.0.0.1:0".parse().unwrap(), broker.clone(), rx)
+                .await
+                .expect("bind");
+        Self {
+            addr,
+            broker,
+            shutdown: tx,
+        }
+    }
+
+    pub fn uri(&self) -> String {
+        format!("amqp://guest:guest@{}/%2f", self.addr)
+    }
+
+    pub async fn connect(&self) -> Connection {
+        Connection::connect(&self.uri(), ConnectionProperties::default())
+            .await
+            .expect("connect")
+    }
+
+    pub async fn channel(&self) -> (Connection, Channel) {
+        let conn = self.connect().await;
+        let ch = conn.create_channel().await.expect("channel");
+        (conn, ch)
+    }
+
+    pub fn stop(&self) {
+        let _ = self.shutdown.send(true);
+    }
+}
+
+impl Drop for TestBroker {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+    }
+}
+
+/// The reply code and text of an AMQP error.
+pub fn amqp_error(error: &lapin::Error) -> (u16, String) {
+    match error.kind() {
+        lapin::ErrorKind::ProtocolError(e) => (e.get_id(), e.get_message().to_string()),
+        other => panic!("not an AMQP error: {other:?}"),
+    }
+}
+
+pub async fn declare(ch: &Channel, name: &str) -> lapin::Queue {
+    ch.queue_declare(
+        name.into(),
+        QueueDeclareOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .expect("queue.declare")
+}
+
+pub async fn publish(ch: &Channel, exchange: &str, key: &str, body: &[u8]) {
+    ch.basic_publish(
+        exchange.into(),
+        key.into(),
+        BasicPublishOptions::default(),
+        body,
+        BasicProperties::default(),
+    )
+    .await
+    .expect("basic.publish");
+}
+
+pub async fn publish_with(
+    ch: &Channel,
+    exchange: &str,
+    key: &str,
+    body: &[u8],
+    props: BasicProperties,
+) {
+    ch.basic_publish(
+        exchange.into(),
+        key.into(),
+        BasicPublishOptions::default(),
+        body,
+        props,
+    )
+    .await
+    .expect("basic.publish");
+}
+
+/// `basic.get` with no-ack, returning the body.
+pub async fn get_body(ch: &Channel, queue: &str) -> Option<Vec<u8>> {
+    ch.basic_get(queue.into(), BasicGetOptions { no_ack: true })
+        .await
+        .expect("basic.get")
+        .map(|m| m.delivery.data)
+}
+
+/// Drain a queue with basic.get (no-ack), returning bodies as strings.
+pub async fn drain(ch: &Channel, queue: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    while let Some(body) = get_body(ch, queue).await {
+        out.push(String::from_utf8(body).unwrap());
+    }
+    out
+}
+
+/// Wait for the next delivery on a consumer.
+pub async fn next_delivery(consumer: &mut lapin::Consumer) -> lapin::message::Delivery {
+    tokio::time::timeout(Duration::from_secs(5), consumer.next())
+        .await
+        .expect("delivery within 5s")
+        .expect("consumer stream open")
+        .expect("delivery ok")
+}
+
+/// Assert no delivery arrives within `ms` milliseconds.
+pub async fn assert_no_delivery(consumer: &mut lapin::Consumer, ms: u64) {
+    if let Ok(Some(d)) = tokio::time::timeout(Duration::from_millis(ms), consumer.next()).await {
+        panic!(
+            "unexpected delivery: {:?}",
+            d.map(|d| String::from_utf8_lossy(&d.data).into_owned())
+        );
+    }
+}
