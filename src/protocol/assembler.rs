@@ -30,18 +30,23 @@ pub struct Command {
     pub content: Option<Content>,
 }
 
+/// A publish whose body is still arriving.
+#[derive(Debug)]
+struct PartialContent {
+    method: Box<AMQPClass>,
+    header: Box<ContentHeader>,
+    first: Option<Bytes>,
+    joined: BytesMut,
+    received: u64,
+}
+
+/// What the assembler expects next.
 #[derive(Debug, Default)]
 enum State {
     #[default]
-    ExpectingMethod,
-    ExpectingHeader(Box<AMQPClass>),
-    ExpectingBody {
-        method: Box<AMQPClass>,
-        header: ContentHeader,
-        first: Option<Bytes>,
-        joined: BytesMut,
-        received: u64,
-    },
+    Method,
+    Header(Box<AMQPClass>),
+    Body(Box<PartialContent>),
 }
 
 /// Per-channel assembler.
@@ -59,22 +64,22 @@ impl CommandAssembler {
     /// An assembler refusing bodies over `max_body` bytes (0 = no limit).
     pub fn new(max_body: u64) -> Self {
         Self {
-            state: State::ExpectingMethod,
+            state: State::Method,
             max_body,
         }
     }
 
     /// Whether a partial command is in progress.
     pub fn is_idle(&self) -> bool {
-        matches!(self.state, State::ExpectingMethod)
+        matches!(self.state, State::Method)
     }
 
     /// Feed one frame; returns a command once complete.
     pub fn feed(&mut self, frame: Frame) -> Result<Option<Command>, AmqpError> {
         match (std::mem::take(&mut self.state), frame) {
-            (State::ExpectingMethod, Frame::Method(_, method)) => {
+            (State::Method, Frame::Method(_, method)) => {
                 if carries_content(&method) {
-                    self.state = State::ExpectingHeader(method);
+                    self.state = State::Header(method);
                     Ok(None)
                 } else {
                     Ok(Some(Command {
@@ -83,10 +88,10 @@ impl CommandAssembler {
                     }))
                 }
             }
-            (State::ExpectingMethod, Frame::Header(..) | Frame::Body(..)) => Err(
+            (State::Method, Frame::Header(..) | Frame::Body(..)) => Err(
                 AmqpError::unexpected_frame("expected method frame, got non method frame instead"),
             ),
-            (State::ExpectingHeader(method), Frame::Header(_, header)) => {
+            (State::Header(method), Frame::Header(_, header)) => {
                 if header.class_id != 60 {
                     return Err(AmqpError::unexpected_frame(format!(
                         "expected content header for class 60, got one for class {} instead",
@@ -110,31 +115,30 @@ impl CommandAssembler {
                         }),
                     }));
                 }
-                self.state = State::ExpectingBody {
+                self.state = State::Body(Box::new(PartialContent {
                     method,
                     header,
                     first: None,
                     joined: BytesMut::new(),
                     received: 0,
-                };
+                }));
                 Ok(None)
             }
-            (State::ExpectingHeader(_), Frame::Method(..) | Frame::Body(..)) => {
+            (State::Header(_), Frame::Method(..) | Frame::Body(..)) => {
                 Err(AmqpError::unexpected_frame(
                     "expected content header for class 60, got non content header frame instead",
                 ))
             }
-            (
-                State::ExpectingBody {
-                    method,
+            (State::Body(mut partial), Frame::Body(_, payload)) => {
+                let PartialContent {
                     header,
-                    mut first,
-                    mut joined,
+                    first,
+                    joined,
                     received,
-                },
-                Frame::Body(_, payload),
-            ) => {
-                let received = received + payload.len() as u64;
+                    ..
+                } = &mut *partial;
+                *received += payload.len() as u64;
+                let received = *received;
                 if received > header.body_size {
                     return Err(AmqpError::frame_error(format!(
                         "content body exceeds announced size {}",
@@ -142,7 +146,7 @@ impl CommandAssembler {
                     )));
                 }
                 match first.take() {
-                    None if joined.is_empty() => first = Some(payload),
+                    None if joined.is_empty() => *first = Some(payload),
                     None => joined.extend_from_slice(&payload),
                     Some(earlier) => {
                         joined.reserve(header.body_size as usize);
@@ -151,6 +155,13 @@ impl CommandAssembler {
                     }
                 }
                 if received == header.body_size {
+                    let PartialContent {
+                        method,
+                        header,
+                        first,
+                        joined,
+                        ..
+                    } = *partial;
                     let body = match first {
                         Some(only) => only,
                         None => joined.freeze(),
@@ -164,16 +175,10 @@ impl CommandAssembler {
                         }),
                     }));
                 }
-                self.state = State::ExpectingBody {
-                    method,
-                    header,
-                    first,
-                    joined,
-                    received,
-                };
+                self.state = State::Body(partial);
                 Ok(None)
             }
-            (State::ExpectingBody { .. }, Frame::Method(..) | Frame::Header(..)) => {
+            (State::Body(_), Frame::Method(..) | Frame::Header(..)) => {
                 Err(AmqpError::unexpected_frame(
                     "expected content body, got non content body frame instead",
                 ))
@@ -208,12 +213,12 @@ mod tests {
     fn header(size: u64) -> Frame {
         Frame::Header(
             1,
-            ContentHeader {
+            Box::new(ContentHeader {
                 class_id: 60,
                 body_size: size,
                 properties: AMQPProperties::default(),
                 raw_properties: Bytes::from_static(&[0, 0]),
-            },
+            }),
         )
     }
 

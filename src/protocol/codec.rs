@@ -41,7 +41,7 @@ pub enum Frame {
     /// A method frame.
     Method(u16, Box<AMQPClass>),
     /// A content header frame.
-    Header(u16, ContentHeader),
+    Header(u16, Box<ContentHeader>),
     /// A content body frame.
     Body(u16, Bytes),
     /// A heartbeat frame (channel should be 0).
@@ -100,7 +100,7 @@ pub fn decode_frame(buf: &mut BytesMut, frame_max: u32) -> Result<Option<Frame>,
     let payload = frame.split_off(7).freeze();
     match frame_type {
         FRAME_METHOD => decode_method(&payload).map(|m| Some(Frame::Method(channel, Box::new(m)))),
-        FRAME_HEADER => decode_header(payload).map(|h| Some(Frame::Header(channel, h))),
+        FRAME_HEADER => decode_header(payload).map(|h| Some(Frame::Header(channel, Box::new(h)))),
         FRAME_BODY => Ok(Some(Frame::Body(channel, payload))),
         _ => Ok(Some(Frame::Heartbeat(channel))),
     }

@@ -104,6 +104,26 @@ pub fn values_equal(a: &AMQPValue, b: &AMQPValue) -> bool {
     a == b
 }
 
+/// Parse an AMQPLAIN response (a field table without its length prefix) into login/password.
+pub fn parse_amqplain(response: &[u8]) -> Option<(String, String)> {
+    let mut framed = Vec::with_capacity(response.len() + 4);
+    framed.extend_from_slice(&(response.len() as u32).to_be_bytes());
+    framed.extend_from_slice(response);
+    let (_, table) = amq_protocol::types::parsing::parse_field_table(&framed[..]).ok()?;
+    let login = as_str(table.inner().get("LOGIN")?)?.into_owned();
+    let password = as_str(table.inner().get("PASSWORD")?)?.into_owned();
+    Some((login, password))
+}
+
+/// Parse a PLAIN response (`authzid NUL user NUL password`) into user/password.
+pub fn parse_plain(response: &[u8]) -> Option<(String, String)> {
+    let mut parts = response.split(|b| *b == 0);
+    let _authzid = parts.next()?;
+    let user = std::str::from_utf8(parts.next()?).ok()?.to_owned();
+    let password = std::str::from_utf8(parts.next()?).ok()?.to_owned();
+    Some((user, password))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -127,24 +147,4 @@ mod tests {
             &AMQPValue::LongString("a".into())
         ));
     }
-}
-
-/// Parse an AMQPLAIN response (a field table without its length prefix) into login/password.
-pub fn parse_amqplain(response: &[u8]) -> Option<(String, String)> {
-    let mut framed = Vec::with_capacity(response.len() + 4);
-    framed.extend_from_slice(&(response.len() as u32).to_be_bytes());
-    framed.extend_from_slice(response);
-    let (_, table) = amq_protocol::types::parsing::parse_field_table(&framed[..]).ok()?;
-    let login = as_str(table.inner().get("LOGIN")?)?.into_owned();
-    let password = as_str(table.inner().get("PASSWORD")?)?.into_owned();
-    Some((login, password))
-}
-
-/// Parse a PLAIN response (`authzid NUL user NUL password`) into user/password.
-pub fn parse_plain(response: &[u8]) -> Option<(String, String)> {
-    let mut parts = response.split(|b| *b == 0);
-    let _authzid = parts.next()?;
-    let user = std::str::from_utf8(parts.next()?).ok()?.to_owned();
-    let password = std::str::from_utf8(parts.next()?).ok()?.to_owned();
-    Some((user, password))
 }

@@ -329,11 +329,8 @@ impl Channel {
     ) -> Result<(), AmqpError> {
         let reply = match method {
             queue::AMQPMethod::Declare(d) => {
-                let name = if d.passive {
-                    self.queue_name(d.queue.as_str())?
-                } else {
-                    d.queue.to_string()
-                };
+                // No last-queue shortcut here: RabbitMQ looks up '' literally for a passive declare.
+                let name = d.queue.to_string();
                 let (name, stats) = ctx
                     .vhost
                     .declare_queue(

@@ -43,9 +43,7 @@ fn matches_words<P: AsRef<str>>(pattern: &[P], key: &[&str]) -> bool {
                 }
             }
             "*" => {
-                for j in 0..key.len() {
-                    next[j + 1] = reach[j];
-                }
+                next[1..].copy_from_slice(&reach[..key.len()]);
             }
             literal => {
                 for j in 0..key.len() {
