@@ -104,7 +104,8 @@ impl Channel {
             )?;
             has_bcc
         };
-        let (properties, raw_properties) = if has_bcc {
+        let persistent = *content.properties.delivery_mode() == Some(2);
+        let raw_properties = if has_bcc {
             let mut headers = content.properties.headers().clone().unwrap_or_default();
             let mut stripped = crate::protocol::FieldTable::default();
             for (k, v) in headers.inner() {
@@ -113,19 +114,20 @@ impl Channel {
                 }
             }
             headers = stripped;
-            let properties = content.properties.clone().with_headers(headers);
-            let raw = encode_properties(&properties);
-            (properties, raw)
+            encode_properties(&content.properties.clone().with_headers(headers))
         } else {
-            (content.properties, content.raw_properties)
+            content.raw_properties
         };
-        let message = Arc::new(Message {
-            exchange: p.exchange.to_string(),
-            routing_key: p.routing_key.to_string(),
-            properties,
+        let (exchange, routing_key) = self
+            .names
+            .intern(p.exchange.as_str(), p.routing_key.as_str());
+        let message = Arc::new(Message::new(
+            exchange,
+            routing_key,
             raw_properties,
-            body: content.body,
-        });
+            content.body,
+            persistent,
+        ));
         if queues.is_empty() {
             if p.mandatory {
                 ctx.send_method(

@@ -55,8 +55,31 @@ pub(super) struct TxState {
     pub(super) settles: Vec<(u64, Unacked, TxSettle)>,
 }
 
+/// The exchange and routing key of the last publish, shared by the next if they match: most
+/// publishers repeat them, and queued messages then share one copy.
+#[derive(Default)]
+pub(super) struct NameCache {
+    exchange: Option<Arc<str>>,
+    routing_key: Option<Arc<str>>,
+}
+
+impl NameCache {
+    pub(super) fn intern(&mut self, exchange: &str, routing_key: &str) -> (Arc<str>, Arc<str>) {
+        let exchange = match &self.exchange {
+            Some(e) if &**e == exchange => e.clone(),
+            _ => self.exchange.insert(Arc::from(exchange)).clone(),
+        };
+        let routing_key = match &self.routing_key {
+            Some(k) if &**k == routing_key => k.clone(),
+            _ => self.routing_key.insert(Arc::from(routing_key)).clone(),
+        };
+        (exchange, routing_key)
+    }
+}
+
 pub(super) struct Channel {
     pub(super) id: u16,
+    pub(super) names: NameCache,
     assembler: CommandAssembler,
     closing: bool,
     pub(super) consumers: HashMap<Arc<str>, ConsumerEntry>,
@@ -78,6 +101,7 @@ impl Channel {
     pub(super) fn new(id: u16, ctx: &ConnCtx) -> Self {
         Self {
             id,
+            names: NameCache::default(),
             assembler: CommandAssembler::new(ctx.broker.config().max_message_size),
             closing: false,
             consumers: HashMap::new(),

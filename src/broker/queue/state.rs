@@ -301,13 +301,13 @@ mod tests {
     use tokio::sync::mpsc;
 
     fn msg(body: &'static str) -> Arc<Message> {
-        Arc::new(Message {
-            exchange: String::new(),
-            routing_key: "q".into(),
-            properties: Default::default(),
-            raw_properties: Bytes::from_static(&[0, 0]),
-            body: Bytes::from_static(body.as_bytes()),
-        })
+        Arc::new(Message::new(
+            Arc::from(""),
+            Arc::from("q"),
+            Bytes::from_static(&[0, 0]),
+            Bytes::from_static(body.as_bytes()),
+            false,
+        ))
     }
 
     fn consumer(id: u64, prefetch: u32, no_ack: bool) -> Consumer {

@@ -1,0 +1,438 @@
+//! leveret-perf: a load generator modelled on RabbitMQ's PerfTest, built on lapin.
+//!
+//! Producers and consumers each get their own connection. Bodies carry the send time, so the
+//! consumer measures publish→deliver latency. With `--pmessages` each producer sends a fixed
+//! count and the run reports lost messages; otherwise it runs for `--time` seconds. With
+//! `--broker-pid` it also reports the broker's CPU time per message (from /proc), the figure that
+//! does not depend on how fast this client is.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Parser;
+use futures::StreamExt;
+use lapin::options::*;
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Connection, ConnectionProperties, ExchangeKind};
+
+#[derive(Debug, Parser, Clone)]
+#[command(about = "Throughput and latency load generator for AMQP 0-9-1 brokers")]
+struct Args {
+    /// Broker URI.
+    #[arg(long, default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
+    uri: String,
+    /// Number of producers.
+    #[arg(long, short = 'x', default_value_t = 1)]
+    producers: usize,
+    /// Number of consumers.
+    #[arg(long, short = 'y', default_value_t = 1)]
+    consumers: usize,
+    /// Number of queues (producer i publishes to queue i mod n; consumer j reads queue j mod n).
+    #[arg(long, default_value_t = 1)]
+    queues: usize,
+    /// Publish to a fanout exchange bound to every queue instead.
+    #[arg(long)]
+    fanout: bool,
+    /// Message body size in bytes (at least 8: the send time).
+    #[arg(long, short = 's', default_value_t = 16)]
+    size: usize,
+    /// Publishing rate per producer, messages per second (0 = as fast as possible).
+    #[arg(long, short = 'r', default_value_t = 0)]
+    rate: u64,
+    /// Publisher confirms with at most N outstanding (0 = no confirms).
+    #[arg(long, short = 'c', default_value_t = 0)]
+    confirm: usize,
+    /// Persistent messages on durable queues.
+    #[arg(long)]
+    persistent: bool,
+    /// Consumers use no-ack.
+    #[arg(long, short = 'a')]
+    autoack: bool,
+    /// Ack every N deliveries with multiple=true (manual ack only).
+    #[arg(long, default_value_t = 1)]
+    multi_ack: u64,
+    /// Consumer prefetch (basic.qos).
+    #[arg(long, short = 'q', default_value_t = 0)]
+    qos: u16,
+    /// Run time in seconds (time-based runs).
+    #[arg(long, short = 'z', default_value_t = 10)]
+    time: u64,
+    /// Messages per producer (fixed-count run; reports lost messages).
+    #[arg(long, short = 'C')]
+    pmessages: Option<u64>,
+    /// Broker process id, to report its CPU time per message.
+    #[arg(long)]
+    broker_pid: Option<u32>,
+    /// Queue name prefix.
+    #[arg(long, default_value = "perf")]
+    prefix: String,
+    /// Only publish (no consumers), leaving messages queued.
+    #[arg(long)]
+    publish_only: bool,
+    /// Only consume what is already queued.
+    #[arg(long)]
+    consume_only: bool,
+}
+
+fn epoch() -> Instant {
+    static START: OnceLock<Instant> = OnceLock::new();
+    *START.get_or_init(Instant::now)
+}
+
+fn now_nanos() -> u64 {
+    epoch().elapsed().as_nanos() as u64
+}
+
+#[derive(Default)]
+struct Counters {
+    published: AtomicU64,
+    consumed: AtomicU64,
+    stop: AtomicBool,
+    latencies: Mutex<Vec<u64>>,
+}
+
+/// CPU time (ns) the process has used, summed over its threads.
+fn process_cpu_nanos(pid: u32) -> Option<u64> {
+    let mut total = 0u64;
+    for entry in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let path = entry.ok()?.path().join("schedstat");
+        if let Ok(text) = std::fs::read_to_string(path) {
+            total += text.split_whitespace().next()?.parse::<u64>().ok()?;
+        }
+    }
+    Some(total)
+}
+
+fn queue_name(args: &Args, i: usize) -> String {
+    format!("{}-{}", args.prefix, i)
+}
+
+async fn setup(args: &Args) -> anyhow::Result<()> {
+    let conn = Connection::connect(&args.uri, ConnectionProperties::default())
+        .await
+        .context("connecting")?;
+    let ch = conn.create_channel().await?;
+    for i in 0..args.queues {
+        let name = queue_name(args, i);
+        ch.queue_declare(
+            name.as_str().into(),
+            QueueDeclareOptions {
+                durable: args.persistent,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+        if !args.consume_only {
+            ch.queue_purge(name.as_str().into(), QueuePurgeOptions::default())
+                .await?;
+        }
+        if args.fanout {
+            ch.exchange_declare(
+                format!("{}-fanout", args.prefix).as_str().into(),
+                ExchangeKind::Fanout,
+                ExchangeDeclareOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+            ch.queue_bind(
+                name.as_str().into(),
+                format!("{}-fanout", args.prefix).as_str().into(),
+                "".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        }
+    }
+    conn.close(200, "setup done".into()).await?;
+    Ok(())
+}
+
+async fn produce(args: Arc<Args>, id: usize, counters: Arc<Counters>) -> anyhow::Result<()> {
+    let conn = Connection::connect(&args.uri, ConnectionProperties::default()).await?;
+    let ch = conn.create_channel().await?;
+    if args.confirm > 0 {
+        ch.confirm_select(ConfirmSelectOptions::default()).await?;
+    }
+    let (exchange, key) = if args.fanout {
+        (format!("{}-fanout", args.prefix), String::new())
+    } else {
+        (String::new(), queue_name(&args, id % args.queues))
+    };
+    let mut props = BasicProperties::default();
+    if args.persistent {
+        props = props.with_delivery_mode(2);
+    }
+    // lapin resolves a publish once its frames are written; keep a window of publishes in flight
+    // (each polled once, so frames go out in order) instead of waiting for each in turn.
+    let window = if args.confirm > 0 { args.confirm } else { 512 };
+    let mut in_flight: VecDeque<Pin<Box<dyn Future<Output = lapin::Result<()>> + Send>>> =
+        VecDeque::new();
+    let confirm = args.confirm > 0;
+    let started = Instant::now();
+    let mut sent = 0u64;
+    loop {
+        if counters.stop.load(Ordering::Relaxed) || args.pmessages.is_some_and(|n| sent >= n) {
+            break;
+        }
+        if args.rate > 0 {
+            let due = started + Duration::from_nanos(sent * 1_000_000_000 / args.rate);
+            let now = Instant::now();
+            if due > now {
+                tokio::time::sleep(due - now).await;
+            }
+        }
+        let mut body = vec![0u8; args.size.max(8)];
+        body[..8].copy_from_slice(&now_nanos().to_le_bytes());
+        let (ch, exchange, key, props) = (ch.clone(), exchange.clone(), key.clone(), props.clone());
+        let mut publish: Pin<Box<dyn Future<Output = lapin::Result<()>> + Send>> =
+            Box::pin(async move {
+                let pending = ch
+                    .basic_publish(
+                        exchange.as_str().into(),
+                        key.as_str().into(),
+                        BasicPublishOptions::default(),
+                        &body,
+                        props,
+                    )
+                    .await?;
+                if confirm {
+                    pending.await?;
+                }
+                Ok(())
+            });
+        sent += 1;
+        match futures::poll!(&mut publish) {
+            std::task::Poll::Ready(result) => result?,
+            std::task::Poll::Pending => in_flight.push_back(publish),
+        }
+        while in_flight.len() >= window {
+            if let Some(oldest) = in_flight.pop_front() {
+                oldest.await?;
+            }
+        }
+        counters.published.fetch_add(1, Ordering::Relaxed);
+    }
+    for publish in in_flight {
+        publish.await?;
+    }
+    conn.close(200, "done".into()).await.ok();
+    Ok(())
+}
+
+async fn consume(args: Arc<Args>, id: usize, counters: Arc<Counters>) -> anyhow::Result<()> {
+    let conn = Connection::connect(&args.uri, ConnectionProperties::default()).await?;
+    let ch = conn.create_channel().await?;
+    if args.qos > 0 {
+        ch.basic_qos(args.qos, BasicQosOptions::default()).await?;
+    }
+    let mut consumer = ch
+        .basic_consume(
+            queue_name(&args, id % args.queues).as_str().into(),
+            format!("perf-{id}").as_str().into(),
+            BasicConsumeOptions {
+                no_ack: args.autoack,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    let mut latencies = Vec::with_capacity(1 << 16);
+    let mut unacked = 0u64;
+    let mut acks: VecDeque<Pin<Box<dyn Future<Output = lapin::Result<()>> + Send>>> =
+        VecDeque::new();
+    loop {
+        let next = tokio::time::timeout(Duration::from_millis(200), consumer.next()).await;
+        let delivery = match next {
+            Ok(Some(Ok(d))) => d,
+            Ok(Some(Err(e))) => return Err(e.into()),
+            Ok(None) => break,
+            Err(_) => {
+                if counters.stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                continue;
+            }
+        };
+        if delivery.data.len() >= 8 {
+            let mut sent = [0u8; 8];
+            sent.copy_from_slice(&delivery.data[..8]);
+            latencies.push(now_nanos().saturating_sub(u64::from_le_bytes(sent)));
+        }
+        if !args.autoack {
+            unacked += 1;
+            if unacked >= args.multi_ack {
+                // Like publishes, acks are pipelined: queued in order, awaited later.
+                let mut ack: Pin<Box<dyn Future<Output = lapin::Result<()>> + Send>> =
+                    Box::pin(ch.clone().basic_ack_owned(
+                        delivery.delivery_tag,
+                        BasicAckOptions {
+                            multiple: args.multi_ack > 1,
+                        },
+                    ));
+                if let std::task::Poll::Pending = futures::poll!(&mut ack) {
+                    acks.push_back(ack);
+                }
+                while acks.len() >= 256 {
+                    if let Some(oldest) = acks.pop_front() {
+                        oldest.await?;
+                    }
+                }
+                unacked = 0;
+            }
+        }
+        counters.consumed.fetch_add(1, Ordering::Relaxed);
+    }
+    for ack in acks {
+        ack.await?;
+    }
+    if let Ok(mut all) = counters.latencies.lock() {
+        all.extend_from_slice(&latencies);
+    }
+    conn.close(200, "done".into()).await.ok();
+    Ok(())
+}
+
+trait AckOwned {
+    fn basic_ack_owned(
+        self,
+        tag: u64,
+        options: BasicAckOptions,
+    ) -> impl Future<Output = lapin::Result<()>> + Send;
+}
+
+impl AckOwned for lapin::Channel {
+    fn basic_ack_owned(
+        self,
+        tag: u64,
+        options: BasicAckOptions,
+    ) -> impl Future<Output = lapin::Result<()>> + Send {
+        async move { self.basic_ack(tag, options).await }
+    }
+}
+
+fn percentile(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i] as f64 / 1000.0
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Arc::new(Args::parse());
+    epoch();
+    setup(&args).await?;
+    let counters = Arc::new(Counters::default());
+    let mut consumers = Vec::new();
+    if !args.publish_only {
+        for id in 0..args.consumers {
+            consumers.push(tokio::spawn(consume(args.clone(), id, counters.clone())));
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let cpu_before = args.broker_pid.and_then(process_cpu_nanos);
+    let started = Instant::now();
+    let mut producers = Vec::new();
+    if !args.consume_only {
+        for id in 0..args.producers {
+            producers.push(tokio::spawn(produce(args.clone(), id, counters.clone())));
+        }
+    }
+    let fanout = if args.fanout { args.queues as u64 } else { 1 };
+    let expected = args.pmessages.map(|n| n * args.producers as u64 * fanout);
+    let mut last = (0, 0);
+    let mut idle_since = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let p = counters.published.load(Ordering::Relaxed);
+        let c = counters.consumed.load(Ordering::Relaxed);
+        eprintln!(
+            "{:>4}s  sent {:>9} msg/s  received {:>9} msg/s",
+            started.elapsed().as_secs(),
+            p - last.0,
+            c - last.1
+        );
+        if (p, c) != last {
+            idle_since = Instant::now();
+        }
+        last = (p, c);
+        let done = match expected {
+            Some(n) if args.publish_only => p >= n / fanout,
+            Some(n) => c >= n,
+            None if args.consume_only => idle_since.elapsed() >= Duration::from_secs(2),
+            None => started.elapsed() >= Duration::from_secs(args.time),
+        };
+        if done || idle_since.elapsed() >= Duration::from_secs(10) {
+            break;
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let cpu_after = args.broker_pid.and_then(process_cpu_nanos);
+    // Rates count what happened inside the measured interval; a fixed-count run then waits for
+    // the remainder so that `lost` is exact.
+    let (published_in_time, consumed_in_time) = (
+        counters.published.load(Ordering::Relaxed),
+        counters.consumed.load(Ordering::Relaxed),
+    );
+    counters.stop.store(true, Ordering::Relaxed);
+    for p in producers {
+        p.await??;
+    }
+    for c in consumers {
+        c.await??;
+    }
+    let published = counters.published.load(Ordering::Relaxed);
+    let consumed = counters.consumed.load(Ordering::Relaxed);
+    let mut lat = counters
+        .latencies
+        .lock()
+        .map(|l| l.clone())
+        .unwrap_or_default();
+    lat.sort_unstable();
+    let cpu_per_msg = match (cpu_before, cpu_after) {
+        (Some(a), Some(b)) => {
+            (b.saturating_sub(a)) as f64
+                / 1000.0
+                / (published_in_time.max(consumed_in_time).max(1) as f64)
+        }
+        _ => f64::NAN,
+    };
+    println!(
+        "sent {:.0} msg/s, received {:.0} msg/s, latency p50 {:.0} us, p95 {:.0} us, p99 {:.0} us, broker cpu {:.3} us/msg",
+        published_in_time as f64 / elapsed,
+        consumed_in_time as f64 / elapsed,
+        percentile(&lat, 0.50),
+        percentile(&lat, 0.95),
+        percentile(&lat, 0.99),
+        cpu_per_msg
+    );
+    let lost = match expected {
+        Some(n) if !args.publish_only => n.saturating_sub(consumed),
+        _ => 0,
+    };
+    if expected.is_some() && !args.publish_only {
+        println!("lost {lost} of {}", expected.unwrap_or(0));
+    }
+    println!(
+        "RESULT sent_rate={:.0} recv_rate={:.0} p50_us={:.0} p95_us={:.0} p99_us={:.0} cpu_us_per_msg={:.3} published={} consumed={} lost={} elapsed_s={:.3}",
+        published_in_time as f64 / elapsed,
+        consumed_in_time as f64 / elapsed,
+        percentile(&lat, 0.50),
+        percentile(&lat, 0.95),
+        percentile(&lat, 0.99),
+        cpu_per_msg,
+        published,
+        consumed,
+        lost,
+        elapsed
+    );
+    Ok(())
+}
