@@ -366,7 +366,7 @@ async fn delete_if_unused_and_if_empty_are_406() {
         amqp_error(&err),
         (
             406,
-            "PRECONDITION_FAILED - queue 'q' in vhost '/' is not empty".into()
+            "PRECONDITION_FAILED - queue 'q' in vhost '/' not empty".into()
         )
     );
     let ch = c.create_channel().await.unwrap();

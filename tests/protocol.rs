@@ -149,8 +149,10 @@ async fn frame_over_frame_max_is_501() {
     frame.extend(std::iter::repeat_n(0u8, 10_000));
     frame.push(0xCE);
     c.stream.write_all(&frame).await.unwrap();
-    let text = c.expect_connection_close(501).await;
-    assert!(text.starts_with("FRAME_ERROR"), "{text}");
+    assert_eq!(
+        c.expect_connection_close(501).await,
+        "FRAME_ERROR - type 3, all octets = <<>>: {frame_too_large,10000,4088}"
+    );
 }
 
 #[tokio::test]
@@ -161,13 +163,19 @@ async fn bad_frame_end_is_501_and_unknown_frame_type_is_501() {
         .write_all(&[8, 0, 0, 0, 0, 0, 0, 0xAB])
         .await
         .unwrap();
-    c.expect_connection_close(501).await;
+    assert_eq!(
+        c.expect_connection_close(501).await,
+        "FRAME_ERROR - type 8, all octets = <<>>: {invalid_frame_end_marker,171}"
+    );
     let mut c = RawClient::open(&b, 0, 0).await;
     c.stream
-        .write_all(&[9, 0, 0, 0, 0, 0, 0, 0xCE])
+        .write_all(&[9, 0, 1, 0, 0, 0, 3, b'a', b'b', b'c', 0xCE])
         .await
         .unwrap();
-    c.expect_connection_close(501).await;
+    assert_eq!(
+        c.expect_connection_close(501).await,
+        "FRAME_ERROR - type 9, all octets = <<\"abc\">>: unknown_frame"
+    );
 }
 
 #[tokio::test]
@@ -206,16 +214,49 @@ async fn channel_open_twice_is_504_and_unopened_channel_is_504() {
 }
 
 #[tokio::test]
-async fn channel_max_is_enforced() {
+async fn channel_max_limits_open_channels_not_channel_numbers() {
     let b = TestBroker::start().await;
     let mut c = RawClient::open(&b, 2, 0).await;
-    c.open_channel(2).await;
+    c.open_channel(7).await;
+    c.open_channel(2047).await;
     c.send(
         3,
         Method::Channel(channel::AMQPMethod::Open(channel::Open {})),
     )
     .await;
-    c.expect_connection_close(530).await;
+    assert_eq!(
+        c.expect_connection_close(530).await,
+        "NOT_ALLOWED - number of channels opened (2) has reached the negotiated channel_max (2)"
+    );
+}
+
+#[tokio::test]
+async fn heartbeat_on_a_channel_is_505() {
+    let b = TestBroker::start().await;
+    let mut c = RawClient::open(&b, 0, 0).await;
+    c.stream
+        .write_all(&[8, 0, 1, 0, 0, 0, 0, 0xCE])
+        .await
+        .unwrap();
+    assert_eq!(
+        c.expect_connection_close(505).await,
+        "UNEXPECTED_FRAME - type 8, all octets = <<>>"
+    );
+}
+
+#[tokio::test]
+async fn truncated_method_arguments_are_501_cannot_decode() {
+    let b = TestBroker::start().await;
+    let mut c = RawClient::open(&b, 0, 0).await;
+    c.open_channel(1).await;
+    c.stream
+        .write_all(&[1, 0, 1, 0, 0, 0, 6, 0, 50, 0, 10, 0, 0, 0xCE])
+        .await
+        .unwrap();
+    assert_eq!(
+        c.expect_connection_close(501).await,
+        "FRAME_ERROR - cannot decode <<0,0>>"
+    );
 }
 
 #[tokio::test]

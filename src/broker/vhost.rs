@@ -10,7 +10,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 
 use super::exchange::{Binding, Destination, Exchange, ExchangeKind};
 use super::queue::{self, QueueHandle, QueueStats};
-use crate::protocol::table::{display_value, lookup, type_name};
+use crate::protocol::table::{as_i64, display_value, lookup, type_name};
 use crate::protocol::{AMQPValue, AmqpError, FieldTable};
 
 /// A queue's declaration and its actor.
@@ -102,6 +102,26 @@ fn bool_text(b: bool) -> &'static str {
         "true"
     } else {
         "false"
+    }
+}
+
+/// RabbitMQ's equivalence of two argument values: integers of any width are equal when their
+/// values are; strings (short, long or byte array) by content; anything else exactly.
+fn args_equivalent(a: &AMQPValue, b: &AMQPValue) -> bool {
+    let integer = |v: &AMQPValue| match v {
+        AMQPValue::Timestamp(_) => None,
+        other => as_i64(other),
+    };
+    let text = |v: &AMQPValue| match v {
+        AMQPValue::ShortString(s) => Some(s.as_str().as_bytes().to_vec()),
+        AMQPValue::LongString(s) => Some(s.as_bytes().to_vec()),
+        AMQPValue::ByteArray(s) => Some(s.as_slice().to_vec()),
+        _ => None,
+    };
+    match (integer(a), integer(b), text(a), text(b)) {
+        (Some(x), Some(y), _, _) => x == y,
+        (_, _, Some(x), Some(y)) => x == y,
+        _ => a == b,
     }
 }
 
@@ -224,19 +244,25 @@ impl VHost {
 
     /// `exchange.declare`.
     pub fn declare_exchange(&self, d: &ExchangeDeclare) -> Result<(), AmqpError> {
+        if d.name.is_empty() {
+            return Err(Self::default_exchange_refused());
+        }
         if d.passive {
-            return if d.name.is_empty() || self.read().exchanges.contains_key(&d.name) {
+            // A passive declare checks existence only: not even the type is validated.
+            return if self.read().exchanges.contains_key(&d.name) {
                 Ok(())
             } else {
                 Err(self.no_exchange(&d.name))
             };
         }
         let kind = ExchangeKind::parse(&d.kind).ok_or_else(|| {
-            AmqpError::command_invalid(format!("invalid exchange type '{}'", d.kind))
+            let adjective = if d.kind.starts_with("x-") {
+                "unknown"
+            } else {
+                "invalid"
+            };
+            AmqpError::command_invalid(format!("{adjective} exchange type '{}'", d.kind))
         })?;
-        if d.name.is_empty() {
-            return Err(Self::default_exchange_refused());
-        }
         let mut t = self.write();
         match t.exchanges.get(&d.name) {
             Some(x) => {
@@ -305,9 +331,7 @@ impl VHost {
             let (c, r) = (lookup(Some(current), key), lookup(Some(received), key));
             let same = match (c, r) {
                 (None, None) => true,
-                (Some(c), Some(r)) => {
-                    type_name(c) == type_name(r) && display_value(c) == display_value(r)
-                }
+                (Some(c), Some(r)) => args_equivalent(c, r),
                 _ => false,
             };
             if !same {
@@ -325,13 +349,14 @@ impl VHost {
         }
         if name.starts_with("amq.") {
             return Err(AmqpError::access_refused(format!(
-                "deletion of system {} is not allowed",
+                "deletion of system {} not allowed",
                 self.exchange_resource(name)
             )));
         }
         let mut t = self.write();
         let Some(x) = t.exchanges.get(name) else {
-            return Err(self.no_exchange(name));
+            // Deleting what is not there succeeds, as in RabbitMQ.
+            return Ok(());
         };
         if if_unused && !x.bindings().is_empty() {
             return Err(AmqpError::precondition_failed(format!(
@@ -495,6 +520,9 @@ impl VHost {
     }
 
     /// `queue.bind` / `queue.unbind` / `exchange.bind` / `exchange.unbind`.
+    ///
+    /// RabbitMQ's order of checks: the default exchange, then the source, then the destination.
+    /// Unbinding something that is not bound succeeds, even when an end is missing.
     pub fn set_binding(
         &self,
         source: &str,
@@ -504,32 +532,43 @@ impl VHost {
         connection: u64,
         bind: bool,
     ) -> Result<(), AmqpError> {
-        if source.is_empty() {
+        if source.is_empty() || matches!(&destination, Destination::Exchange(x) if x.is_empty()) {
             return Err(Self::default_exchange_refused());
         }
         let mut t = self.write();
-        match &destination {
+        let binding = Binding {
+            destination,
+            routing_key: routing_key.to_owned(),
+            arguments: arguments.clone(),
+        };
+        if !bind {
+            let bound = t
+                .exchanges
+                .get(source)
+                .is_some_and(|x| x.bindings().contains(&binding));
+            if !bound {
+                return Ok(());
+            }
+        }
+        let Some(x) = t.exchanges.get(source) else {
+            return Err(self.no_exchange(source));
+        };
+        if bind && x.kind == ExchangeKind::Headers {
+            validate_x_match(arguments)?;
+        }
+        match &binding.destination {
             Destination::Queue(q) => {
                 let record = t.queues.get(q).ok_or_else(|| self.no_queue(q))?;
                 self.check_owner(record, q, connection)?;
             }
             Destination::Exchange(x) => {
-                if x.is_empty() {
-                    return Err(Self::default_exchange_refused());
-                }
                 if !t.exchanges.contains_key(x) {
                     return Err(self.no_exchange(x));
                 }
             }
         }
-        let x = t
-            .exchanges
-            .get_mut(source)
-            .ok_or_else(|| self.no_exchange(source))?;
-        let binding = Binding {
-            destination,
-            routing_key: routing_key.to_owned(),
-            arguments: arguments.clone(),
+        let Some(x) = t.exchanges.get_mut(source) else {
+            return Err(self.no_exchange(source));
         };
         if bind {
             x.bind(binding);
@@ -624,6 +663,25 @@ impl VHost {
     /// Names of every queue.
     pub fn queue_names(&self) -> Vec<String> {
         self.read().queues.keys().cloned().collect()
+    }
+}
+
+/// Check a headers binding's `x-match`, with RabbitMQ's texts.
+fn validate_x_match(arguments: &FieldTable) -> Result<(), AmqpError> {
+    match arguments.inner().get("x-match") {
+        None => Ok(()),
+        Some(AMQPValue::LongString(s)) => match s.as_bytes() {
+            b"all" | b"any" | b"all-with-x" | b"any-with-x" => Ok(()),
+            other => Err(AmqpError::precondition_failed(format!(
+                "Invalid x-match field value {}; expected all, any, all-with-x, or any-with-x",
+                crate::protocol::codec::erlang_binary(other)
+            ))),
+        },
+        Some(other) => Err(AmqpError::precondition_failed(format!(
+            "Invalid x-match field type {} (value {}); expected longstr",
+            type_name(other),
+            display_value(other)
+        ))),
     }
 }
 

@@ -96,7 +96,8 @@ impl CommandAssembler {
                     return Err(AmqpError::unexpected_frame(format!(
                         "expected content header for class 60, got one for class {} instead",
                         header.class_id
-                    )));
+                    ))
+                    .with_method(60, 40));
                 }
                 if self.max_body != 0 && header.body_size > self.max_body {
                     return Err(AmqpError::precondition_failed(format!(
@@ -127,7 +128,8 @@ impl CommandAssembler {
             (State::Header(_), Frame::Method(..) | Frame::Body(..)) => {
                 Err(AmqpError::unexpected_frame(
                     "expected content header for class 60, got non content header frame instead",
-                ))
+                )
+                .with_method(60, 40))
             }
             (State::Body(mut partial), Frame::Body(_, payload)) => {
                 let PartialContent {

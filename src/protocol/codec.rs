@@ -69,18 +69,11 @@ pub fn decode_frame(buf: &mut BytesMut, frame_max: u32) -> Result<Option<Frame>,
     let frame_type = buf[0];
     let channel = u16::from_be_bytes([buf[1], buf[2]]);
     let size = u32::from_be_bytes([buf[3], buf[4], buf[5], buf[6]]);
-    if !matches!(
-        frame_type,
-        FRAME_METHOD | FRAME_HEADER | FRAME_BODY | FRAME_HEARTBEAT
-    ) {
+    // RabbitMQ accepts a payload of up to frame_max bytes (8 more than the spec allows) and
+    // names frame_max - 8 as the limit in its error.
+    if frame_max != 0 && size > frame_max {
         return Err(AmqpError::frame_error(format!(
-            "type {frame_type}, channel {channel}: unknown frame type"
-        )));
-    }
-    if frame_max != 0 && u64::from(size) + u64::from(FRAME_OVERHEAD) > u64::from(frame_max) {
-        return Err(AmqpError::frame_error(format!(
-            "type {frame_type}, channel {channel}: frame_too_large, {} > {}",
-            size,
+            "type {frame_type}, all octets = <<>>: {{frame_too_large,{size},{}}}",
             frame_max - FRAME_OVERHEAD
         )));
     }
@@ -89,10 +82,23 @@ pub fn decode_frame(buf: &mut BytesMut, frame_max: u32) -> Result<Option<Frame>,
         buf.reserve(total - buf.len());
         return Ok(None);
     }
+    let payload_view = &buf[7..total - 1];
     if buf[total - 1] != FRAME_END {
         return Err(AmqpError::frame_error(format!(
-            "type {frame_type}, channel {channel}: invalid_frame_end_marker {}",
+            "type {frame_type}, all octets = {}: {{invalid_frame_end_marker,{}}}",
+            erlang_binary(payload_view),
             buf[total - 1]
+        )));
+    }
+    let unknown = match frame_type {
+        FRAME_METHOD | FRAME_HEADER | FRAME_BODY => false,
+        FRAME_HEARTBEAT => size != 0,
+        _ => true,
+    };
+    if unknown {
+        return Err(AmqpError::frame_error(format!(
+            "type {frame_type}, all octets = {}: unknown_frame",
+            erlang_binary(payload_view)
         )));
     }
     let mut frame = buf.split_to(total);
@@ -103,6 +109,45 @@ pub fn decode_frame(buf: &mut BytesMut, frame_max: u32) -> Result<Option<Frame>,
         FRAME_HEADER => decode_header(payload).map(|h| Some(Frame::Header(channel, Box::new(h)))),
         FRAME_BODY => Ok(Some(Frame::Body(channel, payload))),
         _ => Ok(Some(Frame::Heartbeat(channel))),
+    }
+}
+
+/// Bytes as Erlang prints a binary: `<<"abc">>` when printable, else `<<0,50,...>>`.
+pub fn erlang_binary(bytes: &[u8]) -> String {
+    if !bytes.is_empty() && bytes.iter().all(|b| (32..=126).contains(b)) {
+        let text: String = bytes
+            .iter()
+            .flat_map(|&b| match b {
+                b'"' => vec!['\\', '"'],
+                b'\\' => vec!['\\', '\\'],
+                b => vec![b as char],
+            })
+            .collect();
+        format!("<<\"{text}\">>")
+    } else {
+        let parts: Vec<String> = bytes.iter().map(u8::to_string).collect();
+        format!("<<{}>>", parts.join(","))
+    }
+}
+
+/// The payload of a frame as it was on the wire, for RabbitMQ-style "all octets" texts.
+pub fn frame_payload(frame: &Frame) -> (u8, Vec<u8>) {
+    match frame {
+        Frame::Method(_, m) => {
+            let mut out = BytesMut::new();
+            encode_method(&mut out, 0, m);
+            (FRAME_METHOD, out[7..out.len() - 1].to_vec())
+        }
+        Frame::Header(_, h) => {
+            let mut payload = Vec::with_capacity(12 + h.raw_properties.len());
+            payload.extend_from_slice(&h.class_id.to_be_bytes());
+            payload.extend_from_slice(&[0, 0]);
+            payload.extend_from_slice(&h.body_size.to_be_bytes());
+            payload.extend_from_slice(&h.raw_properties);
+            (FRAME_HEADER, payload)
+        }
+        Frame::Body(_, b) => (FRAME_BODY, b.to_vec()),
+        Frame::Heartbeat(_) => (FRAME_HEARTBEAT, Vec::new()),
     }
 }
 
@@ -167,8 +212,9 @@ fn decode_method(payload: &[u8]) -> Result<AMQPClass, AmqpError> {
     }
     match parse_class(payload) {
         Ok((_, method)) => Ok(method),
-        Err(_) => Err(AmqpError::syntax_error(format!(
-            "malformed arguments for method {{{class_id},{method_id}}}"
+        Err(_) => Err(AmqpError::frame_error(format!(
+            "cannot decode {}",
+            erlang_binary(&payload[4..])
         ))
         .with_method(class_id, method_id)),
     }
@@ -365,7 +411,7 @@ mod tests {
 
     #[test]
     fn oversized_frame_is_frame_error() {
-        let mut out = BytesMut::from(&[3u8, 0, 1, 0, 1, 0, 0][..]);
+        let mut out = BytesMut::from(&[3u8, 0, 1, 0, 0, 0x10, 0x01][..]);
         let err = decode_frame(&mut out, 4096).unwrap_err();
         assert_eq!(err.code as u16, 501);
     }

@@ -270,7 +270,7 @@ impl Channel {
                 );
                 Ok(ChannelFate::Closed)
             }
-            channel::AMQPMethod::CloseOk(_) => Ok(ChannelFate::Closed),
+            channel::AMQPMethod::CloseOk(_) => Err(unimplemented_method()),
             channel::AMQPMethod::Flow(flow) => {
                 if !flow.active {
                     return Err(AmqpError::not_implemented("active=false"));

@@ -21,7 +21,9 @@ use super::handshake::{handshake, ClientCapabilities, HandshakeFailure};
 use super::writer::{self, WriterHandle, BACKLOG_HIGH};
 use crate::broker::queue::{ClientEvent, ClientSink, QueueHandle};
 use crate::broker::{Broker, VHost};
-use crate::protocol::codec::{decode_frame, encode_heartbeat, encode_method};
+use crate::protocol::codec::{
+    decode_frame, encode_heartbeat, encode_method, erlang_binary, frame_payload,
+};
 use crate::protocol::{channel, connection, AmqpError, Frame, Method, ReplyCode};
 
 /// How long a peer has to answer our `connection.close`.
@@ -421,29 +423,34 @@ impl Connection {
         let channel_id = frame.channel();
         match frame {
             Frame::Heartbeat(0) => None,
-            Frame::Heartbeat(_) => Some(Outcome::Close(AmqpError::frame_error(
-                "heartbeat frame on non-zero channel",
-            ))),
             Frame::Method(0, method) => self.on_connection_method(*method),
-            Frame::Header(0, _) | Frame::Body(0, _) => Some(Outcome::Close(
-                AmqpError::unexpected_frame("content frame on channel 0"),
-            )),
+            frame @ (Frame::Heartbeat(_) | Frame::Header(0, _) | Frame::Body(0, _)) => {
+                let (frame_type, payload) = frame_payload(&frame);
+                Some(Outcome::Close(AmqpError::unexpected_frame(format!(
+                    "type {frame_type}, all octets = {}",
+                    erlang_binary(&payload)
+                ))))
+            }
             frame => {
-                let is_open = matches!(
-                    &frame,
-                    Frame::Method(_, m) if matches!(**m, Method::Channel(channel::AMQPMethod::Open(_)))
-                );
-                match self.channels.get_mut(&channel_id) {
-                    None if is_open => self.on_channel_open(channel_id),
-                    None => Some(Outcome::Close(AmqpError::channel_error(
-                        "expected 'channel.open'",
+                let method_ids = match &frame {
+                    Frame::Method(_, m) => Some((m.get_amqp_class_id(), m.get_amqp_method_id())),
+                    Frame::Header(..) | Frame::Body(..) | Frame::Heartbeat(_) => None,
+                };
+                match (self.channels.get_mut(&channel_id), method_ids) {
+                    (None, Some((20, 10))) => self.on_channel_open(channel_id),
+                    (None, Some((class_id, method_id))) => Some(Outcome::Close(
+                        AmqpError::channel_error("expected 'channel.open'")
+                            .with_method(class_id, method_id),
+                    )),
+                    (None, None) => Some(Outcome::Close(AmqpError::unexpected_frame(
+                        "expected method frame, got non method frame instead",
                     ))),
-                    Some(_) if is_open => Some(Outcome::Close(
+                    (Some(_), Some((20, 10))) => Some(Outcome::Close(
                         AmqpError::channel_error("second 'channel.open' seen").with_method(20, 10),
                     )),
-                    Some(ch) => {
-                        if !matches!(&frame, Frame::Method(_, m) if matches!(**m, Method::Basic(crate::protocol::basic::AMQPMethod::Ack(_))))
-                        {
+                    (Some(ch), ids) => {
+                        if ids != Some((60, 80)) {
+                            // Batched acks go out before anything else reaches a queue.
                             self.ctx.flush_acks();
                         }
                         match ch.on_frame(&mut self.ctx, frame).await {
@@ -461,15 +468,13 @@ impl Connection {
     }
 
     fn on_channel_open(&mut self, id: u16) -> Option<Outcome> {
-        if id > self.channel_max {
-            return Some(Outcome::Close(
-                AmqpError::not_allowed(format!(
-                    "number of channels opened ({}) has reached the negotiated channel_max ({})",
-                    self.channels.len(),
-                    self.channel_max
-                ))
-                .with_method(20, 10),
-            ));
+        // RabbitMQ limits how many channels are open, not the channel number.
+        if self.channels.len() >= usize::from(self.channel_max) {
+            return Some(Outcome::Close(AmqpError::not_allowed(format!(
+                "number of channels opened ({}) has reached the negotiated channel_max ({})",
+                self.channels.len(),
+                self.channel_max
+            ))));
         }
         self.channels.insert(id, Channel::new(id, &self.ctx));
         self.ctx.send_method(
@@ -502,10 +507,8 @@ impl Connection {
             other => {
                 let (class_id, method_id) = (other.get_amqp_class_id(), other.get_amqp_method_id());
                 Some(Outcome::Close(
-                    AmqpError::command_invalid(format!(
-                        "unexpected method {{{class_id},{method_id}}} on channel 0"
-                    ))
-                    .with_method(class_id, method_id),
+                    AmqpError::channel_error("unexpected method in connection state running")
+                        .with_method(class_id, method_id),
                 ))
             }
         }

@@ -14,7 +14,7 @@ use tokio::io::AsyncRead;
 use super::connection::FrameReader;
 use super::writer::WriterHandle;
 use crate::broker::{Broker, VHost};
-use crate::protocol::codec::{encode_method, PROTOCOL_HEADER};
+use crate::protocol::codec::{encode_method, erlang_binary, frame_payload, PROTOCOL_HEADER};
 use crate::protocol::table::{parse_amqplain, parse_plain};
 use crate::protocol::{connection, AMQPValue, AmqpError, FieldTable, Frame, LongString, Method};
 
@@ -113,10 +113,14 @@ async fn expect_method<R: AsyncRead + Unpin>(
         match reader.next_frame().await {
             Ok(Some(Frame::Method(0, method))) => return Ok(*method),
             Ok(Some(Frame::Heartbeat(_))) => continue,
-            Ok(Some(_)) => {
-                return Err(HandshakeFailure::Refused(AmqpError::command_invalid(
-                    "unexpected frame during connection handshake",
-                )))
+            Ok(Some(frame)) => {
+                let (frame_type, payload) = frame_payload(&frame);
+                return Err(HandshakeFailure::Refused(AmqpError::unexpected_frame(
+                    format!(
+                        "type {frame_type}, all octets = {}",
+                        erlang_binary(&payload)
+                    ),
+                )));
             }
             Ok(None) => return Err(HandshakeFailure::Closed),
             Err(error) => return Err(HandshakeFailure::Refused(error)),
@@ -163,13 +167,8 @@ pub(super) async fn handshake<R: AsyncRead + Unpin>(
         "PLAIN" => parse_plain(response.as_bytes()),
         "AMQPLAIN" => parse_amqplain(response.as_bytes()),
         other => {
-            return Err(HandshakeFailure::Refused(
-                AmqpError::access_refused(format!(
-                    "unsupported authentication mechanism '{other}'"
-                ))
-                .into_hard()
-                .with_method(10, 11),
-            ))
+            tracing::warn!(%peer, mechanism = other, "unknown authentication mechanism");
+            return Err(HandshakeFailure::Silent);
         }
     };
     let authenticated = credentials
@@ -184,8 +183,7 @@ pub(super) async fn handshake<R: AsyncRead + Unpin>(
             AmqpError::access_refused(format!(
                 "Login was refused using authentication mechanism {mechanism}. For details see the broker logfile."
             ))
-            .into_hard()
-            .with_method(10, 11),
+            .into_hard(),
         ));
     };
     let config = broker.config();
@@ -199,30 +197,27 @@ pub(super) async fn handshake<R: AsyncRead + Unpin>(
     );
     let Method::Connection(connection::AMQPMethod::TuneOk(tune_ok)) = expect_method(reader).await?
     else {
-        return Err(HandshakeFailure::Refused(AmqpError::command_invalid(
-            "expected connection.tune-ok",
-        )));
+        return Err(HandshakeFailure::Silent);
     };
     let frame_max = match tune_ok.frame_max {
         0 => config.frame_max,
-        n if n < 4096 => {
-            return Err(HandshakeFailure::Refused(
-                AmqpError::not_allowed(format!("frame_max={n} < 4096 min size"))
-                    .with_method(10, 31),
-            ))
-        }
-        n if n > config.frame_max => {
-            return Err(HandshakeFailure::Refused(
-                AmqpError::not_allowed(format!("frame_max={n} > {} max size", config.frame_max))
-                    .with_method(10, 31),
-            ))
-        }
         n => n,
     };
     let channel_max = match tune_ok.channel_max {
         0 => config.channel_max,
-        n => n.min(config.channel_max),
+        n => n,
     };
+    if frame_max < 4096 || frame_max > config.frame_max || channel_max > config.channel_max {
+        tracing::warn!(
+            %peer,
+            frame_max,
+            channel_max,
+            "failed to negotiate connection parameters: outside 4096..={} / ..={}",
+            config.frame_max,
+            config.channel_max
+        );
+        return Err(HandshakeFailure::Silent);
+    }
     reader.set_frame_max(frame_max);
     let Method::Connection(connection::AMQPMethod::Open(open)) = expect_method(reader).await?
     else {

@@ -184,7 +184,7 @@ impl Actor {
                 }
                 if if_empty && self.state.ready_len() > 0 {
                     let _ = reply.send(Err(AmqpError::precondition_failed(format!(
-                        "queue '{}' in vhost '{}' is not empty",
+                        "queue '{}' in vhost '{}' not empty",
                         self.config.name, self.config.vhost_name
                     ))));
                     return Flow::Continue;
