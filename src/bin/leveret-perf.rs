@@ -181,8 +181,8 @@ async fn produce(args: Arc<Args>, id: usize, counters: Arc<Counters>) -> anyhow:
         if counters.stop.load(Ordering::Relaxed) || args.pmessages.is_some_and(|n| sent >= n) {
             break;
         }
-        if args.rate > 0 {
-            let due = started + Duration::from_nanos(sent * 1_000_000_000 / args.rate);
+        if let Some(gap) = 1_000_000_000u64.checked_div(args.rate) {
+            let due = started + Duration::from_nanos(sent * gap);
             let now = Instant::now();
             if due > now {
                 tokio::time::sleep(due - now).await;
@@ -276,7 +276,7 @@ async fn consume(args: Arc<Args>, id: usize, counters: Arc<Counters>) -> anyhow:
                             multiple: args.multi_ack > 1,
                         },
                     ));
-                if let std::task::Poll::Pending = futures::poll!(&mut ack) {
+                if futures::poll!(&mut ack).is_pending() {
                     acks.push_back(ack);
                 }
                 while acks.len() >= 256 {
