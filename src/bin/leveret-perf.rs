@@ -299,24 +299,6 @@ async fn consume(args: Arc<Args>, id: usize, counters: Arc<Counters>) -> anyhow:
     Ok(())
 }
 
-trait AckOwned {
-    fn basic_ack_owned(
-        self,
-        tag: u64,
-        options: BasicAckOptions,
-    ) -> impl Future<Output = lapin::Result<()>> + Send;
-}
-
-impl AckOwned for lapin::Channel {
-    fn basic_ack_owned(
-        self,
-        tag: u64,
-        options: BasicAckOptions,
-    ) -> impl Future<Output = lapin::Result<()>> + Send {
-        async move { self.basic_ack(tag, options).await }
-    }
-}
-
 fn percentile(sorted: &[u64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
