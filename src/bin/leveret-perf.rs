@@ -269,13 +269,9 @@ async fn consume(args: Arc<Args>, id: usize, counters: Arc<Counters>) -> anyhow:
             unacked += 1;
             if unacked >= args.multi_ack {
                 // Like publishes, acks are pipelined: queued in order, awaited later.
+                let (ch, tag, multiple) = (ch.clone(), delivery.delivery_tag, args.multi_ack > 1);
                 let mut ack: Pin<Box<dyn Future<Output = lapin::Result<()>> + Send>> =
-                    Box::pin(ch.clone().basic_ack_owned(
-                        delivery.delivery_tag,
-                        BasicAckOptions {
-                            multiple: args.multi_ack > 1,
-                        },
-                    ));
+                    Box::pin(async move { ch.basic_ack(tag, BasicAckOptions { multiple }).await });
                 if futures::poll!(&mut ack).is_pending() {
                     acks.push_back(ack);
                 }
