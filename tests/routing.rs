@@ -260,3 +260,69 @@ async fn mandatory_unroutable_message_is_returned_before_its_confirm() {
     assert_eq!(returned.reply_text.as_str(), "NO_ROUTE");
     assert_eq!(returned.delivery.data, b"r");
 }
+
+#[tokio::test]
+async fn every_field_table_type_round_trips_with_its_type() {
+    use lapin::types::{ByteArray, DecimalValue, FieldArray, LongString};
+    let b = TestBroker::start().await;
+    let (_c, ch) = b.channel().await;
+    declare(&ch, "types").await;
+    let mut nested = FieldTable::default();
+    nested.insert("inner".into(), AMQPValue::LongInt(-7));
+    let mut headers = FieldTable::default();
+    let values = [
+        ("t", AMQPValue::Boolean(true)),
+        ("b", AMQPValue::ShortShortInt(-8)),
+        ("B", AMQPValue::ShortShortUInt(200)),
+        ("s", AMQPValue::ShortInt(-300)),
+        ("u", AMQPValue::ShortUInt(60000)),
+        ("I", AMQPValue::LongInt(-70000)),
+        ("i", AMQPValue::LongUInt(4_000_000_000)),
+        ("l", AMQPValue::LongLongInt(-9_000_000_000)),
+        ("f", AMQPValue::Float(1.5)),
+        ("d", AMQPValue::Double(2.25)),
+        (
+            "D",
+            AMQPValue::DecimalValue(DecimalValue {
+                scale: 2,
+                value: 12345,
+            }),
+        ),
+        ("S", AMQPValue::LongString(LongString::from("text"))),
+        (
+            "A",
+            AMQPValue::FieldArray(FieldArray::from(vec![
+                AMQPValue::LongInt(1),
+                AMQPValue::Boolean(false),
+            ])),
+        ),
+        ("T", AMQPValue::Timestamp(1_700_000_000)),
+        ("F", AMQPValue::FieldTable(nested)),
+        (
+            "x",
+            AMQPValue::ByteArray(ByteArray::from(vec![0u8, 1, 255])),
+        ),
+        ("V", AMQPValue::Void),
+    ];
+    for (k, v) in &values {
+        headers.insert((*k).into(), v.clone());
+    }
+    let props = BasicProperties::default()
+        .with_headers(headers.clone())
+        .with_content_type("application/x".into())
+        .with_priority(3)
+        .with_correlation_id("c".into())
+        .with_message_id("m".into())
+        .with_timestamp(42)
+        .with_app_id("app".into());
+    publish_with(&ch, "", "types", b"x", props.clone()).await;
+    let got = ch
+        .basic_get("types".into(), BasicGetOptions { no_ack: true })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        got.delivery.properties, props,
+        "properties come back byte for byte"
+    );
+}

@@ -121,3 +121,47 @@ def test_unknown_vhost():
     with pytest.raises(pika.exceptions.ProbableAccessDeniedError) as e:
         pika.BlockingConnection(params(virtual_host="nonexistent-vhost"))
     assert "NOT_ALLOWED - vhost nonexistent-vhost not found" in str(e.value)
+
+
+def test_deleting_and_unbinding_missing_things_succeeds(ch, qname):
+    ch.exchange_delete(qname + "-no-such-exchange")
+    assert ch.queue_delete(qname + "-no-such-queue").method.message_count == 0
+    ch.queue_unbind(qname + "-no-such-queue", "amq.direct", "k")
+    ch.queue_declare(qname)
+    ch.queue_unbind(qname, "amq.direct", "never-bound")
+    ch.queue_delete(qname)
+
+
+def test_delete_if_empty_text(conn, qname):
+    ch = conn.channel()
+    ch.queue_declare(qname)
+    ch.confirm_delivery()
+    ch.basic_publish("", qname, b"x")
+    assert channel_error(conn, lambda c: c.queue_delete(qname, if_empty=True)) == \
+        (406, f"PRECONDITION_FAILED - queue '{qname}' in vhost '/' not empty")
+    conn.channel().queue_delete(qname)
+
+
+def test_system_exchange_cannot_be_deleted(conn):
+    assert channel_error(conn, lambda ch: ch.exchange_delete("amq.direct")) == \
+        (403, "ACCESS_REFUSED - deletion of system exchange 'amq.direct' in vhost '/' not allowed")
+
+
+def test_invalid_x_match(conn, qname):
+    conn.channel().queue_declare(qname)
+    assert channel_error(conn, lambda ch: ch.queue_bind(qname, "amq.headers", arguments={"x-match": "foo"})) == \
+        (406, 'PRECONDITION_FAILED - Invalid x-match field value <<"foo">>; expected all, any, all-with-x, or any-with-x')
+    conn.channel().queue_delete(qname)
+
+
+def test_unknown_exchange_type_is_connection_error(qname):
+    assert connection_error(lambda ch: ch.exchange_declare(qname, "foo")) == \
+        (503, "COMMAND_INVALID - invalid exchange type 'foo'")
+
+
+def test_inequivalent_missing_argument_names_the_type(conn, qname):
+    conn.channel().queue_declare(qname, arguments={"x-max-length": 10})
+    code, text = channel_error(conn, lambda ch: ch.queue_declare(qname))
+    assert (code, text) == (406, f"PRECONDITION_FAILED - inequivalent arg 'x-max-length' for queue '{qname}' "
+                                 "in vhost '/': received none but current is the value '10' of type 'signedint'")
+    conn.channel().queue_delete(qname)

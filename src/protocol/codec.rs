@@ -436,3 +436,117 @@ mod tests {
         assert_eq!(total, 10_000);
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use amq_protocol::protocol::{basic, queue};
+    use amq_protocol::types::{
+        AMQPValue, ByteArray, DecimalValue, FieldArray, FieldTable, LongString,
+    };
+    use proptest::prelude::*;
+
+    fn value() -> impl Strategy<Value = AMQPValue> {
+        let leaf = prop_oneof![
+            any::<bool>().prop_map(AMQPValue::Boolean),
+            any::<i8>().prop_map(AMQPValue::ShortShortInt),
+            any::<u8>().prop_map(AMQPValue::ShortShortUInt),
+            any::<i16>().prop_map(AMQPValue::ShortInt),
+            any::<u16>().prop_map(AMQPValue::ShortUInt),
+            any::<i32>().prop_map(AMQPValue::LongInt),
+            any::<u32>().prop_map(AMQPValue::LongUInt),
+            any::<i64>().prop_map(AMQPValue::LongLongInt),
+            any::<f32>()
+                .prop_filter("NaN is not equal to itself", |f| !f.is_nan())
+                .prop_map(AMQPValue::Float),
+            any::<f64>()
+                .prop_filter("NaN is not equal to itself", |f| !f.is_nan())
+                .prop_map(AMQPValue::Double),
+            (any::<u8>(), any::<u32>())
+                .prop_map(|(scale, value)| AMQPValue::DecimalValue(DecimalValue { scale, value })),
+            ".{0,20}".prop_map(|s| AMQPValue::LongString(LongString::from(s))),
+            any::<u64>().prop_map(AMQPValue::Timestamp),
+            proptest::collection::vec(any::<u8>(), 0..16)
+                .prop_map(|b| AMQPValue::ByteArray(ByteArray::from(b))),
+            Just(AMQPValue::Void),
+        ];
+        leaf.prop_recursive(2, 16, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4)
+                    .prop_map(|v| AMQPValue::FieldArray(FieldArray::from(v))),
+                proptest::collection::btree_map("[a-z]{1,8}", inner, 0..4).prop_map(|m| {
+                    let mut t = FieldTable::default();
+                    for (k, v) in m {
+                        t.insert(k.into(), v);
+                    }
+                    AMQPValue::FieldTable(t)
+                }),
+            ]
+        })
+    }
+
+    fn table() -> impl Strategy<Value = FieldTable> {
+        proptest::collection::btree_map("[a-zA-Z-]{1,12}", value(), 0..6).prop_map(|m| {
+            let mut t = FieldTable::default();
+            for (k, v) in m {
+                t.insert(k.into(), v);
+            }
+            t
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn methods_round_trip(name in "[a-z.]{0,40}", flags in any::<[bool; 5]>(), arguments in table(), channel in 1u16..) {
+            let method = AMQPClass::Queue(queue::AMQPMethod::Declare(queue::Declare {
+                queue: name.into(),
+                passive: flags[0],
+                durable: flags[1],
+                exclusive: flags[2],
+                auto_delete: flags[3],
+                nowait: flags[4],
+                arguments,
+            }));
+            let mut out = BytesMut::new();
+            encode_method(&mut out, channel, &method);
+            match decode_frame(&mut out, 0).unwrap() {
+                Some(Frame::Method(ch, m)) => {
+                    prop_assert_eq!(ch, channel);
+                    prop_assert_eq!(*m, method);
+                }
+                other => prop_assert!(false, "{:?}", other),
+            }
+        }
+
+        #[test]
+        fn properties_round_trip_through_a_content_header(headers in table(), body in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let props = basic::AMQPProperties::default().with_headers(headers).with_delivery_mode(2);
+            let raw = encode_properties(&props);
+            let mut out = BytesMut::new();
+            encode_content(&mut out, 1, &raw, &body, 4096);
+            match decode_frame(&mut out, 0).unwrap() {
+                Some(Frame::Header(1, h)) => {
+                    prop_assert_eq!(h.properties, props);
+                    prop_assert_eq!(&h.raw_properties[..], &raw[..]);
+                    prop_assert_eq!(h.body_size, body.len() as u64);
+                }
+                other => prop_assert!(false, "{:?}", other),
+            }
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512), frame_max in prop_oneof![Just(0u32), 4096u32..]) {
+            let mut buf = BytesMut::from(&bytes[..]);
+            // Decode until the input is exhausted or rejected; every outcome is fine but a panic.
+            while let Ok(Some(_)) = decode_frame(&mut buf, frame_max) {}
+        }
+
+        #[test]
+        fn valid_frames_with_garbage_after_decode_the_valid_prefix(tail in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let mut buf = BytesMut::new();
+            encode_heartbeat(&mut buf);
+            buf.extend_from_slice(&tail);
+            prop_assert!(matches!(decode_frame(&mut buf, 4096), Ok(Some(Frame::Heartbeat(0)))));
+        }
+    }
+}
