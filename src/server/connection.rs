@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 
@@ -33,15 +32,15 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Output is handed to the writer at least this often within one batch of input.
 const OUT_CHUNK: usize = 64 * 1024;
 
-/// Reads and decodes frames from a socket's read half.
-pub(super) struct FrameReader<R> {
-    socket: R,
+/// Reads and decodes frames from the socket (shared with the writer, which only writes).
+pub(super) struct FrameReader {
+    socket: Arc<TcpStream>,
     buf: BytesMut,
     frame_max: u32,
 }
 
-impl<R: AsyncRead + Unpin> FrameReader<R> {
-    fn new(socket: R, frame_max: u32) -> Self {
+impl FrameReader {
+    fn new(socket: Arc<TcpStream>, frame_max: u32) -> Self {
         Self {
             socket,
             buf: BytesMut::with_capacity(64 * 1024),
@@ -58,7 +57,13 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         if self.buf.capacity() - self.buf.len() < 4096 {
             self.buf.reserve(64 * 1024);
         }
-        self.socket.read_buf(&mut self.buf).await
+        loop {
+            self.socket.readable().await?;
+            match self.socket.try_read_buf(&mut self.buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                result => return result,
+            }
+        }
     }
 
     fn decode(&mut self) -> Result<Option<Frame>, AmqpError> {
@@ -189,9 +194,9 @@ pub(super) async fn run(
     shutdown: watch::Receiver<bool>,
     id: u64,
 ) {
-    let (read_half, write_half) = stream.into_split();
-    let (writer, writer_task) = writer::spawn(write_half);
-    let mut reader = FrameReader::new(read_half, broker.config().frame_max);
+    let socket = Arc::new(stream);
+    let (writer, writer_task) = writer::spawn(socket.clone());
+    let mut reader = FrameReader::new(socket, broker.config().frame_max);
     let session = match tokio::time::timeout(
         HANDSHAKE_TIMEOUT,
         handshake(&mut reader, &writer, &broker, peer),
@@ -201,11 +206,11 @@ pub(super) async fn run(
         Ok(Ok(session)) => session,
         Ok(Err(HandshakeFailure::Refused(error))) => {
             close_with(&mut reader, &writer, error).await;
-            finish(writer, writer_task).await;
+            finish(reader, writer, writer_task).await;
             return;
         }
         Ok(Err(HandshakeFailure::Closed | HandshakeFailure::Silent)) | Err(_) => {
-            finish(writer, writer_task).await;
+            finish(reader, writer, writer_task).await;
             return;
         }
     };
@@ -237,21 +242,21 @@ pub(super) async fn run(
         Outcome::Eof | Outcome::ClientClosed => {}
     }
     drop(conn);
-    finish(writer, writer_task).await;
+    finish(reader, writer, writer_task).await;
     tracing::debug!(%peer, id, "connection closed");
 }
 
-async fn finish(writer: WriterHandle, task: tokio::task::JoinHandle<()>) {
+/// Let the writer finish, then close our side gracefully (FIN, not RST).
+async fn finish(reader: FrameReader, writer: WriterHandle, task: tokio::task::JoinHandle<()>) {
     drop(writer);
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, task).await;
+    if let Ok(mut socket) = Arc::try_unwrap(reader.socket) {
+        let _ = tokio::io::AsyncWriteExt::shutdown(&mut socket).await;
+    }
 }
 
 /// Send `connection.close` and wait (briefly) for `close-ok`, discarding anything else.
-async fn close_with<R: AsyncRead + Unpin>(
-    reader: &mut FrameReader<R>,
-    writer: &WriterHandle,
-    error: AmqpError,
-) {
+async fn close_with(reader: &mut FrameReader, writer: &WriterHandle, error: AmqpError) {
     tracing::debug!(%error, "closing connection");
     let mut out = BytesMut::new();
     encode_method(
@@ -286,9 +291,9 @@ async fn close_with<R: AsyncRead + Unpin>(
 }
 
 impl Connection {
-    async fn serve<R: AsyncRead + Unpin>(
+    async fn serve(
         &mut self,
-        reader: &mut FrameReader<R>,
+        reader: &mut FrameReader,
         mut inbox: mpsc::UnboundedReceiver<ClientEvent>,
         mut shutdown: watch::Receiver<bool>,
     ) -> Outcome {

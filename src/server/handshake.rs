@@ -9,7 +9,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use tokio::io::AsyncRead;
 
 use super::connection::FrameReader;
 use super::writer::WriterHandle;
@@ -106,9 +105,7 @@ fn send_method(writer: &WriterHandle, method: Method) {
     writer.send(out.freeze());
 }
 
-async fn expect_method<R: AsyncRead + Unpin>(
-    reader: &mut FrameReader<R>,
-) -> Result<Method, HandshakeFailure> {
+async fn expect_method(reader: &mut FrameReader) -> Result<Method, HandshakeFailure> {
     loop {
         match reader.next_frame().await {
             Ok(Some(Frame::Method(0, method))) => return Ok(*method),
@@ -129,8 +126,8 @@ async fn expect_method<R: AsyncRead + Unpin>(
 }
 
 /// Run the handshake on a fresh socket.
-pub(super) async fn handshake<R: AsyncRead + Unpin>(
-    reader: &mut FrameReader<R>,
+pub(super) async fn handshake(
+    reader: &mut FrameReader,
     writer: &WriterHandle,
     broker: &Broker,
     peer: SocketAddr,

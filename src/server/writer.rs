@@ -1,15 +1,20 @@
-//! The writer task: owns the socket's write half and coalesces encoded frames into few syscalls.
+//! The writer: the socket's write side, coalescing encoded frames into few syscalls.
 //!
-//! The connection task encodes a whole loop iteration's output into one buffer and hands it over
-//! here; the writer takes every buffer waiting and writes them together. `backlog` counts bytes
-//! handed over but not yet written; the connection withholds consumer credit while it is high, so
-//! a slow reader cannot make the broker buffer without bound.
+//! The connection task encodes a whole loop iteration's output into one buffer. When nothing is
+//! queued it writes that buffer straight to the socket (no task hop: most flushes end here); what
+//! the socket does not take goes to the writer task, which waits for writability and writes every
+//! queued buffer with one vectored write. `backlog` counts bytes handed over but not yet written;
+//! while it is non-zero the connection never writes directly, so bytes keep their order. The
+//! connection withholds consumer credit while the backlog is high, so a slow reader cannot make
+//! the broker buffer without bound.
 
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use bytes::{Buf, Bytes};
+use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Notify};
 
 /// Above this backlog the connection stops returning consumer credit.
@@ -18,16 +23,31 @@ pub const BACKLOG_HIGH: usize = 1 << 20;
 /// The connection's side of the writer.
 #[derive(Debug, Clone)]
 pub struct WriterHandle {
+    socket: Arc<TcpStream>,
     tx: mpsc::UnboundedSender<Bytes>,
     backlog: Arc<AtomicUsize>,
     drained: Arc<Notify>,
 }
 
 impl WriterHandle {
-    /// Queue bytes for writing. Returns false once the socket is gone.
-    pub fn send(&self, bytes: Bytes) -> bool {
+    /// Write bytes: directly if the writer is idle and the socket takes them, else queued.
+    pub fn send(&self, mut bytes: Bytes) {
+        if self.backlog.load(Ordering::Acquire) == 0 {
+            while !bytes.is_empty() {
+                match self.socket.try_write(&bytes) {
+                    Ok(0) => return,
+                    Ok(n) => bytes.advance(n),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    // The peer is gone; the reader notices on its side.
+                    Err(_) => return,
+                }
+            }
+            if bytes.is_empty() {
+                return;
+            }
+        }
         self.backlog.fetch_add(bytes.len(), Ordering::AcqRel);
-        self.tx.send(bytes).is_ok()
+        let _ = self.tx.send(bytes);
     }
 
     /// Bytes handed over but not yet written.
@@ -35,20 +55,18 @@ impl WriterHandle {
         self.backlog.load(Ordering::Acquire)
     }
 
-    /// Resolves when the backlog falls below [`BACKLOG_HIGH`].
+    /// Notified when the backlog falls below [`BACKLOG_HIGH`].
     pub fn drained(&self) -> Arc<Notify> {
         self.drained.clone()
     }
 }
 
-/// Start the writer; it ends when every handle is dropped (after writing what it has) or the
-/// socket fails.
-pub fn spawn<W>(socket: W) -> (WriterHandle, tokio::task::JoinHandle<()>)
-where
-    W: AsyncWrite + Unpin + Send + 'static,
-{
+/// Start the writer task; it ends when every handle is dropped (after writing what it has) or
+/// the socket fails.
+pub fn spawn(socket: Arc<TcpStream>) -> (WriterHandle, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::unbounded_channel();
     let handle = WriterHandle {
+        socket: socket.clone(),
         tx,
         backlog: Arc::new(AtomicUsize::new(0)),
         drained: Arc::new(Notify::new()),
@@ -62,44 +80,64 @@ where
     (handle, task)
 }
 
-async fn run<W>(
-    mut socket: W,
+/// Write as much of `queue` as the socket takes now; returns bytes written.
+fn write_some(socket: &TcpStream, queue: &mut VecDeque<Bytes>) -> io::Result<usize> {
+    let slices: Vec<IoSlice<'_>> = queue.iter().take(64).map(|b| IoSlice::new(b)).collect();
+    let mut n = socket.try_write_vectored(&slices)?;
+    let written = n;
+    while n > 0 {
+        let Some(front) = queue.front_mut() else {
+            break;
+        };
+        if n >= front.len() {
+            n -= front.len();
+            queue.pop_front();
+        } else {
+            front.advance(n);
+            n = 0;
+        }
+    }
+    Ok(written)
+}
+
+async fn run(
+    socket: Arc<TcpStream>,
     mut rx: mpsc::UnboundedReceiver<Bytes>,
     backlog: Arc<AtomicUsize>,
     drained: Arc<Notify>,
-) where
-    W: AsyncWrite + Unpin,
-{
+) {
+    let mut queue: VecDeque<Bytes> = VecDeque::new();
     let mut batch = Vec::with_capacity(64);
-    let mut joined = BytesMut::new();
-    while rx.recv_many(&mut batch, 64).await > 0 {
-        let total: usize = batch.iter().map(Bytes::len).sum();
-        let result = if batch.len() == 1 || total > 256 * 1024 {
-            let mut result = Ok(());
-            for chunk in &batch {
-                result = socket.write_all(chunk).await;
-                if result.is_err() {
-                    break;
-                }
+    loop {
+        if queue.is_empty() {
+            if rx.recv_many(&mut batch, 64).await == 0 {
+                return;
             }
-            result
-        } else {
-            joined.clear();
-            for chunk in &batch {
-                joined.extend_from_slice(chunk);
-            }
-            socket.write_all(&joined).await
-        };
-        batch.clear();
-        let before = backlog.fetch_sub(total, Ordering::AcqRel);
-        if before >= BACKLOG_HIGH && before - total < BACKLOG_HIGH {
-            drained.notify_one();
+            queue.extend(batch.drain(..));
         }
-        if result.is_err() {
-            // The peer is gone; the reader notices on its side.
+        while let Ok(more) = rx.try_recv() {
+            queue.push_back(more);
+        }
+        if socket.writable().await.is_err() {
             drained.notify_one();
             return;
         }
+        match write_some(&socket, &mut queue) {
+            Ok(0) => {
+                drained.notify_one();
+                return;
+            }
+            Ok(n) => {
+                let before = backlog.fetch_sub(n, Ordering::AcqRel);
+                if before >= BACKLOG_HIGH && before - n < BACKLOG_HIGH {
+                    drained.notify_one();
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(_) => {
+                drained.notify_one();
+                return;
+            }
+        }
     }
-    let _ = socket.shutdown().await;
 }

@@ -8,7 +8,7 @@ use bytes::Bytes;
 
 use super::{Store, StoreError, StoredMessage};
 
-type Queues = HashMap<String, BTreeMap<u64, Bytes>>;
+type Queues = HashMap<String, BTreeMap<u64, (Bytes, bool)>>;
 type Definitions = HashMap<String, BTreeMap<String, Bytes>>;
 
 /// A store that forgets everything at exit.
@@ -36,7 +36,17 @@ impl Store for MemoryStore {
         lock(&self.queues)
             .entry(queue.to_owned())
             .or_default()
-            .insert(seq, Bytes::copy_from_slice(record));
+            .insert(seq, (Bytes::copy_from_slice(record), false));
+        Ok(())
+    }
+
+    fn mark_delivered(&self, queue: &str, seq: u64) -> Result<(), StoreError> {
+        if let Some((_, delivered)) = lock(&self.queues)
+            .get_mut(queue)
+            .and_then(|q| q.get_mut(&seq))
+        {
+            *delivered = true;
+        }
         Ok(())
     }
 
@@ -50,7 +60,7 @@ impl Store for MemoryStore {
     fn read(&self, queue: &str, seq: u64) -> Result<Option<Bytes>, StoreError> {
         Ok(lock(&self.queues)
             .get(queue)
-            .and_then(|q| q.get(&seq).cloned()))
+            .and_then(|q| q.get(&seq).map(|(record, _)| record.clone())))
     }
 
     fn recover(&self, queue: &str) -> Result<Vec<StoredMessage>, StoreError> {
@@ -58,9 +68,10 @@ impl Store for MemoryStore {
             .get(queue)
             .map(|q| {
                 q.iter()
-                    .map(|(seq, record)| StoredMessage {
+                    .map(|(seq, (record, delivered))| StoredMessage {
                         seq: *seq,
                         record: record.clone(),
+                        delivered: *delivered,
                     })
                     .collect()
             })

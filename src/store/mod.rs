@@ -10,8 +10,10 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 pub mod memory;
+pub mod sled_store;
 
 pub use memory::MemoryStore;
+pub use sled_store::SledStore;
 
 /// Failures of a storage backend.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +33,8 @@ pub struct StoredMessage {
     pub seq: u64,
     /// Opaque encoded message.
     pub record: Bytes,
+    /// It was delivered (at least once) before the broker stopped.
+    pub delivered: bool,
 }
 
 /// What every storage backend provides.
@@ -38,6 +42,8 @@ pub struct StoredMessage {
 pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Append a message record to `queue` at `seq` (seqs increase per queue).
     fn append(&self, queue: &str, seq: u64, record: &[u8]) -> Result<(), StoreError>;
+    /// Note that a message was handed to a consumer (so it comes back `redelivered`).
+    fn mark_delivered(&self, queue: &str, seq: u64) -> Result<(), StoreError>;
     /// Remove a message record (it was acked or dropped).
     fn remove(&self, queue: &str, seq: u64) -> Result<(), StoreError>;
     /// Read one message record back.
@@ -68,6 +74,14 @@ pub(crate) mod conformance {
         store.append("other", 1, b"x").unwrap();
         store.sync().await.unwrap();
         store.remove("q", 2).unwrap();
+        store.mark_delivered("q", 3).unwrap();
+        let delivered: Vec<bool> = store
+            .recover("q")
+            .unwrap()
+            .iter()
+            .map(|m| m.delivered)
+            .collect();
+        assert_eq!(delivered, vec![false, true]);
         let seqs: Vec<u64> = store.recover("q").unwrap().iter().map(|m| m.seq).collect();
         assert_eq!(seqs, vec![1, 3]);
         assert_eq!(store.read("q", 3).unwrap().as_deref(), Some(&b"three"[..]));

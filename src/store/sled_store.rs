@@ -1,0 +1,375 @@
+//! The sled backend (pinned 0.34.7): messages and definitions in two trees of one database.
+//!
+//! sled 0.34's `flush()` ends in `sync_file_range`, which is not a durability barrier, so `sync`
+//! is `flush()` followed by `fdatasync` of sled's data file (see shared/design/storage.md).
+//! Values of 16 KB and more would become blob files that sled never syncs, so records are cut
+//! into chunks below that. A lock file keeps a second broker off the directory; a format marker
+//! keeps the broker off directories it did not write.
+//!
+//! Message keys: `[name length u8][queue name][seq u64 BE][chunk u16 BE]`, so a queue's records
+//! are one contiguous, ordered key range; chunk `0xFFFF` marks a delivered message.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+
+use super::{Store, StoreError, StoredMessage};
+
+/// Chunk size for records: safely below sled's 16 KB blob threshold.
+const CHUNK: usize = 12 * 1024;
+/// The chunk index that marks a delivered message.
+const DELIVERED: u16 = u16::MAX;
+/// Written to `FORMAT` in the data directory.
+const FORMAT: &str = "leveret-sled-1";
+
+/// A store in a directory, backed by sled.
+#[derive(Debug, Clone)]
+pub struct SledStore {
+    db: sled::Db,
+    messages: sled::Tree,
+    definitions: sled::Tree,
+    data_file: Arc<File>,
+    // Held for the store's lifetime: the OS lock on it keeps other brokers out.
+    _lock: Arc<File>,
+    dir: PathBuf,
+}
+
+fn io(e: std::io::Error) -> StoreError {
+    StoreError::Io(e)
+}
+
+fn sled_error(e: sled::Error) -> StoreError {
+    match e {
+        sled::Error::Io(e) => StoreError::Io(e),
+        other => StoreError::Unusable(other.to_string()),
+    }
+}
+
+fn queue_prefix(queue: &str) -> Vec<u8> {
+    let name = &queue.as_bytes()[..queue.len().min(255)];
+    let mut key = Vec::with_capacity(1 + name.len() + 10);
+    key.push(name.len() as u8);
+    key.extend_from_slice(name);
+    key
+}
+
+fn message_key(queue: &str, seq: u64, chunk: u16) -> Vec<u8> {
+    let mut key = queue_prefix(queue);
+    key.extend_from_slice(&seq.to_be_bytes());
+    key.extend_from_slice(&chunk.to_be_bytes());
+    key
+}
+
+fn definition_key(kind: &str, name: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(kind.len() + 1 + name.len());
+    key.extend_from_slice(kind.as_bytes());
+    key.push(0);
+    key.extend_from_slice(name.as_bytes());
+    key
+}
+
+impl SledStore {
+    /// Open (or create) a store in `dir`.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir).map_err(io)?;
+        let marker = dir.join("FORMAT");
+        let lock_path = dir.join("LOCK");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io)?;
+        if lock.try_lock().is_err() {
+            return Err(StoreError::Unusable(format!(
+                "data directory {} is in use by another Leveret process (lock on {})",
+                dir.display(),
+                lock_path.display()
+            )));
+        }
+        match std::fs::read_to_string(&marker) {
+            Ok(found) if found.trim() == FORMAT => {}
+            Ok(found) => {
+                return Err(StoreError::Unusable(format!(
+                    "data directory {} has format '{}', this Leveret reads '{FORMAT}'",
+                    dir.display(),
+                    found.trim()
+                )))
+            }
+            Err(_) => {
+                let foreign = std::fs::read_dir(dir)
+                    .map_err(io)?
+                    .filter_map(Result::ok)
+                    .any(|e| e.file_name() != "LOCK");
+                if foreign {
+                    return Err(StoreError::Unusable(format!(
+                        "{} is not a Leveret data directory (no FORMAT marker) and is not empty",
+                        dir.display()
+                    )));
+                }
+                let mut f = File::create(&marker).map_err(io)?;
+                f.write_all(FORMAT.as_bytes()).map_err(io)?;
+                f.sync_all().map_err(io)?;
+            }
+        }
+        let sled_dir = dir.join("sled");
+        let db = sled::Config::new()
+            .path(&sled_dir)
+            .cache_capacity(64 * 1024 * 1024)
+            .flush_every_ms(Some(500))
+            .open()
+            .map_err(|e| StoreError::Unusable(format!("opening {}: {e}", sled_dir.display())))?;
+        let messages = db.open_tree("messages").map_err(sled_error)?;
+        let definitions = db.open_tree("definitions").map_err(sled_error)?;
+        let data_file = File::open(sled_dir.join("db")).map_err(io)?;
+        Ok(Self {
+            db,
+            messages,
+            definitions,
+            data_file: Arc::new(data_file),
+            _lock: Arc::new(lock),
+            dir: dir.to_owned(),
+        })
+    }
+
+    /// The directory this store lives in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn remove_range(&self, from: Vec<u8>, to: Vec<u8>) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for item in self.messages.range(from..to) {
+            let (key, _) = item.map_err(sled_error)?;
+            batch.remove(key);
+        }
+        self.messages.apply_batch(batch).map_err(sled_error)
+    }
+}
+
+#[async_trait]
+impl Store for SledStore {
+    fn append(&self, queue: &str, seq: u64, record: &[u8]) -> Result<(), StoreError> {
+        if record.len() <= CHUNK {
+            self.messages
+                .insert(message_key(queue, seq, 0), record)
+                .map_err(sled_error)?;
+            return Ok(());
+        }
+        let mut batch = sled::Batch::default();
+        for (i, chunk) in record.chunks(CHUNK).enumerate() {
+            batch.insert(message_key(queue, seq, i as u16), chunk);
+        }
+        self.messages.apply_batch(batch).map_err(sled_error)
+    }
+
+    fn mark_delivered(&self, queue: &str, seq: u64) -> Result<(), StoreError> {
+        self.messages
+            .insert(message_key(queue, seq, DELIVERED), &[][..])
+            .map_err(sled_error)?;
+        Ok(())
+    }
+
+    fn remove(&self, queue: &str, seq: u64) -> Result<(), StoreError> {
+        self.remove_range(message_key(queue, seq, 0), message_key(queue, seq + 1, 0))
+    }
+
+    fn read(&self, queue: &str, seq: u64) -> Result<Option<Bytes>, StoreError> {
+        let mut out = BytesMut::new();
+        let mut found = false;
+        for item in self
+            .messages
+            .range(message_key(queue, seq, 0)..message_key(queue, seq, DELIVERED))
+        {
+            let (_, value) = item.map_err(sled_error)?;
+            out.extend_from_slice(&value);
+            found = true;
+        }
+        Ok(found.then(|| out.freeze()))
+    }
+
+    fn recover(&self, queue: &str) -> Result<Vec<StoredMessage>, StoreError> {
+        let prefix = queue_prefix(queue);
+        let mut out: Vec<StoredMessage> = Vec::new();
+        let mut current: Option<(u64, BytesMut, bool)> = None;
+        for item in self.messages.scan_prefix(&prefix) {
+            let (key, value) = item.map_err(sled_error)?;
+            let tail = &key[prefix.len()..];
+            if tail.len() != 10 {
+                continue;
+            }
+            let seq = u64::from_be_bytes(tail[..8].try_into().unwrap_or_default());
+            let chunk = u16::from_be_bytes([tail[8], tail[9]]);
+            if current.as_ref().is_some_and(|(s, _, _)| *s != seq) {
+                if let Some((seq, record, delivered)) = current.take() {
+                    if !record.is_empty() {
+                        out.push(StoredMessage {
+                            seq,
+                            record: record.freeze(),
+                            delivered,
+                        });
+                    }
+                }
+            }
+            let entry = current.get_or_insert_with(|| (seq, BytesMut::new(), false));
+            if chunk == DELIVERED {
+                entry.2 = true;
+            } else {
+                entry.1.extend_from_slice(&value);
+            }
+        }
+        if let Some((seq, record, delivered)) = current {
+            if !record.is_empty() {
+                out.push(StoredMessage {
+                    seq,
+                    record: record.freeze(),
+                    delivered,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    fn delete_queue(&self, queue: &str) -> Result<(), StoreError> {
+        let from = queue_prefix(queue);
+        let mut to = from.clone();
+        to.extend_from_slice(&[0xFF; 10]);
+        self.remove_range(from, to.clone())?;
+        self.messages.remove(to).map_err(sled_error)?;
+        Ok(())
+    }
+
+    fn put_definition(&self, kind: &str, name: &str, record: &[u8]) -> Result<(), StoreError> {
+        self.definitions
+            .insert(definition_key(kind, name), record)
+            .map_err(sled_error)?;
+        Ok(())
+    }
+
+    fn remove_definition(&self, kind: &str, name: &str) -> Result<(), StoreError> {
+        self.definitions
+            .remove(definition_key(kind, name))
+            .map_err(sled_error)?;
+        Ok(())
+    }
+
+    fn definitions(&self, kind: &str) -> Result<Vec<(String, Bytes)>, StoreError> {
+        let prefix = definition_key(kind, "");
+        let mut out = Vec::new();
+        for item in self.definitions.scan_prefix(&prefix) {
+            let (key, value) = item.map_err(sled_error)?;
+            let name = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
+            out.push((name, Bytes::copy_from_slice(&value)));
+        }
+        Ok(out)
+    }
+
+    async fn sync(&self) -> Result<(), StoreError> {
+        let db = self.db.clone();
+        let file = self.data_file.clone();
+        tokio::task::spawn_blocking(move || {
+            db.flush().map_err(sled_error)?;
+            file.sync_data().map_err(io)
+        })
+        .await
+        .map_err(|e| StoreError::Io(std::io::Error::other(e)))?
+    }
+}
+
+impl Drop for SledStore {
+    fn drop(&mut self) {
+        // Last handle: make a clean stop durable too.
+        if Arc::strong_count(&self.data_file) == 1 {
+            let _ = self.db.flush();
+            let _ = self.data_file.sync_data();
+        }
+    }
+}
+
+/// Read a whole file (used by tests to corrupt stores).
+#[cfg(test)]
+fn read_all(path: &Path) -> Vec<u8> {
+    let mut out = Vec::new();
+    if let Ok(mut f) = File::open(path) {
+        let _ = f.read_to_end(&mut out);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn passes_conformance() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        super::super::conformance::run(&store).await;
+    }
+
+    #[tokio::test]
+    async fn large_records_are_chunked_below_the_blob_threshold_and_reassembled() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let record: Vec<u8> = (0..100_000u32).map(|i| (i % 253) as u8).collect();
+        store.append("q", 7, &record).unwrap();
+        store.mark_delivered("q", 7).unwrap();
+        store.sync().await.unwrap();
+        assert!(store
+            .messages
+            .iter()
+            .all(|kv| kv.map(|(_, v)| v.len() <= CHUNK).unwrap_or(false)));
+        let back = store.recover("q").unwrap();
+        assert_eq!(back.len(), 1);
+        assert_eq!(&back[0].record[..], &record[..]);
+        assert!(back[0].delivered);
+        assert_eq!(store.read("q", 7).unwrap().unwrap().len(), record.len());
+    }
+
+    #[tokio::test]
+    async fn survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = SledStore::open(dir.path()).unwrap();
+            store.append("q", 1, b"kept").unwrap();
+            store.append("q", 2, b"acked").unwrap();
+            store.remove("q", 2).unwrap();
+            store.put_definition("queue", "/\0q", b"def").unwrap();
+            store.sync().await.unwrap();
+        }
+        let store = SledStore::open(dir.path()).unwrap();
+        let back = store.recover("q").unwrap();
+        assert_eq!(back.len(), 1);
+        assert_eq!(&back[0].record[..], b"kept");
+        assert!(!back[0].delivered);
+        assert_eq!(store.definitions("queue").unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_second_broker_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = SledStore::open(dir.path()).unwrap();
+        let err = SledStore::open(dir.path()).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("in use by another Leveret process"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_foreign_directory_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("something.txt"), b"not ours").unwrap();
+        let err = SledStore::open(dir.path()).unwrap_err();
+        assert!(
+            err.to_string().contains("not a Leveret data directory"),
+            "{err}"
+        );
+        assert_eq!(read_all(&dir.path().join("something.txt")), b"not ours");
+    }
+}
