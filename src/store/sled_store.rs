@@ -10,7 +10,7 @@
 //! are one contiguous, ordered key range; chunk `0xFFFF` marks a delivered message.
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -290,16 +290,6 @@ impl Drop for SledStore {
     }
 }
 
-/// Read a whole file (used by tests to corrupt stores).
-#[cfg(test)]
-fn read_all(path: &Path) -> Vec<u8> {
-    let mut out = Vec::new();
-    if let Ok(mut f) = File::open(path) {
-        let _ = f.read_to_end(&mut out);
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -370,6 +360,9 @@ mod tests {
             err.to_string().contains("not a Leveret data directory"),
             "{err}"
         );
-        assert_eq!(read_all(&dir.path().join("something.txt")), b"not ours");
+        assert_eq!(
+            std::fs::read(dir.path().join("something.txt")).unwrap(),
+            b"not ours"
+        );
     }
 }
