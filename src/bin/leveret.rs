@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use clap::Parser;
 use leveret::broker::{Broker, BrokerConfig};
-use leveret::store::MemoryStore;
+use leveret::store::SledStore;
 
 /// An AMQP 0-9-1 message broker with RabbitMQ's semantics.
 #[derive(Debug, Parser)]
@@ -117,12 +117,20 @@ async fn main() -> anyhow::Result<()> {
         args.bind.unwrap_or(listener.ip()),
         args.port.or(file.port).unwrap_or(listener.port()),
     );
-    let broker = Broker::new(config, Arc::new(MemoryStore::new()));
+    let store = SledStore::open(&args.data_dir)
+        .with_context(|| format!("opening the data directory {}", args.data_dir.display()))?;
+    let started = std::time::Instant::now();
+    let broker = Broker::open(config, Arc::new(store))
+        .context("recovering stored definitions and messages")?;
+    tracing::info!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "recovery complete"
+    );
     if let (Some(user), Some(pass)) = (&file.default_user, &file.default_pass) {
         broker.add_user(user, pass);
     }
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
-    let (local, server) = leveret::server::start(addr, broker, shutdown_rx)
+    let (local, server) = leveret::server::start(addr, broker.clone(), shutdown_rx)
         .await
         .with_context(|| format!("listening on {addr}"))?;
     tracing::info!(%local, data_dir = %args.data_dir.display(), "Leveret is ready for AMQP 0-9-1 clients");
@@ -134,5 +142,6 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!("shutting down");
     let _ = shutdown_tx.send(true);
     let _ = tokio::time::timeout(std::time::Duration::from_secs(10), server).await;
+    broker.close();
     Ok(())
 }

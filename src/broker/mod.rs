@@ -3,15 +3,19 @@
 //! [`Broker`] is shared (`Arc`) by every connection. Its maps are behind short-held
 //! `std::sync::RwLock`s; queue state lives in queue actors, never here.
 
+pub mod commit;
 pub mod exchange;
 pub mod message;
 pub mod queue;
+mod records;
 pub mod vhost;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use crate::store::Store;
+use crate::store::{Store, StoreError};
+
+use commit::Committer;
 
 pub use message::Message;
 pub use vhost::VHost;
@@ -59,20 +63,35 @@ pub struct Broker {
     vhosts: RwLock<HashMap<String, Arc<VHost>>>,
     users: RwLock<HashMap<String, User>>,
     store: Arc<dyn Store>,
+    committer: Committer,
 }
 
 impl Broker {
-    /// A broker with vhost `/` and user `guest`/`guest`.
-    pub fn new(config: BrokerConfig, store: Arc<dyn Store>) -> Arc<Self> {
+    /// A broker with vhost `/` and user `guest`/`guest`, recovering whatever `store` holds.
+    /// Must run inside a tokio runtime (queue actors are spawned).
+    pub fn open(config: BrokerConfig, store: Arc<dyn Store>) -> Result<Arc<Self>, StoreError> {
+        let committer = Committer::spawn(store.clone());
         let broker = Self {
             config,
             vhosts: RwLock::new(HashMap::new()),
             users: RwLock::new(HashMap::new()),
             store,
+            committer,
         };
-        broker.add_vhost("/");
         broker.add_user("guest", "guest");
-        Arc::new(broker)
+        let mut names: Vec<String> = broker
+            .store
+            .definitions("vhost")?
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect();
+        if names.is_empty() {
+            names.push("/".to_owned());
+        }
+        for name in names {
+            broker.add_vhost(&name)?.recover()?;
+        }
+        Ok(Arc::new(broker))
     }
 
     /// Negotiation limits.
@@ -85,16 +104,28 @@ impl Broker {
         &self.store
     }
 
-    /// Create a vhost (idempotent).
-    pub fn add_vhost(&self, name: &str) -> Arc<VHost> {
+    /// Create a vhost (idempotent, durable).
+    pub fn add_vhost(&self, name: &str) -> Result<Arc<VHost>, StoreError> {
+        self.store.put_definition("vhost", name, &[])?;
         let mut vhosts = self
             .vhosts
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        vhosts
+        Ok(vhosts
             .entry(name.to_owned())
-            .or_insert_with(|| VHost::new(name))
-            .clone()
+            .or_insert_with(|| VHost::new(name, self.store.clone(), self.committer.clone()))
+            .clone())
+    }
+
+    /// Stop every queue actor so the store is released (call after the server has stopped).
+    pub fn close(&self) {
+        let vhosts = self
+            .vhosts
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for vhost in vhosts.values() {
+            vhost.close();
+        }
     }
 
     /// Look up a vhost.

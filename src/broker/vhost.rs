@@ -8,10 +8,14 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 
+use super::commit::Committer;
 use super::exchange::{Binding, Destination, Exchange, ExchangeKind};
-use super::queue::{self, QueueHandle, QueueStats};
+use super::queue::state::Entry;
+use super::queue::{self, QueueHandle, QueueStats, QueueStorage};
+use super::records::{self, RecordReader, RecordWriter};
 use crate::protocol::table::{as_i64, display_value, lookup, type_name};
 use crate::protocol::{AMQPValue, AmqpError, FieldTable};
+use crate::store::{Store, StoreError};
 
 /// A queue's declaration and its actor.
 #[derive(Debug, Clone)]
@@ -95,6 +99,13 @@ pub struct VHost {
     name: String,
     topology: RwLock<Topology>,
     me: Weak<VHost>,
+    store: Arc<dyn Store>,
+    committer: Committer,
+}
+
+fn store_failed(error: StoreError) -> AmqpError {
+    tracing::error!(%error, "writing a definition failed");
+    AmqpError::internal_error(format!("store failure: {error}"))
 }
 
 fn bool_text(b: bool) -> &'static str {
@@ -138,12 +149,14 @@ fn arg_text(value: Option<&AMQPValue>, quote_plain: bool) -> String {
 }
 
 impl VHost {
-    /// A vhost with the standard exchanges.
-    pub fn new(name: &str) -> Arc<Self> {
+    /// A vhost with the standard exchanges, storing durable things in `store`.
+    pub fn new(name: &str, store: Arc<dyn Store>, committer: Committer) -> Arc<Self> {
         let vhost = Arc::new_cyclic(|me| Self {
             name: name.to_owned(),
             topology: RwLock::new(Topology::default()),
             me: me.clone(),
+            store,
+            committer,
         });
         {
             let mut t = vhost.write();
@@ -175,6 +188,149 @@ impl VHost {
     /// The vhost's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The store key of an entity in this vhost.
+    fn key(&self, name: &str) -> String {
+        format!("{}\0{}", self.name, name)
+    }
+
+    fn storage_for(&self, name: &str) -> QueueStorage {
+        QueueStorage {
+            store: self.store.clone(),
+            committer: self.committer.clone(),
+            key: self.key(name),
+        }
+    }
+
+    fn persist_binding(
+        &self,
+        t: &Topology,
+        source: &str,
+        binding: &Binding,
+    ) -> Result<(), AmqpError> {
+        let durable_source = t.exchanges.get(source).is_some_and(|x| x.durable);
+        let durable_destination = match &binding.destination {
+            Destination::Queue(q) => t
+                .queues
+                .get(q)
+                .is_some_and(|r| r.durable && r.exclusive_owner.is_none()),
+            Destination::Exchange(x) => t.exchanges.get(x).is_some_and(|x| x.durable),
+        };
+        if durable_source && durable_destination {
+            self.store
+                .put_definition(
+                    "binding",
+                    &records::binding_key(&self.name, source, binding),
+                    &records::encode_binding(source, binding),
+                )
+                .map_err(store_failed)?;
+        }
+        Ok(())
+    }
+
+    fn forget_binding(&self, source: &str, binding: &Binding) {
+        if let Err(error) = self.store.remove_definition(
+            "binding",
+            &records::binding_key(&self.name, source, binding),
+        ) {
+            tracing::error!(%error, "removing a binding definition failed");
+        }
+    }
+
+    /// Load this vhost's durable exchanges, queues (with their messages) and bindings.
+    pub fn recover(&self) -> Result<(), StoreError> {
+        let prefix = format!("{}\0", self.name);
+        let mut t = self.write();
+        for (key, record) in self.store.definitions("exchange")? {
+            let Some(name) = key.strip_prefix(&prefix) else {
+                continue;
+            };
+            let mut r = RecordReader::new(&record);
+            let parsed = (|| {
+                let kind = ExchangeKind::parse(r.str()?)?;
+                Some((kind, r.u8()?, r.u8()?, r.table()?))
+            })();
+            let Some((kind, auto_delete, internal, arguments)) = parsed else {
+                tracing::error!(
+                    exchange = name,
+                    "skipping an unreadable exchange definition"
+                );
+                continue;
+            };
+            t.exchanges.insert(
+                name.to_owned(),
+                Exchange::new(
+                    name.to_owned(),
+                    kind,
+                    true,
+                    auto_delete == 1,
+                    internal == 1,
+                    arguments,
+                ),
+            );
+        }
+        for (key, record) in self.store.definitions("queue")? {
+            let Some(name) = key.strip_prefix(&prefix) else {
+                continue;
+            };
+            let mut r = RecordReader::new(&record);
+            let parsed = (|| Some((r.u8()?, r.table()?)))();
+            let Some((auto_delete, arguments)) = parsed else {
+                tracing::error!(queue = name, "skipping an unreadable queue definition");
+                continue;
+            };
+            let mut entries = Vec::new();
+            for stored in self.store.recover(&self.key(name))? {
+                match records::decode_message(&stored.record) {
+                    Some(message) => entries.push(Entry {
+                        seq: stored.seq,
+                        message: Arc::new(message),
+                        redelivered: stored.delivered,
+                    }),
+                    None => tracing::error!(
+                        queue = name,
+                        seq = stored.seq,
+                        "skipping an unreadable message"
+                    ),
+                }
+            }
+            tracing::info!(vhost = %self.name, queue = name, messages = entries.len(), "recovered queue");
+            let handle = queue::spawn(
+                queue::QueueConfig {
+                    name: name.to_owned(),
+                    vhost_name: self.name.clone(),
+                    auto_delete: auto_delete == 1,
+                    storage: Some(self.storage_for(name)),
+                },
+                self.me.clone(),
+                entries,
+            );
+            t.queues.insert(
+                name.to_owned(),
+                QueueRecord {
+                    handle,
+                    durable: true,
+                    exclusive_owner: None,
+                    auto_delete: auto_delete == 1,
+                    arguments,
+                },
+            );
+        }
+        for (key, record) in self.store.definitions("binding")? {
+            if !key.starts_with(&prefix) {
+                continue;
+            }
+            match records::decode_binding(&record) {
+                Some((source, binding)) => {
+                    if let Some(x) = t.exchanges.get_mut(&source) {
+                        x.bind(binding);
+                    }
+                }
+                None => tracing::error!("skipping an unreadable binding definition"),
+            }
+        }
+        Ok(())
     }
 
     fn read(&self) -> RwLockReadGuard<'_, Topology> {
@@ -304,6 +460,17 @@ impl VHost {
                         d.name
                     )));
                 }
+                if d.durable {
+                    let record = RecordWriter::default()
+                        .str(kind.as_str())
+                        .u8(u8::from(d.auto_delete))
+                        .u8(u8::from(d.internal))
+                        .table(&d.arguments)
+                        .finish();
+                    self.store
+                        .put_definition("exchange", &self.key(&d.name), &record)
+                        .map_err(store_failed)?;
+                }
                 t.exchanges.insert(
                     d.name.clone(),
                     Exchange::new(
@@ -364,25 +531,38 @@ impl VHost {
                 self.exchange_resource(name)
             )));
         }
-        Self::remove_exchange(&mut t, name);
+        self.remove_exchange(&mut t, name);
         Ok(())
     }
 
-    fn remove_exchange(t: &mut Topology, name: &str) {
-        t.exchanges.remove(name);
-        Self::unbind_everywhere(t, &Destination::Exchange(name.to_owned()));
+    fn remove_exchange(&self, t: &mut Topology, name: &str) {
+        if let Some(x) = t.exchanges.remove(name) {
+            if x.durable {
+                if let Err(error) = self.store.remove_definition("exchange", &self.key(name)) {
+                    tracing::error!(%error, "removing an exchange definition failed");
+                }
+                for b in x.bindings() {
+                    self.forget_binding(name, b);
+                }
+            }
+        }
+        self.unbind_everywhere(t, &Destination::Exchange(name.to_owned()));
     }
 
     /// Remove every binding to `destination`, auto-deleting exchanges left without bindings.
-    fn unbind_everywhere(t: &mut Topology, destination: &Destination) {
+    fn unbind_everywhere(&self, t: &mut Topology, destination: &Destination) {
         let mut emptied = Vec::new();
         for x in t.exchanges.values_mut() {
-            if x.unbind_destination(destination) > 0 && x.auto_delete && x.bindings().is_empty() {
+            let removed = x.unbind_destination(destination);
+            for b in &removed {
+                self.forget_binding(&x.name, b);
+            }
+            if !removed.is_empty() && x.auto_delete && x.bindings().is_empty() {
                 emptied.push(x.name.clone());
             }
         }
         for name in emptied {
-            Self::remove_exchange(t, &name);
+            self.remove_exchange(t, &name);
         }
     }
 
@@ -437,13 +617,26 @@ impl VHost {
                 } else {
                     d.name.clone()
                 };
+                // Exclusive queues never survive a restart, so they are never stored.
+                let stored = d.durable && !d.exclusive;
+                if stored {
+                    let record = RecordWriter::default()
+                        .u8(u8::from(d.auto_delete))
+                        .table(&d.arguments)
+                        .finish();
+                    self.store
+                        .put_definition("queue", &self.key(&name), &record)
+                        .map_err(store_failed)?;
+                }
                 let handle = queue::spawn(
                     queue::QueueConfig {
                         name: name.clone(),
                         vhost_name: self.name.clone(),
                         auto_delete: d.auto_delete,
+                        storage: stored.then(|| self.storage_for(&name)),
                     },
                     self.me.clone(),
+                    Vec::new(),
                 );
                 t.queues.insert(
                     name,
@@ -500,8 +693,19 @@ impl VHost {
     pub(crate) fn forget_queue(&self, name: &str, id: u64) {
         let mut t = self.write();
         if t.queues.get(name).is_some_and(|r| r.handle.id() == id) {
-            t.queues.remove(name);
-            Self::unbind_everywhere(&mut t, &Destination::Queue(name.to_owned()));
+            if let Some(record) = t.queues.remove(name) {
+                if record.handle.stores_persistent() {
+                    let key = self.key(name);
+                    if let Err(error) = self
+                        .store
+                        .remove_definition("queue", &key)
+                        .and_then(|()| self.store.delete_queue(&key))
+                    {
+                        tracing::error!(%error, queue = name, "removing a stored queue failed");
+                    }
+                }
+            }
+            self.unbind_everywhere(&mut t, &Destination::Queue(name.to_owned()));
         }
     }
 
@@ -567,14 +771,27 @@ impl VHost {
                 }
             }
         }
+        if bind {
+            if t.exchanges
+                .get(source)
+                .is_some_and(|x| !x.bindings().contains(&binding))
+            {
+                self.persist_binding(&t, source, &binding)?;
+            }
+            if let Some(x) = t.exchanges.get_mut(source) {
+                x.bind(binding);
+            }
+            return Ok(());
+        }
         let Some(x) = t.exchanges.get_mut(source) else {
             return Err(self.no_exchange(source));
         };
-        if bind {
-            x.bind(binding);
-        } else if x.unbind(&binding) && x.auto_delete && x.bindings().is_empty() {
-            let name = x.name.clone();
-            Self::remove_exchange(&mut t, &name);
+        if x.unbind(&binding) {
+            let emptied = x.auto_delete && x.bindings().is_empty();
+            self.forget_binding(source, &binding);
+            if emptied {
+                self.remove_exchange(&mut t, source);
+            }
         }
         Ok(())
     }
@@ -652,6 +869,14 @@ impl VHost {
                     }
                 }
             }
+        }
+    }
+
+    /// Stop every queue actor (broker shutdown); stored state stays as it is.
+    pub fn close(&self) {
+        let mut t = self.write();
+        for (_, record) in t.queues.drain() {
+            record.handle.shutdown();
         }
     }
 

@@ -124,6 +124,29 @@ pub fn parse_plain(response: &[u8]) -> Option<(String, String)> {
     Some((user, password))
 }
 
+/// A field table in wire form (with its length prefix), for storage.
+pub fn encode_table(table: &FieldTable) -> Vec<u8> {
+    use amq_protocol::frame::WriteContext;
+    match amq_protocol::types::generation::gen_field_table(table)(WriteContext::from(Vec::new())) {
+        Ok(ctx) => ctx.write,
+        Err(_) => vec![0, 0, 0, 0],
+    }
+}
+
+/// Parse a field table written by [`encode_table`].
+pub fn decode_table(bytes: &[u8]) -> Option<FieldTable> {
+    amq_protocol::types::parsing::parse_field_table(bytes)
+        .ok()
+        .map(|(_, t)| t)
+}
+
+/// Parse content properties in wire form.
+pub fn decode_properties(bytes: &[u8]) -> Option<amq_protocol::protocol::basic::AMQPProperties> {
+    amq_protocol::protocol::basic::parse_properties(bytes)
+        .ok()
+        .map(|(_, p)| p)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use super::channel::{unimplemented_method, Channel, ConsumerEntry, TxSettle, Unacked};
 use super::connection::{ConnCtx, Deferred};
-use crate::broker::queue::{ConsumeRequest, Delivery, QueueHandle};
+use crate::broker::queue::{ConfirmTarget, ConsumeRequest, Delivery, QueueHandle};
 use crate::broker::vhost::random_name;
 use crate::broker::Message;
 use crate::protocol::codec::{encode_content, encode_deliver, encode_get_ok, encode_properties};
@@ -150,8 +150,31 @@ impl Channel {
         } else if let Some(tx) = self.tx.as_mut() {
             tx.publishes.push((queues, message));
         } else {
+            // Queues that store this message confirm it themselves, after the fsync.
+            let storing = if message.persistent {
+                queues.iter().filter(|q| q.stores_persistent()).count() as u32
+            } else {
+                0
+            };
+            let seq = match (confirm_seq, self.confirms.as_mut()) {
+                (Some(seq), Some(confirms)) if storing > 0 => {
+                    confirms.expect(seq, storing);
+                    Some(seq)
+                }
+                _ => None,
+            };
             for queue in &queues {
-                queue.publish(message.clone()).await;
+                let target = seq
+                    .filter(|_| message.persistent && queue.stores_persistent())
+                    .map(|seq| ConfirmTarget {
+                        sink: ctx.sink.clone(),
+                        channel: self.id,
+                        seq,
+                    });
+                queue.publish(message.clone(), target).await;
+            }
+            if seq.is_some() {
+                return Ok(());
             }
         }
         if let (Some(seq), Some(confirms)) = (confirm_seq, self.confirms.as_mut()) {
@@ -242,6 +265,13 @@ impl Channel {
         self.consumers.remove(tag);
         if !nowait {
             self.send_cancel_ok(ctx, tag);
+        }
+    }
+
+    /// A queue's answer for a publish in confirm mode.
+    pub(super) fn on_queue_confirm(&mut self, seq: u64, ack: bool) {
+        if let Some(confirms) = self.confirms.as_mut() {
+            confirms.queue_answered(seq, ack);
         }
     }
 

@@ -461,7 +461,7 @@ impl Channel {
                     .ok_or_else(not_transactional)?;
                 for (queues, message) in state.publishes {
                     for queue in &queues {
-                        queue.publish(message.clone()).await;
+                        queue.publish(message.clone(), None).await;
                     }
                 }
                 for (_, unacked, settle) in state.settles {

@@ -4,7 +4,7 @@
 //! taken it; confirmations are emitted in order, with consecutive acks folded into one
 //! `multiple=true` ack, and a nack always sent on its own.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// One confirm frame to send: (delivery tag, multiple, ack?).
 pub(crate) type ConfirmFrame = (u64, bool, bool);
@@ -14,6 +14,8 @@ pub(crate) struct ConfirmTracker {
     next: u64,
     confirmed_upto: u64,
     done: BTreeMap<u64, bool>,
+    /// Publishes waiting on queues: (queues still to answer, all answered ack so far).
+    waiting: HashMap<u64, (u32, bool)>,
 }
 
 impl ConfirmTracker {
@@ -22,6 +24,7 @@ impl ConfirmTracker {
             next: 1,
             confirmed_upto: 0,
             done: BTreeMap::new(),
+            waiting: HashMap::new(),
         }
     }
 
@@ -35,6 +38,25 @@ impl ConfirmTracker {
     /// Record the outcome of a publish.
     pub(crate) fn settle(&mut self, seq: u64, ack: bool) {
         self.done.insert(seq, ack);
+    }
+
+    /// A publish that `queues` queues will each confirm (persistent messages in durable queues).
+    pub(crate) fn expect(&mut self, seq: u64, queues: u32) {
+        self.waiting.insert(seq, (queues, true));
+    }
+
+    /// One queue's answer for a publish; settles it once every queue has answered.
+    pub(crate) fn queue_answered(&mut self, seq: u64, ack: bool) {
+        let Some((remaining, all_ack)) = self.waiting.get_mut(&seq) else {
+            return;
+        };
+        *remaining -= 1;
+        *all_ack &= ack;
+        if *remaining == 0 {
+            let all_ack = *all_ack;
+            self.waiting.remove(&seq);
+            self.settle(seq, all_ack);
+        }
     }
 
     /// Whether frames are ready to go out.
@@ -87,5 +109,22 @@ mod tests {
         t.settle(5, true);
         t.take_frames(&mut out);
         assert_eq!(out, vec![(5, true, true)]);
+    }
+
+    #[test]
+    fn a_publish_to_several_queues_settles_when_all_answer() {
+        let mut t = ConfirmTracker::new();
+        let seq = t.next_seq();
+        t.expect(seq, 2);
+        t.queue_answered(seq, true);
+        assert!(!t.has_ready());
+        t.queue_answered(seq, false);
+        let mut out = Vec::new();
+        t.take_frames(&mut out);
+        assert_eq!(
+            out,
+            vec![(1, false, false)],
+            "one refusal nacks the publish"
+        );
     }
 }

@@ -412,6 +412,11 @@ impl Connection {
                     }
                 }
             },
+            ClientEvent::Confirm { channel, seq, ack } => {
+                if let Some(ch) = self.channels.get_mut(&channel) {
+                    ch.on_queue_confirm(seq, ack);
+                }
+            }
             ClientEvent::ConsumerCancelled {
                 channel,
                 consumer_tag,

@@ -26,7 +26,17 @@ impl TestBroker {
     }
 
     pub async fn start_with(config: BrokerConfig) -> Self {
-        let broker = Broker::new(config, Arc::new(MemoryStore::new()));
+        Self::start_on(config, Arc::new(MemoryStore::new())).await
+    }
+
+    /// A broker on a sled store in `dir` (restart tests start a second one on the same dir).
+    pub async fn start_in(dir: &std::path::Path) -> Self {
+        let store = leveret::store::SledStore::open(dir).expect("open store");
+        Self::start_on(BrokerConfig::default(), Arc::new(store)).await
+    }
+
+    pub async fn start_on(config: BrokerConfig, store: Arc<dyn leveret::store::Store>) -> Self {
+        let broker = Broker::open(config, store).expect("open broker");
         let (tx, rx) = watch::channel(false);
         let (addr, _task) =
             leveret::server::start("127.0.0.1:0".parse().unwrap(), broker.clone(), rx)
@@ -57,6 +67,25 @@ impl TestBroker {
 
     pub fn stop(&self) {
         let _ = self.shutdown.send(true);
+    }
+
+    /// Stop this broker and start another on the same data directory (once the first has let
+    /// go of it).
+    pub async fn restart_in(self, dir: &std::path::Path) -> Self {
+        let _ = self.shutdown.send(true);
+        self.broker.close();
+        drop(self);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match leveret::store::SledStore::open(dir) {
+                Ok(store) => return Self::start_on(BrokerConfig::default(), Arc::new(store)).await,
+                Err(e) if std::time::Instant::now() < deadline => {
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("store still held: {e}"),
+            }
+        }
     }
 }
 

@@ -181,8 +181,8 @@ impl Exchange {
         true
     }
 
-    /// Remove every binding to `destination`; returns how many went.
-    pub fn unbind_destination(&mut self, destination: &Destination) -> usize {
+    /// Remove every binding to `destination`; returns them.
+    pub fn unbind_destination(&mut self, destination: &Destination) -> Vec<Binding> {
         let doomed: Vec<Binding> = self
             .bindings
             .iter()
@@ -192,7 +192,7 @@ impl Exchange {
         for b in &doomed {
             self.unbind(b);
         }
-        doomed.len()
+        doomed
     }
 
     /// Destinations for a message with this routing key and headers.

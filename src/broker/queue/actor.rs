@@ -9,14 +9,27 @@ use std::sync::{Arc, Weak};
 
 use tokio::sync::mpsc;
 
-use super::state::{Consumer, QueueState};
+use super::state::{Consumer, Entry, QueueState};
 use super::{
-    ClientEvent, Control, Delivery, GetResult, QueueHandle, QueueStats, Shared, NEXT_QUEUE_ID,
-    WORK_LANE_CAPACITY,
+    ClientEvent, Control, Delivery, GetResult, Publish, QueueHandle, QueueStats, Shared,
+    NEXT_QUEUE_ID, WORK_LANE_CAPACITY,
 };
-use crate::broker::message::Message;
+use crate::broker::commit::Committer;
+use crate::broker::records::encode_message;
 use crate::broker::vhost::VHost;
 use crate::protocol::AmqpError;
+use crate::store::Store;
+
+/// Where a durable queue keeps its persistent messages.
+#[derive(Debug, Clone)]
+pub struct QueueStorage {
+    /// The store.
+    pub store: Arc<dyn Store>,
+    /// The store's group committer.
+    pub committer: Committer,
+    /// This queue's key in the store.
+    pub key: String,
+}
 
 /// Settings a queue actor needs from its declaration.
 #[derive(Debug, Clone)]
@@ -27,6 +40,8 @@ pub struct QueueConfig {
     pub vhost_name: String,
     /// Delete when the last consumer goes.
     pub auto_delete: bool,
+    /// Durable (and not exclusive): persistent messages are stored.
+    pub storage: Option<QueueStorage>,
 }
 
 struct Actor {
@@ -34,24 +49,25 @@ struct Actor {
     state: QueueState,
     handle: QueueHandle,
     vhost: Weak<VHost>,
-    deliveries: Vec<(usize, super::state::Entry)>,
+    deliveries: Vec<(usize, Entry)>,
 }
 
-/// Start a queue actor; returns its handle.
-pub fn spawn(config: QueueConfig, vhost: Weak<VHost>) -> QueueHandle {
+/// Start a queue actor, holding `recovered` messages; returns its handle.
+pub fn spawn(config: QueueConfig, vhost: Weak<VHost>, recovered: Vec<Entry>) -> QueueHandle {
     let (work_tx, work_rx) = mpsc::channel(WORK_LANE_CAPACITY);
     let (control_tx, control_rx) = mpsc::unbounded_channel();
     let handle = QueueHandle {
         shared: Arc::new(Shared {
             id: NEXT_QUEUE_ID.fetch_add(1, Ordering::Relaxed),
             name: config.name.clone(),
+            durable: config.storage.is_some(),
             work: work_tx,
             control: control_tx,
         }),
     };
     let actor = Actor {
         config,
-        state: QueueState::new(),
+        state: QueueState::recovered(recovered),
         handle: handle.clone(),
         vhost,
         deliveries: Vec::new(),
@@ -72,7 +88,7 @@ enum Flow {
 impl Actor {
     async fn run(
         mut self,
-        mut work: mpsc::Receiver<Arc<Message>>,
+        mut work: mpsc::Receiver<Publish>,
         mut control: mpsc::UnboundedReceiver<Control>,
     ) {
         let mut controls = Vec::with_capacity(64);
@@ -87,8 +103,8 @@ impl Actor {
                     if controls.iter().any(Control::observes_publishes) {
                         // A call must see every publish its caller made before it: take what the
                         // work lane holds first (control is otherwise polled ahead of work).
-                        while let Ok(m) = work.try_recv() {
-                            self.state.publish(m);
+                        while let Ok(p) = work.try_recv() {
+                            self.on_publish(p);
                         }
                     }
                     for c in controls.drain(..) {
@@ -101,12 +117,56 @@ impl Actor {
                     if n == 0 {
                         return;
                     }
-                    for m in publishes.drain(..) {
-                        self.state.publish(m);
+                    for p in publishes.drain(..) {
+                        self.on_publish(p);
                     }
                 }
             }
             self.dispatch();
+        }
+    }
+
+    /// Enqueue; a persistent message in a durable queue is stored first and confirmed after the
+    /// next group commit.
+    fn on_publish(&mut self, Publish { message, confirm }: Publish) {
+        let stored = match &self.config.storage {
+            Some(storage) if message.persistent => {
+                let seq = self.state.publish(message.clone());
+                match storage
+                    .store
+                    .append(&storage.key, seq, &encode_message(&message))
+                {
+                    Ok(()) => true,
+                    Err(error) => {
+                        tracing::error!(queue = %self.config.name, %error, "storing a persistent message failed");
+                        if let Some(target) = confirm {
+                            target.reply(false);
+                        }
+                        return;
+                    }
+                }
+            }
+            Some(_) | None => {
+                self.state.publish(message);
+                false
+            }
+        };
+        if let Some(target) = confirm {
+            match (&self.config.storage, stored) {
+                (Some(storage), true) => storage.committer.confirm_after_sync(target),
+                _ => target.reply(true),
+            }
+        }
+    }
+
+    /// Forget stored copies of messages that left the queue for good.
+    fn unstore(&self, entries: &[Entry]) {
+        if let Some(storage) = &self.config.storage {
+            for e in entries.iter().filter(|e| e.message.persistent) {
+                if let Err(error) = storage.store.remove(&storage.key, e.seq) {
+                    tracing::error!(queue = %self.config.name, %error, "removing a stored message failed");
+                }
+            }
         }
     }
 
@@ -152,14 +212,19 @@ impl Actor {
                 }
             }
             Control::Ack(seqs) | Control::Reject(seqs) => {
-                self.state.settle(&seqs);
+                let settled = self.state.settle(&seqs);
+                self.unstore(&settled);
             }
             Control::Requeue(seqs) => self.state.requeue(&seqs, true),
             Control::Release(seqs) => self.state.requeue(&seqs, false),
             Control::Credit { consumer_id, n } => self.state.credit(consumer_id, n),
             Control::Wake => {}
             Control::Get { no_ack, reply } => {
-                let result = self.state.get(no_ack).map(|(entry, remaining)| GetResult {
+                let got = self.state.get(no_ack);
+                if let Some((entry, _)) = &got {
+                    self.note_delivered(entry, no_ack);
+                }
+                let result = got.map(|(entry, remaining)| GetResult {
                     seq: entry.seq,
                     message: entry.message,
                     redelivered: entry.redelivered,
@@ -168,7 +233,9 @@ impl Actor {
                 let _ = reply.send(result);
             }
             Control::Purge(reply) => {
-                let _ = reply.send(self.state.purge());
+                let purged = self.state.purge();
+                self.unstore(&purged);
+                let _ = reply.send(purged.len() as u32);
             }
             Control::Delete {
                 if_unused,
@@ -194,6 +261,7 @@ impl Actor {
                 let _ = reply.send(Ok(count));
                 return Flow::Stop;
             }
+            Control::Shutdown => return Flow::Stop,
             Control::Stats(reply) => {
                 let _ = reply.send(QueueStats {
                     messages: self.state.ready_len(),
@@ -220,10 +288,33 @@ impl Actor {
         }
     }
 
+    /// Record a delivery in the store: a no-ack delivery is gone for good; a first delivery
+    /// makes a restart bring the message back `redelivered`.
+    fn note_delivered(&self, entry: &Entry, no_ack: bool) {
+        let Some(storage) = &self.config.storage else {
+            return;
+        };
+        if !entry.message.persistent {
+            return;
+        }
+        let result = if no_ack {
+            storage.store.remove(&storage.key, entry.seq)
+        } else if !entry.redelivered {
+            storage.store.mark_delivered(&storage.key, entry.seq)
+        } else {
+            Ok(())
+        };
+        if let Err(error) = result {
+            tracing::error!(queue = %self.config.name, %error, "recording a delivery failed");
+        }
+    }
+
     fn dispatch(&mut self) {
         let mut deliveries = std::mem::take(&mut self.deliveries);
         self.state.next_deliveries(&mut deliveries);
         for (i, entry) in deliveries.drain(..) {
+            let no_ack = self.state.consumers()[i].no_ack;
+            self.note_delivered(&entry, no_ack);
             let c = &self.state.consumers()[i];
             let delivery = Delivery {
                 channel: c.channel,

@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::message::Message;
 use crate::protocol::AmqpError;
 
-pub use actor::{spawn, QueueConfig};
+pub use actor::{spawn, QueueConfig, QueueStorage};
 
 /// Capacity of a queue's work lane, in publishes.
 pub const WORK_LANE_CAPACITY: usize = 4096;
@@ -27,6 +27,15 @@ pub const WORK_LANE_CAPACITY: usize = 4096;
 pub enum ClientEvent {
     /// A message for a consumer.
     Deliver(Delivery),
+    /// A publish a queue was waiting on is settled (persistent messages: after the fsync).
+    Confirm {
+        /// Publishing channel.
+        channel: u16,
+        /// Publish sequence number on that channel.
+        seq: u64,
+        /// Stored (ack) or refused (nack).
+        ack: bool,
+    },
     /// The queue cancelled a consumer (e.g. the queue was deleted).
     ConsumerCancelled {
         /// Channel of the consumer.
@@ -38,6 +47,24 @@ pub enum ClientEvent {
 
 /// Where a queue sends a connection's events.
 pub type ClientSink = mpsc::UnboundedSender<ClientEvent>;
+
+/// Where to send the confirm for one publish.
+#[derive(Debug)]
+pub struct ConfirmTarget {
+    /// The publishing connection.
+    pub sink: ClientSink,
+    /// Its channel.
+    pub channel: u16,
+    /// The publish's confirm sequence number.
+    pub seq: u64,
+}
+
+/// A publish on its way into a queue.
+#[derive(Debug)]
+pub(crate) struct Publish {
+    message: Arc<Message>,
+    confirm: Option<ConfirmTarget>,
+}
 
 /// A message on its way to a consumer.
 #[derive(Debug)]
@@ -179,6 +206,8 @@ pub(crate) enum Control {
         reply: oneshot::Sender<Result<u32, AmqpError>>,
     },
     Stats(oneshot::Sender<QueueStats>),
+    /// The broker is stopping: end the actor, keeping stored messages.
+    Shutdown,
 }
 
 impl Control {
@@ -196,7 +225,8 @@ impl Control {
             | Self::Requeue(_)
             | Self::Release(_)
             | Self::Credit { .. }
-            | Self::Wake => false,
+            | Self::Wake
+            | Self::Shutdown => false,
         }
     }
 }
@@ -205,7 +235,8 @@ impl Control {
 struct Shared {
     id: u64,
     name: String,
-    work: mpsc::Sender<Arc<Message>>,
+    durable: bool,
+    work: mpsc::Sender<Publish>,
     control: mpsc::UnboundedSender<Control>,
 }
 
@@ -228,15 +259,29 @@ impl QueueHandle {
         &self.shared.name
     }
 
-    /// Enqueue a message; waits while the work lane is full (backpressure).
-    pub async fn publish(&self, message: Arc<Message>) {
-        match self.shared.work.try_send(message) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(message)) => {
-                // A deleted queue drops the message, as a route to it no longer exists.
-                let _ = self.shared.work.send(message).await;
+    /// Whether persistent messages in this queue are stored (durable, not exclusive).
+    pub fn stores_persistent(&self) -> bool {
+        self.shared.durable
+    }
+
+    /// Enqueue a message; waits while the work lane is full (backpressure). With a confirm
+    /// target, the queue settles the publish once the message is safe.
+    pub async fn publish(&self, message: Arc<Message>, confirm: Option<ConfirmTarget>) {
+        let publish = Publish { message, confirm };
+        let refused = match self.shared.work.try_send(publish) {
+            Ok(()) => None,
+            Err(mpsc::error::TrySendError::Full(publish)) => {
+                self.shared.work.send(publish).await.err().map(|e| e.0)
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
+            Err(mpsc::error::TrySendError::Closed(publish)) => Some(publish),
+        };
+        // A queue deleted meanwhile: the message is dropped as if unroutable, and acked as such.
+        if let Some(Publish {
+            confirm: Some(target),
+            ..
+        }) = refused
+        {
+            target.reply(true);
         }
     }
 
@@ -325,6 +370,11 @@ impl QueueHandle {
             reply: tx,
         });
         rx.await.unwrap_or(Ok(0))
+    }
+
+    /// Stop the actor without deleting anything (broker shutdown).
+    pub(crate) fn shutdown(&self) {
+        self.cast(Control::Shutdown);
     }
 
     /// Current counts.

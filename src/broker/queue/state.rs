@@ -126,6 +126,17 @@ impl QueueState {
         }
     }
 
+    /// A queue holding recovered messages (in sequence order), continuing their numbering.
+    pub fn recovered(entries: Vec<Entry>) -> Self {
+        let mut state = Self::new();
+        if let Some(last) = entries.last() {
+            state.next_seq = last.seq + 1;
+        }
+        state.ready_bytes = entries.iter().map(|e| e.message.body.len() as u64).sum();
+        state.ready = entries.into();
+        state
+    }
+
     /// Ready messages.
     pub fn ready_len(&self) -> u32 {
         self.ready.len() as u32
@@ -257,12 +268,10 @@ impl QueueState {
         Some((entry, self.ready_len()))
     }
 
-    /// Drop every ready message; returns how many.
-    pub fn purge(&mut self) -> u32 {
-        let n = self.ready_len();
-        self.ready.clear();
+    /// Drop every ready message; returns them.
+    pub fn purge(&mut self) -> Vec<Entry> {
         self.ready_bytes = 0;
-        n
+        self.ready.drain(..).collect()
     }
 
     /// Hand ready messages to consumers with credit, round robin. Returns (consumer index, entry).

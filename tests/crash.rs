@@ -1,0 +1,181 @@
+//! Crash safety: a broker process under confirmed publishing is killed with SIGKILL at random
+//! moments and restarted on the same data directory; every confirmed message must be there
+//! exactly once (unconfirmed ones may or may not be).
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use lapin::options::*;
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Connection, ConnectionProperties};
+
+const ROUNDS: u64 = 6;
+
+/// A broker process, killed when dropped (so a failing test leaves none behind).
+struct Broker(Child);
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start(dir: &Path) -> (Broker, u16) {
+    let mut broker = Broker(
+        Command::new(env!("CARGO_BIN_EXE_leveret"))
+            .args(["--bind", "127.0.0.1", "--port", "0", "--data-dir"])
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stderr = broker.0.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("broker starts");
+        if let Some(rest) = line.split("local=").nth(1) {
+            let port = rest
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .rsplit(':')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap();
+            return (broker, port);
+        }
+    }
+}
+
+fn pseudo_random(round: u64) -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64;
+    (nanos ^ round.wrapping_mul(0x9E37_79B9_7F4A_7C15)) % 400
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_loses_no_confirmed_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let confirmed: Arc<Mutex<Vec<u64>>> = Arc::default();
+    for round in 0..ROUNDS {
+        let (child, port) = start(dir.path());
+        let uri = format!("amqp://127.0.0.1:{port}/%2f");
+        let conn = Connection::connect(&uri, ConnectionProperties::default())
+            .await
+            .unwrap();
+        let ch = conn.create_channel().await.unwrap();
+        ch.queue_declare(
+            "crash".into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+        ch.confirm_select(ConfirmSelectOptions::default())
+            .await
+            .unwrap();
+        let publisher = {
+            let confirmed = confirmed.clone();
+            tokio::spawn(async move {
+                let mut pending = std::collections::VecDeque::new();
+                for i in 0..1_000_000u64 {
+                    let id = round * 1_000_000 + i;
+                    let Ok(confirm) = ch
+                        .basic_publish(
+                            "".into(),
+                            "crash".into(),
+                            BasicPublishOptions::default(),
+                            &id.to_be_bytes(),
+                            BasicProperties::default().with_delivery_mode(2),
+                        )
+                        .await
+                    else {
+                        return;
+                    };
+                    pending.push_back((id, confirm));
+                    while pending.len() > 50 {
+                        let (id, confirm) = pending.pop_front().unwrap();
+                        match confirm.await {
+                            Ok(c) if c.is_ack() => confirmed.lock().unwrap().push(id),
+                            _ => return,
+                        }
+                    }
+                }
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(150 + pseudo_random(round))).await;
+        // SIGKILL: no shutdown path runs.
+        drop(child);
+        let _ = tokio::time::timeout(Duration::from_secs(10), publisher).await;
+    }
+    let (child, port) = start(dir.path());
+    let conn = Connection::connect(
+        &format!("amqp://127.0.0.1:{port}/%2f"),
+        ConnectionProperties::default(),
+    )
+    .await
+    .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    let mut seen: HashMap<u64, u32> = HashMap::new();
+    while let Some(m) = ch
+        .basic_get("crash".into(), BasicGetOptions { no_ack: true })
+        .await
+        .unwrap()
+    {
+        let id = u64::from_be_bytes(m.delivery.data[..8].try_into().unwrap());
+        *seen.entry(id).or_default() += 1;
+    }
+    drop(child);
+    let confirmed = confirmed.lock().unwrap().clone();
+    assert!(
+        confirmed.len() > 100,
+        "the test published enough to mean something: {}",
+        confirmed.len()
+    );
+    let lost: Vec<u64> = confirmed
+        .iter()
+        .filter(|id| !seen.contains_key(id))
+        .copied()
+        .collect();
+    let duplicated: Vec<u64> = confirmed
+        .iter()
+        .filter(|id| seen.get(id).copied().unwrap_or(0) > 1)
+        .copied()
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} confirmed messages lost, e.g. {:?}",
+        lost.len(),
+        &lost[..lost.len().min(5)]
+    );
+    assert!(
+        duplicated.is_empty(),
+        "confirmed messages duplicated: {:?}",
+        &duplicated[..duplicated.len().min(5)]
+    );
+    eprintln!(
+        "{} rounds, {} confirmed, {} recovered",
+        ROUNDS,
+        confirmed.len(),
+        seen.len()
+    );
+}
