@@ -175,7 +175,22 @@ impl Store for SledStore {
     }
 
     fn remove(&self, queue: &str, seq: u64) -> Result<(), StoreError> {
-        self.remove_range(message_key(queue, seq, 0), message_key(queue, seq + 1, 0))
+        // Most records are one chunk: two point removes, no scan. A full first chunk means there
+        // may be more.
+        let first = self
+            .messages
+            .remove(message_key(queue, seq, 0))
+            .map_err(sled_error)?;
+        self.messages
+            .remove(message_key(queue, seq, DELIVERED))
+            .map_err(sled_error)?;
+        if first.is_some_and(|v| v.len() == CHUNK) {
+            self.remove_range(
+                message_key(queue, seq, 1),
+                message_key(queue, seq, DELIVERED),
+            )?;
+        }
+        Ok(())
     }
 
     fn read(&self, queue: &str, seq: u64) -> Result<Option<Bytes>, StoreError> {
