@@ -24,6 +24,7 @@ rabbitmqctl await_startup >/dev/null
 RABBIT_PID=$(pgrep -f 'beam.smp.*rabbit' | head -n1)
 RABBIT_VERSION=$(rabbitmqctl version 2>/dev/null || echo "?")
 
+rm -rf "$OUT/data"
 target/release/leveret --bind 127.0.0.1 --port 5673 --data-dir "$OUT/data" >"$OUT/leveret.log" 2>&1 &
 LEVERET_PID=$!
 trap 'kill $LEVERET_PID 2>/dev/null || true' EXIT
@@ -56,6 +57,18 @@ scenario "1p-1q-1c 16B ack qos100, 20k msg/s" cpu_us_per_msg,p99_us --qos 100 --
 scenario "10p-10q-10c 16B autoack, 10x2k msg/s" cpu_us_per_msg,p99_us --producers 10 --consumers 10 --queues 10 --autoack --rate 2000
 scenario "fanout 1p-10q-10c 16B autoack, 2k msg/s in" cpu_us_per_msg,p99_us --consumers 10 --queues 10 --fanout --autoack --rate 2000
 scenario "1p-1q-1c 16B autoack, 1k msg/s" p99_us,cpu_us_per_msg --rate 1000 --autoack
+
+# Durability: Leveret fsyncs (group commit) before confirming; RabbitMQ's classic queues do not.
+scenario "persistent 1KB durable, confirm 100, ack qos100" recv_rate,cpu_us_per_msg --persistent --size 1000 --confirm 100 --qos 100 --prefix dur
+declare -A FILL DRAIN
+for b in leveret rabbitmq; do
+  fill=$($PERF --uri "$(uri $b)" --broker-pid "$(pid $b)" --prefix fill --persistent --size 1000 --confirm 100 --publish-only --pmessages "${BENCH_FILL:-300000}" 2>/dev/null | grep '^RESULT')
+  drain=$($PERF --uri "$(uri $b)" --broker-pid "$(pid $b)" --prefix fill --persistent --size 1000 --qos 100 --consume-only 2>/dev/null | grep '^RESULT')
+  FILL[$b]=$(field sent_rate "$fill")
+  DRAIN[$b]=$(field recv_rate "$drain")
+done
+printf '| publish %s persistent 1KB, confirm 100 | msgs/s | %s | %s | %s |\n' "${BENCH_FILL:-300000}" "${FILL[leveret]}" "${FILL[rabbitmq]}" "$(ratio "${FILL[leveret]}" "${FILL[rabbitmq]}")"
+printf '| then drain them, ack qos100 | msgs/s | %s | %s | %s |\n' "${DRAIN[leveret]}" "${DRAIN[rabbitmq]}" "$(ratio "${DRAIN[leveret]}" "${DRAIN[rabbitmq]}")"
 
 for b in leveret rabbitmq; do
   before=$(rss_mb "$(pid $b)")

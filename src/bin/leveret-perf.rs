@@ -92,6 +92,8 @@ fn now_nanos() -> u64 {
 struct Counters {
     published: AtomicU64,
     consumed: AtomicU64,
+    /// Nanoseconds (since the epoch) of the latest delivery, for consume-only runs.
+    last_consumed_at: AtomicU64,
     stop: AtomicBool,
     latencies: Mutex<Vec<u64>>,
 }
@@ -284,6 +286,9 @@ async fn consume(args: Arc<Args>, id: usize, counters: Arc<Counters>) -> anyhow:
             }
         }
         counters.consumed.fetch_add(1, Ordering::Relaxed);
+        counters
+            .last_consumed_at
+            .store(now_nanos(), Ordering::Relaxed);
     }
     for ack in acks {
         ack.await?;
@@ -352,7 +357,15 @@ async fn main() -> anyhow::Result<()> {
             break;
         }
     }
-    let elapsed = started.elapsed().as_secs_f64();
+    let mut elapsed = started.elapsed().as_secs_f64();
+    if args.consume_only {
+        // Draining ends with the last delivery, not with the idle wait that detects it.
+        let last = counters.last_consumed_at.load(Ordering::Relaxed);
+        let start = started.duration_since(epoch()).as_nanos() as u64;
+        if last > start {
+            elapsed = (last - start) as f64 / 1e9;
+        }
+    }
     let cpu_after = args.broker_pid.and_then(process_cpu_nanos);
     // Rates count what happened inside the measured interval; a fixed-count run then waits for
     // the remainder so that `lost` is exact.
