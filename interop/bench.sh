@@ -36,6 +36,16 @@ field() { sed -n "s/.*$1=\([0-9.a-z]*\).*/\1/p" <<<"$2"; }
 rss_mb() { awk '/VmRSS/ {printf "%.0f", $2/1024}' "/proc/$1/status"; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b+0 == 0) print "-"; else printf "%.2f", a/b }'; }
 
+# Memory first, while both brokers are fresh (later scenarios leave allocator high-water marks).
+for b in leveret rabbitmq; do
+  before=$(rss_mb "$(pid $b)")
+  $PERF --uri "$(uri $b)" --prefix rss --publish-only --pmessages 1000000 --confirm 1000 >/dev/null 2>&1
+  sleep 2
+  after=$(rss_mb "$(pid $b)")
+  eval "rss_$b=$after; rss0_$b=$before"
+  $PERF --uri "$(uri $b)" --prefix rss --publish-only --pmessages 0 --cleanup >/dev/null 2>&1 || true
+done
+
 printf '| scenario | metric | Leveret | RabbitMQ %s | Leveret/RabbitMQ |\n|---|---|---|---|---|\n' "$RABBIT_VERSION"
 scenario() {  # name, metrics (comma-separated), then leveret-perf flags
   local name=$1 metrics=$2; shift 2
@@ -70,12 +80,5 @@ done
 printf '| publish %s persistent 1KB, confirm 100 | msgs/s | %s | %s | %s |\n' "${BENCH_FILL:-300000}" "${FILL[leveret]}" "${FILL[rabbitmq]}" "$(ratio "${FILL[leveret]}" "${FILL[rabbitmq]}")"
 printf '| then drain them, ack qos100 | msgs/s | %s | %s | %s |\n' "${DRAIN[leveret]}" "${DRAIN[rabbitmq]}" "$(ratio "${DRAIN[leveret]}" "${DRAIN[rabbitmq]}")"
 
-for b in leveret rabbitmq; do
-  before=$(rss_mb "$(pid $b)")
-  $PERF --uri "$(uri $b)" --prefix rss --publish-only --pmessages 1000000 --confirm 1000 >/dev/null 2>&1
-  sleep 2
-  after=$(rss_mb "$(pid $b)")
-  eval "rss_$b=$after; rss0_$b=$before"
-done
 printf '| 1,000,000 queued 16B transient | RSS MB (idle before) | %s (%s) | %s (%s) | %s |\n' \
   "$rss_leveret" "$rss0_leveret" "$rss_rabbitmq" "$rss0_rabbitmq" "$(ratio "$rss_leveret" "$rss_rabbitmq")"

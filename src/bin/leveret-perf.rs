@@ -77,6 +77,9 @@ struct Args {
     /// Only consume what is already queued.
     #[arg(long)]
     consume_only: bool,
+    /// Delete the queues at the end of the run.
+    #[arg(long)]
+    cleanup: bool,
 }
 
 fn epoch() -> Instant {
@@ -405,6 +408,18 @@ async fn main() -> anyhow::Result<()> {
         percentile(&lat, 0.99),
         cpu_per_msg
     );
+    if args.cleanup {
+        let conn = Connection::connect(&args.uri, ConnectionProperties::default()).await?;
+        let ch = conn.create_channel().await?;
+        for i in 0..args.queues {
+            ch.queue_delete(
+                queue_name(&args, i).as_str().into(),
+                QueueDeleteOptions::default(),
+            )
+            .await?;
+        }
+        conn.close(200, "cleanup done".into()).await.ok();
+    }
     let lost = match expected {
         Some(n) if !args.publish_only => n.saturating_sub(consumed),
         _ => 0,

@@ -357,7 +357,8 @@ impl Connection {
                     }
                     sent_since_tick = false;
                 }
-                _ = drained.notified() => {}
+                // Only worth waiting on while credit is held back by a full writer.
+                _ = drained.notified(), if !self.ctx.pending_credit.is_empty() => {}
             }
             sent_since_tick |= self.flush();
         }
