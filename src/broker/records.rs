@@ -112,6 +112,16 @@ pub(crate) fn decode_message(record: &Bytes) -> Option<Message> {
     ))
 }
 
+/// The body size of a stored message, without decoding it.
+pub(crate) fn message_body_len(record: &[u8]) -> Option<u32> {
+    let mut r = RecordReader::new(record);
+    r.u8()?;
+    r.bytes()?;
+    r.bytes()?;
+    r.bytes()?;
+    Some(r.rest().len() as u32)
+}
+
 /// A binding's definition key: unique per (source, destination, key, arguments).
 pub(crate) fn binding_key(vhost: &str, source: &str, b: &Binding) -> String {
     let (kind, dest) = match &b.destination {

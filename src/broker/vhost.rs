@@ -10,7 +10,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 
 use super::commit::Committer;
 use super::exchange::{Binding, Destination, Exchange, ExchangeKind};
-use super::queue::state::Entry;
+use super::queue::state::{Entry, Slot};
 use super::queue::{self, QueueHandle, QueueStats, QueueStorage};
 use super::records::{self, RecordReader, RecordWriter};
 use crate::protocol::table::{as_i64, display_value, lookup, type_name};
@@ -280,12 +280,19 @@ impl VHost {
                 tracing::error!(queue = name, "skipping an unreadable queue definition");
                 continue;
             };
-            let mut entries = Vec::new();
-            for stored in self.store.recover(&self.key(name))? {
-                match records::decode_message(&stored.record) {
+            // The head of the queue comes back into memory; the rest stays paged in the store.
+            let mut entries: Vec<Entry> = Vec::new();
+            self.store.recover(&self.key(name), &mut |stored| {
+                let slot = if entries.len() < queue::RESIDENT_WINDOW as usize {
+                    records::decode_message(&stored.record).map(|m| Slot::Resident(Arc::new(m)))
+                } else {
+                    records::message_body_len(&stored.record)
+                        .map(|body_len| Slot::Paged { body_len })
+                };
+                match slot {
                     Some(message) => entries.push(Entry {
                         seq: stored.seq,
-                        message: Arc::new(message),
+                        message,
                         redelivered: stored.delivered,
                     }),
                     None => tracing::error!(
@@ -294,7 +301,7 @@ impl VHost {
                         "skipping an unreadable message"
                     ),
                 }
-            }
+            })?;
             tracing::info!(vhost = %self.name, queue = name, messages = entries.len(), "recovered queue");
             let handle = queue::spawn(
                 queue::QueueConfig {

@@ -63,8 +63,8 @@ impl Store for MemoryStore {
             .and_then(|q| q.get(&seq).map(|(record, _)| record.clone())))
     }
 
-    fn recover(&self, queue: &str) -> Result<Vec<StoredMessage>, StoreError> {
-        Ok(lock(&self.queues)
+    fn recover(&self, queue: &str, visit: &mut dyn FnMut(StoredMessage)) -> Result<(), StoreError> {
+        let records: Vec<StoredMessage> = lock(&self.queues)
             .get(queue)
             .map(|q| {
                 q.iter()
@@ -75,7 +75,9 @@ impl Store for MemoryStore {
                     })
                     .collect()
             })
-            .unwrap_or_default())
+            .unwrap_or_default();
+        records.into_iter().for_each(visit);
+        Ok(())
     }
 
     fn delete_queue(&self, queue: &str) -> Result<(), StoreError> {

@@ -48,8 +48,16 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     fn remove(&self, queue: &str, seq: u64) -> Result<(), StoreError>;
     /// Read one message record back.
     fn read(&self, queue: &str, seq: u64) -> Result<Option<Bytes>, StoreError>;
-    /// Every record of a queue, in sequence order.
-    fn recover(&self, queue: &str) -> Result<Vec<StoredMessage>, StoreError>;
+    /// Visit every record of a queue, in sequence order (one at a time, so recovering a deep
+    /// queue never holds all its records at once).
+    fn recover(&self, queue: &str, visit: &mut dyn FnMut(StoredMessage)) -> Result<(), StoreError>;
+
+    /// Every record of a queue, in sequence order (for tests and small queues).
+    fn recover_all(&self, queue: &str) -> Result<Vec<StoredMessage>, StoreError> {
+        let mut out = Vec::new();
+        self.recover(queue, &mut |m| out.push(m))?;
+        Ok(out)
+    }
     /// Drop a queue's records.
     fn delete_queue(&self, queue: &str) -> Result<(), StoreError>;
     /// Store a definition (exchange, queue, binding, vhost, user) under `kind`/`name`.
@@ -76,19 +84,24 @@ pub(crate) mod conformance {
         store.remove("q", 2).unwrap();
         store.mark_delivered("q", 3).unwrap();
         let delivered: Vec<bool> = store
-            .recover("q")
+            .recover_all("q")
             .unwrap()
             .iter()
             .map(|m| m.delivered)
             .collect();
         assert_eq!(delivered, vec![false, true]);
-        let seqs: Vec<u64> = store.recover("q").unwrap().iter().map(|m| m.seq).collect();
+        let seqs: Vec<u64> = store
+            .recover_all("q")
+            .unwrap()
+            .iter()
+            .map(|m| m.seq)
+            .collect();
         assert_eq!(seqs, vec![1, 3]);
         assert_eq!(store.read("q", 3).unwrap().as_deref(), Some(&b"three"[..]));
         assert_eq!(store.read("q", 2).unwrap(), None);
         store.delete_queue("q").unwrap();
-        assert!(store.recover("q").unwrap().is_empty());
-        assert_eq!(store.recover("other").unwrap().len(), 1);
+        assert!(store.recover_all("q").unwrap().is_empty());
+        assert_eq!(store.recover_all("other").unwrap().len(), 1);
 
         store.put_definition("queue", "/\0b", b"B").unwrap();
         store.put_definition("queue", "/\0a", b"A").unwrap();

@@ -207,10 +207,20 @@ impl Store for SledStore {
         Ok(found.then(|| out.freeze()))
     }
 
-    fn recover(&self, queue: &str) -> Result<Vec<StoredMessage>, StoreError> {
+    fn recover(&self, queue: &str, visit: &mut dyn FnMut(StoredMessage)) -> Result<(), StoreError> {
         let prefix = queue_prefix(queue);
-        let mut out: Vec<StoredMessage> = Vec::new();
         let mut current: Option<(u64, BytesMut, bool)> = None;
+        let mut emit = |entry: Option<(u64, BytesMut, bool)>| {
+            if let Some((seq, record, delivered)) = entry {
+                if !record.is_empty() {
+                    visit(StoredMessage {
+                        seq,
+                        record: record.freeze(),
+                        delivered,
+                    });
+                }
+            }
+        };
         for item in self.messages.scan_prefix(&prefix) {
             let (key, value) = item.map_err(sled_error)?;
             let tail = &key[prefix.len()..];
@@ -220,15 +230,7 @@ impl Store for SledStore {
             let seq = u64::from_be_bytes(tail[..8].try_into().unwrap_or_default());
             let chunk = u16::from_be_bytes([tail[8], tail[9]]);
             if current.as_ref().is_some_and(|(s, _, _)| *s != seq) {
-                if let Some((seq, record, delivered)) = current.take() {
-                    if !record.is_empty() {
-                        out.push(StoredMessage {
-                            seq,
-                            record: record.freeze(),
-                            delivered,
-                        });
-                    }
-                }
+                emit(current.take());
             }
             let entry = current.get_or_insert_with(|| (seq, BytesMut::new(), false));
             if chunk == DELIVERED {
@@ -237,16 +239,8 @@ impl Store for SledStore {
                 entry.1.extend_from_slice(&value);
             }
         }
-        if let Some((seq, record, delivered)) = current {
-            if !record.is_empty() {
-                out.push(StoredMessage {
-                    seq,
-                    record: record.freeze(),
-                    delivered,
-                });
-            }
-        }
-        Ok(out)
+        emit(current);
+        Ok(())
     }
 
     fn delete_queue(&self, queue: &str) -> Result<(), StoreError> {
@@ -328,7 +322,7 @@ mod tests {
             .messages
             .iter()
             .all(|kv| kv.map(|(_, v)| v.len() <= CHUNK).unwrap_or(false)));
-        let back = store.recover("q").unwrap();
+        let back = store.recover_all("q").unwrap();
         assert_eq!(back.len(), 1);
         assert_eq!(&back[0].record[..], &record[..]);
         assert!(back[0].delivered);
@@ -347,7 +341,7 @@ mod tests {
             store.sync().await.unwrap();
         }
         let store = SledStore::open(dir.path()).unwrap();
-        let back = store.recover("q").unwrap();
+        let back = store.recover_all("q").unwrap();
         assert_eq!(back.len(), 1);
         assert_eq!(&back[0].record[..], b"kept");
         assert!(!back[0].delivered);

@@ -9,13 +9,14 @@ use std::sync::{Arc, Weak};
 
 use tokio::sync::mpsc;
 
-use super::state::{Consumer, Entry, QueueState};
+use super::state::{Consumer, Entry, QueueState, Slot};
 use super::{
     ClientEvent, Control, Delivery, GetResult, Publish, QueueHandle, QueueStats, Shared,
     NEXT_QUEUE_ID, WORK_LANE_CAPACITY,
 };
 use crate::broker::commit::Committer;
-use crate::broker::records::encode_message;
+use crate::broker::message::Message;
+use crate::broker::records::{decode_message, encode_message};
 use crate::broker::vhost::VHost;
 use crate::protocol::AmqpError;
 use crate::store::Store;
@@ -30,6 +31,10 @@ pub struct QueueStorage {
     /// This queue's key in the store.
     pub key: String,
 }
+
+/// Ready messages kept in memory at the head of a durable queue; persistent messages behind them
+/// live only in the store until delivered. Bounds a deep queue's memory to its index.
+pub const RESIDENT_WINDOW: u32 = 1024;
 
 /// Settings a queue actor needs from its declaration.
 #[derive(Debug, Clone)]
@@ -129,40 +134,67 @@ impl Actor {
     /// Enqueue; a persistent message in a durable queue is stored first and confirmed after the
     /// next group commit.
     fn on_publish(&mut self, Publish { message, confirm }: Publish) {
-        let stored = match &self.config.storage {
-            Some(storage) if message.persistent => {
-                let seq = self.state.publish(message.clone());
-                match storage
-                    .store
-                    .append(&storage.key, seq, &encode_message(&message))
-                {
-                    Ok(()) => true,
+        let Some(storage) = self.config.storage.as_ref().filter(|_| message.persistent) else {
+            self.state.publish(message);
+            if let Some(target) = confirm {
+                target.reply(true);
+            }
+            return;
+        };
+        let seq = self.state.next_seq();
+        if let Err(error) = storage
+            .store
+            .append(&storage.key, seq, &encode_message(&message))
+        {
+            // Refused as a whole: not queued, and nacked if the publisher asked for confirms.
+            tracing::error!(queue = %self.config.name, %error, "storing a persistent message failed");
+            if let Some(target) = confirm {
+                target.reply(false);
+            }
+            return;
+        }
+        // Deep in the queue, a stored message keeps only its place in memory.
+        let slot = if self.state.ready_len() >= RESIDENT_WINDOW {
+            Slot::Paged {
+                body_len: message.body.len() as u32,
+            }
+        } else {
+            Slot::Resident(message)
+        };
+        self.state.publish_slot(slot);
+        if let Some(target) = confirm {
+            storage.committer.confirm_after_sync(target);
+        }
+    }
+
+    /// The message of an entry, read back from the store if it was paged out.
+    fn materialize(&self, entry: &Entry) -> Option<Arc<Message>> {
+        match &entry.message {
+            Slot::Resident(m) => Some(m.clone()),
+            Slot::Paged { .. } => {
+                let storage = self.config.storage.as_ref()?;
+                match storage.store.read(&storage.key, entry.seq) {
+                    Ok(Some(record)) => decode_message(&record).map(Arc::new),
+                    Ok(None) => None,
                     Err(error) => {
-                        tracing::error!(queue = %self.config.name, %error, "storing a persistent message failed");
-                        if let Some(target) = confirm {
-                            target.reply(false);
-                        }
-                        return;
+                        tracing::error!(queue = %self.config.name, %error, "reading a stored message failed");
+                        None
                     }
                 }
             }
-            Some(_) | None => {
-                self.state.publish(message);
-                false
-            }
-        };
-        if let Some(target) = confirm {
-            match (&self.config.storage, stored) {
-                (Some(storage), true) => storage.committer.confirm_after_sync(target),
-                _ => target.reply(true),
-            }
         }
+    }
+
+    /// A paged message whose record could not be read back: say so, and let it go.
+    fn lost(&mut self, entry: &Entry) {
+        tracing::error!(queue = %self.config.name, seq = entry.seq, "a stored message could not be read; dropping it");
+        self.state.settle(&[entry.seq]);
     }
 
     /// Forget stored copies of messages that left the queue for good.
     fn unstore(&self, entries: &[Entry]) {
         if let Some(storage) = &self.config.storage {
-            for e in entries.iter().filter(|e| e.message.persistent) {
+            for e in entries.iter().filter(|e| e.message.is_persistent()) {
                 if let Err(error) = storage.store.remove(&storage.key, e.seq) {
                     tracing::error!(queue = %self.config.name, %error, "removing a stored message failed");
                 }
@@ -220,16 +252,21 @@ impl Actor {
             Control::Credit { consumer_id, n } => self.state.credit(consumer_id, n),
             Control::Wake => {}
             Control::Get { no_ack, reply } => {
-                let got = self.state.get(no_ack);
-                if let Some((entry, _)) = &got {
-                    self.note_delivered(entry, no_ack);
+                let mut result = None;
+                while let Some((entry, remaining)) = self.state.get(no_ack) {
+                    let Some(message) = self.materialize(&entry) else {
+                        self.lost(&entry);
+                        continue;
+                    };
+                    self.note_delivered(&entry, no_ack);
+                    result = Some(GetResult {
+                        seq: entry.seq,
+                        message,
+                        redelivered: entry.redelivered,
+                        remaining,
+                    });
+                    break;
                 }
-                let result = got.map(|(entry, remaining)| GetResult {
-                    seq: entry.seq,
-                    message: entry.message,
-                    redelivered: entry.redelivered,
-                    remaining,
-                });
                 let _ = reply.send(result);
             }
             Control::Purge(reply) => {
@@ -294,7 +331,7 @@ impl Actor {
         let Some(storage) = &self.config.storage else {
             return;
         };
-        if !entry.message.persistent {
+        if !entry.message.is_persistent() {
             return;
         }
         let result = if no_ack {
@@ -313,7 +350,15 @@ impl Actor {
         let mut deliveries = std::mem::take(&mut self.deliveries);
         self.state.next_deliveries(&mut deliveries);
         for (i, entry) in deliveries.drain(..) {
-            let no_ack = self.state.consumers()[i].no_ack;
+            let (no_ack, consumer_id) = (
+                self.state.consumers()[i].no_ack,
+                self.state.consumers()[i].id,
+            );
+            let Some(message) = self.materialize(&entry) else {
+                self.lost(&entry);
+                self.state.credit(consumer_id, 1);
+                continue;
+            };
             self.note_delivered(&entry, no_ack);
             let c = &self.state.consumers()[i];
             let delivery = Delivery {
@@ -322,7 +367,7 @@ impl Actor {
                 consumer_id: c.id,
                 queue: self.handle.clone(),
                 seq: entry.seq,
-                message: entry.message,
+                message,
                 redelivered: entry.redelivered,
                 no_ack: c.no_ack,
             };

@@ -16,13 +16,43 @@ use crate::protocol::AmqpError;
 /// credit. Bounds the memory one consumer can pin, even with no-ack and no prefetch.
 pub const IN_FLIGHT_WINDOW: u32 = 2000;
 
+/// Where a queued message's content is.
+#[derive(Debug, Clone)]
+pub enum Slot {
+    /// In memory.
+    Resident(Arc<Message>),
+    /// Only in the store: a persistent message deep in a durable queue, read back on delivery.
+    Paged {
+        /// Body size, for byte accounting.
+        body_len: u32,
+    },
+}
+
+impl Slot {
+    /// Body size in bytes.
+    pub fn body_len(&self) -> u64 {
+        match self {
+            Self::Resident(m) => m.body.len() as u64,
+            Self::Paged { body_len } => u64::from(*body_len),
+        }
+    }
+
+    /// Whether the message is persistent (paged ones always are).
+    pub fn is_persistent(&self) -> bool {
+        match self {
+            Self::Resident(m) => m.persistent,
+            Self::Paged { .. } => true,
+        }
+    }
+}
+
 /// A message in the queue.
 #[derive(Debug, Clone)]
 pub struct Entry {
     /// Position in the queue.
     pub seq: u64,
-    /// The message.
-    pub message: Arc<Message>,
+    /// The message, or where to find it.
+    pub message: Slot,
     /// Delivered before.
     pub redelivered: bool,
 }
@@ -132,7 +162,7 @@ impl QueueState {
         if let Some(last) = entries.last() {
             state.next_seq = last.seq + 1;
         }
-        state.ready_bytes = entries.iter().map(|e| e.message.body.len() as u64).sum();
+        state.ready_bytes = entries.iter().map(|e| e.message.body_len()).sum();
         state.ready = entries.into();
         state
     }
@@ -162,11 +192,21 @@ impl QueueState {
         self.had_consumer
     }
 
+    /// The sequence number the next publish will get.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
     /// Append a message at the tail.
     pub fn publish(&mut self, message: Arc<Message>) -> u64 {
+        self.publish_slot(Slot::Resident(message))
+    }
+
+    /// Append a message (resident or paged) at the tail; returns its sequence number.
+    pub fn publish_slot(&mut self, message: Slot) -> u64 {
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.ready_bytes += message.body.len() as u64;
+        self.ready_bytes += message.body_len();
         self.ready.push_back(Entry {
             seq,
             message,
@@ -239,7 +279,7 @@ impl QueueState {
         entries.sort_by_key(|e| e.seq);
         for mut entry in entries.into_iter().rev() {
             entry.redelivered |= redelivered;
-            self.ready_bytes += entry.message.body.len() as u64;
+            self.ready_bytes += entry.message.body_len();
             // Usually the front: requeued messages are older than anything still ready.
             let at = self.ready.partition_point(|e| e.seq < entry.seq);
             self.ready.insert(at, entry);
@@ -255,7 +295,7 @@ impl QueueState {
 
     fn pop_ready(&mut self) -> Option<Entry> {
         let entry = self.ready.pop_front()?;
-        self.ready_bytes -= entry.message.body.len() as u64;
+        self.ready_bytes -= entry.message.body_len();
         Some(entry)
     }
 
@@ -353,7 +393,7 @@ mod tests {
         out.clear();
         q.next_deliveries(&mut out);
         assert_eq!(out.len(), 1);
-        assert_eq!(&out[0].1.message.body[..], b"c");
+        assert!(matches!(&out[0].1.message, Slot::Resident(m) if &m.body[..] == b"c"));
     }
 
     #[test]
