@@ -41,6 +41,7 @@ case "$AGAINST" in
       sleep 0.1
     done
     [ -n "$PORT" ] || { echo "leveret did not start:"; cat "$LOGS/broker.log"; exit 1; }
+    export LEVERET_BIN="$BIN"
     ;;
   rabbitmq)
     if ! command -v rabbitmq-server >/dev/null; then

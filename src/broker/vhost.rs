@@ -282,8 +282,12 @@ impl VHost {
             };
             // The head of the queue comes back into memory; the rest stays paged in the store.
             let mut entries: Vec<Entry> = Vec::new();
+            let mut resident_bytes = 0u64;
             self.store.recover(&self.key(name), &mut |stored| {
-                let slot = if entries.len() < queue::RESIDENT_WINDOW as usize {
+                let slot = if entries.len() < queue::RESIDENT_WINDOW as usize
+                    && resident_bytes < queue::RESIDENT_BYTES
+                {
+                    resident_bytes += stored.record.len() as u64;
                     records::decode_message(&stored.record).map(|m| Slot::Resident(Arc::new(m)))
                 } else {
                     records::message_body_len(&stored.record)

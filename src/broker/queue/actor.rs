@@ -36,6 +36,9 @@ pub struct QueueStorage {
 /// live only in the store until delivered. Bounds a deep queue's memory to its index.
 pub const RESIDENT_WINDOW: u32 = 1024;
 
+/// The same window in body bytes, so large bodies (64 KB) do not make it 64 MB per queue.
+pub const RESIDENT_BYTES: u64 = 4 * 1024 * 1024;
+
 /// Settings a queue actor needs from its declaration.
 #[derive(Debug, Clone)]
 pub struct QueueConfig {
@@ -154,7 +157,9 @@ impl Actor {
             return;
         }
         // Deep in the queue, a stored message keeps only its place in memory.
-        let slot = if self.state.ready_len() >= RESIDENT_WINDOW {
+        let slot = if self.state.ready_len() >= RESIDENT_WINDOW
+            || self.state.resident_bytes() >= RESIDENT_BYTES
+        {
             Slot::Paged {
                 body_len: message.body.len() as u32,
             }

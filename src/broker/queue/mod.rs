@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::message::Message;
 use crate::protocol::AmqpError;
 
-pub use actor::{spawn, QueueConfig, QueueStorage, RESIDENT_WINDOW};
+pub use actor::{spawn, QueueConfig, QueueStorage, RESIDENT_BYTES, RESIDENT_WINDOW};
 
 /// Capacity of a queue's work lane, in publishes.
 pub const WORK_LANE_CAPACITY: usize = 4096;

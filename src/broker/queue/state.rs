@@ -37,6 +37,14 @@ impl Slot {
         }
     }
 
+    /// Bytes this slot holds in memory.
+    pub fn resident_len(&self) -> u64 {
+        match self {
+            Self::Resident(m) => m.body.len() as u64,
+            Self::Paged { .. } => 0,
+        }
+    }
+
     /// Whether the message is persistent (paged ones always are).
     pub fn is_persistent(&self) -> bool {
         match self {
@@ -130,6 +138,7 @@ pub struct QueueState {
     next_seq: u64,
     ready: VecDeque<Entry>,
     ready_bytes: u64,
+    resident_bytes: u64,
     unacked: HashMap<u64, (Entry, Holder)>,
     consumers: Vec<Consumer>,
     next_consumer: usize,
@@ -149,6 +158,7 @@ impl QueueState {
             next_seq: 1,
             ready: VecDeque::new(),
             ready_bytes: 0,
+            resident_bytes: 0,
             unacked: HashMap::new(),
             consumers: Vec::new(),
             next_consumer: 0,
@@ -163,6 +173,7 @@ impl QueueState {
             state.next_seq = last.seq + 1;
         }
         state.ready_bytes = entries.iter().map(|e| e.message.body_len()).sum();
+        state.resident_bytes = entries.iter().map(|e| e.message.resident_len()).sum();
         state.ready = entries.into();
         state
     }
@@ -175,6 +186,11 @@ impl QueueState {
     /// Body bytes of ready messages.
     pub fn ready_bytes(&self) -> u64 {
         self.ready_bytes
+    }
+
+    /// Body bytes of ready messages held in memory.
+    pub fn resident_bytes(&self) -> u64 {
+        self.resident_bytes
     }
 
     /// Delivered, unacked messages.
@@ -207,6 +223,7 @@ impl QueueState {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.ready_bytes += message.body_len();
+        self.resident_bytes += message.resident_len();
         self.ready.push_back(Entry {
             seq,
             message,
@@ -280,6 +297,7 @@ impl QueueState {
         for mut entry in entries.into_iter().rev() {
             entry.redelivered |= redelivered;
             self.ready_bytes += entry.message.body_len();
+            self.resident_bytes += entry.message.resident_len();
             // Usually the front: requeued messages are older than anything still ready.
             let at = self.ready.partition_point(|e| e.seq < entry.seq);
             self.ready.insert(at, entry);
@@ -296,6 +314,7 @@ impl QueueState {
     fn pop_ready(&mut self) -> Option<Entry> {
         let entry = self.ready.pop_front()?;
         self.ready_bytes -= entry.message.body_len();
+        self.resident_bytes -= entry.message.resident_len();
         Some(entry)
     }
 
@@ -311,6 +330,7 @@ impl QueueState {
     /// Drop every ready message; returns them.
     pub fn purge(&mut self) -> Vec<Entry> {
         self.ready_bytes = 0;
+        self.resident_bytes = 0;
         self.ready.drain(..).collect()
     }
 
@@ -472,5 +492,32 @@ mod tests {
         limiter.release(1);
         q.next_deliveries(&mut out);
         assert_eq!(out.len(), 2);
+    }
+}
+
+#[cfg(test)]
+mod paging_tests {
+    use super::*;
+    use bytes::Bytes;
+
+    #[test]
+    fn resident_bytes_count_only_messages_in_memory() {
+        let mut q = QueueState::new();
+        let m = Arc::new(Message::new(
+            Arc::from(""),
+            Arc::from("q"),
+            Bytes::from_static(&[0, 0]),
+            Bytes::from(vec![1u8; 100]),
+            true,
+        ));
+        q.publish(m);
+        q.publish_slot(Slot::Paged { body_len: 1000 });
+        assert_eq!((q.ready_bytes(), q.resident_bytes()), (1100, 100));
+        let (first, _) = q.get(false).unwrap();
+        assert_eq!((q.ready_bytes(), q.resident_bytes()), (1000, 0));
+        q.requeue(&[first.seq], true);
+        assert_eq!((q.ready_bytes(), q.resident_bytes()), (1100, 100));
+        q.purge();
+        assert_eq!((q.ready_bytes(), q.resident_bytes()), (0, 0));
     }
 }
