@@ -1,8 +1,9 @@
 //! The `leveret` binary itself: starts with no configuration, serves clients, and exits 0 on
 //! SIGTERM after closing connections with 320 CONNECTION_FORCED.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+mod common;
+
+use std::process::Command;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -11,36 +12,7 @@ use lapin::{Connection, ConnectionProperties};
 #[tokio::test]
 async fn sigterm_closes_connections_and_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_leveret"))
-        .args(["--bind", "127.0.0.1", "--port", "0", "--data-dir"])
-        .arg(dir.path())
-        .current_dir(dir.path())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let port = loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(10))
-            .expect("broker logs readiness");
-        if let Some(rest) = line.split("local=").nth(1) {
-            break rest
-                .split_whitespace()
-                .next()
-                .unwrap()
-                .rsplit(':')
-                .next()
-                .unwrap()
-                .parse::<u16>()
-                .unwrap();
-        }
-    };
+    let (mut broker, port) = common::spawn_leveret(&dir.path().join("data"));
     let conn = Connection::connect(
         &format!("amqp://127.0.0.1:{port}/%2f"),
         ConnectionProperties::default(),
@@ -48,7 +20,7 @@ async fn sigterm_closes_connections_and_exits_zero() {
     .await
     .unwrap();
     let mut events = Box::pin(conn.events_listener());
-    let closed_rx = async move {
+    let closed = async move {
         loop {
             match events.next().await {
                 Some(lapin::Event::Error(e)) => return format!("{e:?}"),
@@ -58,18 +30,18 @@ async fn sigterm_closes_connections_and_exits_zero() {
         }
     };
     let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &broker.0.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
-    let error = tokio::time::timeout(Duration::from_secs(10), closed_rx)
+    let error = tokio::time::timeout(Duration::from_secs(10), closed)
         .await
         .unwrap();
     assert!(
         error.contains("320") || error.contains("CONNECTION_FORCED"),
         "{error}"
     );
-    let exit = tokio::task::spawn_blocking(move || child.wait())
+    let exit = tokio::task::spawn_blocking(move || broker.0.wait())
         .await
         .unwrap()
         .unwrap();

@@ -2,10 +2,9 @@
 //! moments and restarted on the same data directory; every confirmed message must be there
 //! exactly once (unconfirmed ones may or may not be).
 
+mod common;
+
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,52 +13,6 @@ use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 
 const ROUNDS: u64 = 6;
-
-/// A broker process, killed when dropped (so a failing test leaves none behind).
-struct Broker(Child);
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start(dir: &Path) -> (Broker, u16) {
-    let mut broker = Broker(
-        Command::new(env!("CARGO_BIN_EXE_leveret"))
-            .args(["--bind", "127.0.0.1", "--port", "0", "--data-dir"])
-            .arg(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let stderr = broker.0.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("broker starts");
-        if let Some(rest) = line.split("local=").nth(1) {
-            let port = rest
-                .split_whitespace()
-                .next()
-                .unwrap()
-                .rsplit(':')
-                .next()
-                .unwrap()
-                .parse()
-                .unwrap();
-            return (broker, port);
-        }
-    }
-}
 
 fn pseudo_random(round: u64) -> u64 {
     let nanos = std::time::SystemTime::now()
@@ -74,7 +27,7 @@ async fn kill_9_loses_no_confirmed_message() {
     let dir = tempfile::tempdir().unwrap();
     let confirmed: Arc<Mutex<Vec<u64>>> = Arc::default();
     for round in 0..ROUNDS {
-        let (child, port) = start(dir.path());
+        let (child, port) = common::spawn_leveret(&dir.path().join("data"));
         let uri = format!("amqp://127.0.0.1:{port}/%2f");
         let conn = Connection::connect(&uri, ConnectionProperties::default())
             .await
@@ -127,7 +80,7 @@ async fn kill_9_loses_no_confirmed_message() {
         drop(child);
         let _ = tokio::time::timeout(Duration::from_secs(10), publisher).await;
     }
-    let (child, port) = start(dir.path());
+    let (child, port) = common::spawn_leveret(&dir.path().join("data"));
     let conn = Connection::connect(
         &format!("amqp://127.0.0.1:{port}/%2f"),
         ConnectionProperties::default(),

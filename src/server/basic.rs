@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use super::channel::{unimplemented_method, Channel, ConsumerEntry, TxSettle, Unacked};
+use super::channel::{by_queue, unimplemented_method, Channel, ConsumerEntry, TxSettle, Unacked};
 use super::connection::{ConnCtx, Deferred};
 use crate::broker::queue::{ConfirmTarget, ConsumeRequest, Delivery, QueueHandle};
 use crate::broker::vhost::random_name;
@@ -447,15 +447,7 @@ impl Channel {
             );
             return Ok(());
         }
-        let mut by_queue: HashMap<u64, (QueueHandle, Vec<u64>)> = HashMap::new();
-        for (_, u) in settled {
-            by_queue
-                .entry(u.queue.id())
-                .or_insert_with(|| (u.queue.clone(), Vec::new()))
-                .1
-                .push(u.seq);
-        }
-        for (_, (queue, seqs)) in by_queue {
+        for (queue, seqs) in by_queue(settled.into_values()) {
             if requeue {
                 queue.requeue(seqs);
             } else {

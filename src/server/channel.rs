@@ -194,15 +194,7 @@ impl Channel {
                 self.unacked.insert(tag, unacked);
             }
         }
-        let mut by_queue: HashMap<u64, (QueueHandle, Vec<u64>)> = HashMap::new();
-        for (_, u) in std::mem::take(&mut self.unacked) {
-            by_queue
-                .entry(u.queue.id())
-                .or_insert_with(|| (u.queue.clone(), Vec::new()))
-                .1
-                .push(u.seq);
-        }
-        for (_, (queue, seqs)) in by_queue {
+        for (queue, seqs) in by_queue(std::mem::take(&mut self.unacked).into_values()) {
             queue.requeue(seqs);
         }
     }
@@ -228,6 +220,22 @@ impl Channel {
         } else {
             Ok(name.to_owned())
         }
+    }
+
+    /// Queue and key of a queue.bind/unbind: with queue "" both default to the last declared
+    /// queue (RabbitMQ's shortcut).
+    fn binding_target(
+        &self,
+        queue: &str,
+        routing_key: &str,
+    ) -> Result<(String, String), AmqpError> {
+        let name = self.queue_name(queue)?;
+        let key = if queue.is_empty() && routing_key.is_empty() {
+            name.clone()
+        } else {
+            routing_key.to_owned()
+        };
+        Ok((name, key))
     }
 
     async fn dispatch(
@@ -377,12 +385,7 @@ impl Channel {
                 }))
             }
             queue::AMQPMethod::Bind(b) => {
-                let name = self.queue_name(b.queue.as_str())?;
-                let key = if b.queue.as_str().is_empty() && b.routing_key.as_str().is_empty() {
-                    name.clone()
-                } else {
-                    b.routing_key.to_string()
-                };
+                let (name, key) = self.binding_target(b.queue.as_str(), b.routing_key.as_str())?;
                 ctx.vhost.set_binding(
                     b.exchange.as_str(),
                     Destination::Queue(name),
@@ -394,12 +397,7 @@ impl Channel {
                 (!b.nowait).then_some(queue::AMQPMethod::BindOk(queue::BindOk {}))
             }
             queue::AMQPMethod::Unbind(b) => {
-                let name = self.queue_name(b.queue.as_str())?;
-                let key = if b.queue.as_str().is_empty() && b.routing_key.as_str().is_empty() {
-                    name.clone()
-                } else {
-                    b.routing_key.to_string()
-                };
+                let (name, key) = self.binding_target(b.queue.as_str(), b.routing_key.as_str())?;
                 ctx.vhost.set_binding(
                     b.exchange.as_str(),
                     Destination::Queue(name),
@@ -514,6 +512,20 @@ impl Channel {
         }
         Ok(())
     }
+}
+
+/// Sequence numbers of deliveries, grouped by the queue they came from (one command per queue).
+pub(super) fn by_queue(
+    deliveries: impl IntoIterator<Item = Unacked>,
+) -> Vec<(QueueHandle, Vec<u64>)> {
+    let mut groups: Vec<(QueueHandle, Vec<u64>)> = Vec::new();
+    for u in deliveries {
+        match groups.iter_mut().find(|(q, _)| q.id() == u.queue.id()) {
+            Some((_, seqs)) => seqs.push(u.seq),
+            None => groups.push((u.queue, vec![u.seq])),
+        }
+    }
+    groups
 }
 
 fn not_transactional() -> AmqpError {

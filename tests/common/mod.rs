@@ -178,3 +178,51 @@ pub async fn assert_no_delivery(consumer: &mut lapin::Consumer, ms: u64) {
         );
     }
 }
+
+/// A `leveret` binary running as a child process, killed (SIGKILL) when dropped.
+pub struct BrokerProcess(pub std::process::Child);
+
+impl Drop for BrokerProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Start the `leveret` binary on an ephemeral loopback port with `dir` as its data directory;
+/// returns it once it logs readiness, with its port.
+pub fn spawn_leveret(dir: &std::path::Path) -> (BrokerProcess, u16) {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let mut broker = BrokerProcess(
+        Command::new(env!("CARGO_BIN_EXE_leveret"))
+            .args(["--bind", "127.0.0.1", "--port", "0", "--data-dir"])
+            .arg(dir)
+            .current_dir(dir.parent().unwrap_or(dir))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn leveret"),
+    );
+    let stderr = broker.0.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("broker logs readiness");
+        if let Some(rest) = line.split("local=").nth(1) {
+            let addr = rest.split_whitespace().next().expect("address");
+            let port = addr
+                .rsplit(':')
+                .next()
+                .and_then(|p| p.parse().ok())
+                .expect("port");
+            return (broker, port);
+        }
+    }
+}

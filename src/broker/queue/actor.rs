@@ -217,17 +217,7 @@ impl Actor {
     fn on_control(&mut self, control: Control) -> Flow {
         match control {
             Control::Consume(req, reply) => {
-                let consumer = Consumer::new(
-                    req.consumer_id,
-                    req.connection_id,
-                    req.channel,
-                    req.tag,
-                    req.prefetch,
-                    req.no_ack,
-                    req.exclusive,
-                    req.limiter,
-                    req.sink,
-                );
+                let consumer = Consumer::from(req);
                 let in_use = self.in_use_error();
                 let _ = reply.send(self.state.add_consumer(consumer, || in_use.clone()));
             }

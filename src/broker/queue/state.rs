@@ -8,7 +8,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use super::{ChannelLimiter, ClientSink};
+use super::{ChannelLimiter, ClientSink, ConsumeRequest};
 use crate::broker::message::Message;
 use crate::protocol::AmqpError;
 
@@ -90,35 +90,26 @@ pub struct Consumer {
     in_flight: u32,
 }
 
-impl Consumer {
+impl From<ConsumeRequest> for Consumer {
     /// A consumer with no deliveries yet.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        id: u64,
-        connection_id: u64,
-        channel: u16,
-        tag: Arc<str>,
-        prefetch: u32,
-        no_ack: bool,
-        exclusive: bool,
-        limiter: Arc<ChannelLimiter>,
-        sink: ClientSink,
-    ) -> Self {
+    fn from(req: ConsumeRequest) -> Self {
         Self {
-            id,
-            connection_id,
-            channel,
-            tag,
-            prefetch,
-            no_ack,
-            exclusive,
-            limiter,
-            sink,
+            id: req.consumer_id,
+            connection_id: req.connection_id,
+            channel: req.channel,
+            tag: req.tag,
+            prefetch: req.prefetch,
+            no_ack: req.no_ack,
+            exclusive: req.exclusive,
+            limiter: req.limiter,
+            sink: req.sink,
             unacked: 0,
             in_flight: 0,
         }
     }
+}
 
+impl Consumer {
     fn has_own_credit(&self) -> bool {
         self.in_flight < IN_FLIGHT_WINDOW
             && (self.no_ack || self.prefetch == 0 || self.unacked < self.prefetch)
@@ -381,17 +372,17 @@ mod tests {
 
     fn consumer(id: u64, prefetch: u32, no_ack: bool) -> Consumer {
         let (tx, _rx) = mpsc::unbounded_channel();
-        Consumer::new(
-            id,
-            1,
-            1,
-            Arc::from(format!("c{id}")),
+        Consumer::from(ConsumeRequest {
+            consumer_id: id,
+            connection_id: 1,
+            channel: 1,
+            tag: Arc::from(format!("c{id}")),
             prefetch,
             no_ack,
-            false,
-            Arc::new(ChannelLimiter::default()),
-            tx,
-        )
+            exclusive: false,
+            limiter: Arc::new(ChannelLimiter::default()),
+            sink: tx,
+        })
     }
 
     fn in_use() -> AmqpError {
