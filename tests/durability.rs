@@ -398,3 +398,70 @@ async fn a_deep_durable_queue_pages_to_the_store_and_delivers_in_order() {
     assert_eq!(got.len(), expected.len());
     assert_eq!(got, expected);
 }
+
+#[tokio::test]
+async fn deep_transient_queues_page_to_scratch_space_that_a_restart_wipes() {
+    let dir = tempfile::tempdir().unwrap();
+    // Threshold 0: memory pressure is always high, so transient messages page too.
+    let config = leveret::broker::BrokerConfig {
+        paging_threshold: 0,
+        ..Default::default()
+    };
+    let b = TestBroker::start_in_with(dir.path(), config).await;
+    let n = 4000u32;
+    {
+        let (_c, ch) = b.channel().await;
+        declare(&ch, "transient-deep").await;
+        ch.queue_declare("durable-deep".into(), durable(), FieldTable::default())
+            .await
+            .unwrap();
+        ch.confirm_select(ConfirmSelectOptions::default())
+            .await
+            .unwrap();
+        for i in 0..n {
+            for q in ["transient-deep", "durable-deep"] {
+                ch.basic_publish(
+                    "".into(),
+                    q.into(),
+                    BasicPublishOptions::default(),
+                    format!("m{i}").as_bytes(),
+                    BasicProperties::default(),
+                )
+                .await
+                .unwrap();
+            }
+        }
+        assert!(ch.wait_for_confirms().await.unwrap().is_empty());
+        for q in ["transient-deep", "durable-deep"] {
+            for i in 0..n / 2 {
+                assert_eq!(
+                    get_body(&ch, q).await.unwrap(),
+                    format!("m{i}").into_bytes(),
+                    "{q}"
+                );
+            }
+        }
+    }
+    let b = b.restart_in(dir.path()).await;
+    {
+        let (_c, ch) = b.channel().await;
+        assert!(!exists_queue(&ch, "transient-deep").await);
+        let ch = b.connect().await.create_channel().await.unwrap();
+        ch.queue_declare("durable-deep".into(), durable(), FieldTable::default())
+            .await
+            .unwrap();
+        assert!(
+            get_body(&ch, "durable-deep").await.is_none(),
+            "transient messages do not survive"
+        );
+    }
+    b.broker.close();
+    drop(b);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let store = leveret::store::SledStore::open(dir.path()).unwrap();
+    use leveret::store::Store;
+    assert!(
+        store.definitions("scratch").unwrap().is_empty(),
+        "scratch space was wiped"
+    );
+}

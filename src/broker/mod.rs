@@ -5,6 +5,7 @@
 
 pub mod commit;
 pub mod exchange;
+pub mod memory;
 pub mod message;
 pub mod queue;
 mod records;
@@ -33,6 +34,9 @@ pub struct BrokerConfig {
     pub max_message_size: u64,
     /// Users allowed to log in only from loopback (RabbitMQ's `loopback_users`).
     pub loopback_users: Vec<String>,
+    /// Resident memory above which deep queues page transient messages out to the store
+    /// (0: always). Default: a fifth of the machine's memory, where RabbitMQ starts paging.
+    pub paging_threshold: u64,
 }
 
 impl Default for BrokerConfig {
@@ -43,6 +47,7 @@ impl Default for BrokerConfig {
             heartbeat: 60,
             max_message_size: 128 * 1024 * 1024,
             loopback_users: vec!["guest".to_owned()],
+            paging_threshold: memory::total_memory().map_or(1 << 30, |total| total / 5),
         }
     }
 }
@@ -64,6 +69,7 @@ pub struct Broker {
     users: RwLock<HashMap<String, User>>,
     store: Arc<dyn Store>,
     committer: Committer,
+    pressure: memory::MemoryPressure,
 }
 
 impl Broker {
@@ -71,14 +77,21 @@ impl Broker {
     /// Must run inside a tokio runtime (queue actors are spawned).
     pub fn open(config: BrokerConfig, store: Arc<dyn Store>) -> Result<Arc<Self>, StoreError> {
         let committer = Committer::spawn(store.clone());
+        let pressure = memory::MemoryPressure::watch(config.paging_threshold);
         let broker = Self {
             config,
             vhosts: RwLock::new(HashMap::new()),
             users: RwLock::new(HashMap::new()),
             store,
             committer,
+            pressure,
         };
         broker.add_user("guest", "guest");
+        // Scratch space of non-durable queues from the last run: nothing there survives.
+        for (key, _) in broker.store.definitions(queue::SCRATCH)? {
+            broker.store.delete_queue(&key)?;
+            broker.store.remove_definition(queue::SCRATCH, &key)?;
+        }
         let mut names: Vec<String> = broker
             .store
             .definitions("vhost")?
@@ -113,7 +126,14 @@ impl Broker {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         Ok(vhosts
             .entry(name.to_owned())
-            .or_insert_with(|| VHost::new(name, self.store.clone(), self.committer.clone()))
+            .or_insert_with(|| {
+                VHost::new(
+                    name,
+                    self.store.clone(),
+                    self.committer.clone(),
+                    self.pressure.clone(),
+                )
+            })
             .clone())
     }
 

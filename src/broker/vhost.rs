@@ -10,6 +10,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 
 use super::commit::Committer;
 use super::exchange::{Binding, Destination, Exchange, ExchangeKind};
+use super::memory::MemoryPressure;
 use super::queue::state::{Entry, Slot};
 use super::queue::{self, QueueHandle, QueueStats, QueueStorage};
 use super::records::{self, RecordReader, RecordWriter};
@@ -101,6 +102,7 @@ pub struct VHost {
     me: Weak<VHost>,
     store: Arc<dyn Store>,
     committer: Committer,
+    pressure: MemoryPressure,
 }
 
 fn store_failed(error: StoreError) -> AmqpError {
@@ -150,13 +152,19 @@ fn arg_text(value: Option<&AMQPValue>, quote_plain: bool) -> String {
 
 impl VHost {
     /// A vhost with the standard exchanges, storing durable things in `store`.
-    pub fn new(name: &str, store: Arc<dyn Store>, committer: Committer) -> Arc<Self> {
+    pub fn new(
+        name: &str,
+        store: Arc<dyn Store>,
+        committer: Committer,
+        pressure: MemoryPressure,
+    ) -> Arc<Self> {
         let vhost = Arc::new_cyclic(|me| Self {
             name: name.to_owned(),
             topology: RwLock::new(Topology::default()),
             me: me.clone(),
             store,
             committer,
+            pressure,
         });
         {
             let mut t = vhost.write();
@@ -195,11 +203,23 @@ impl VHost {
         format!("{}\0{}", self.name, name)
     }
 
-    fn storage_for(&self, name: &str) -> QueueStorage {
+    /// Where a queue's messages go when not in memory. The scratch key is one no durable queue
+    /// can have, unique per queue instance.
+    fn storage_for(&self, name: &str, durable: bool) -> QueueStorage {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let scratch_key = format!("\u{1}scratch\0{}\0{}\0{n}", self.name, name);
         QueueStorage {
             store: self.store.clone(),
             committer: self.committer.clone(),
-            key: self.key(name),
+            key: if durable {
+                self.key(name)
+            } else {
+                scratch_key.clone()
+            },
+            scratch_key,
+            durable,
+            pressure: self.pressure.clone(),
         }
     }
 
@@ -290,8 +310,10 @@ impl VHost {
                     resident_bytes += stored.record.len() as u64;
                     records::decode_message(&stored.record).map(|m| Slot::Resident(Arc::new(m)))
                 } else {
-                    records::message_body_len(&stored.record)
-                        .map(|body_len| Slot::Paged { body_len })
+                    records::message_body_len(&stored.record).map(|body_len| Slot::Paged {
+                        body_len,
+                        scratch: false,
+                    })
                 };
                 match slot {
                     Some(message) => entries.push(Entry {
@@ -312,7 +334,7 @@ impl VHost {
                     name: name.to_owned(),
                     vhost_name: self.name.clone(),
                     auto_delete: auto_delete == 1,
-                    storage: Some(self.storage_for(name)),
+                    storage: self.storage_for(name, true),
                 },
                 self.me.clone(),
                 entries,
@@ -644,7 +666,7 @@ impl VHost {
                         name: name.clone(),
                         vhost_name: self.name.clone(),
                         auto_delete: d.auto_delete,
-                        storage: stored.then(|| self.storage_for(&name)),
+                        storage: self.storage_for(&name, stored),
                     },
                     self.me.clone(),
                     Vec::new(),

@@ -31,8 +31,12 @@ impl TestBroker {
 
     /// A broker on a sled store in `dir` (restart tests start a second one on the same dir).
     pub async fn start_in(dir: &std::path::Path) -> Self {
+        Self::start_in_with(dir, BrokerConfig::default()).await
+    }
+
+    pub async fn start_in_with(dir: &std::path::Path, config: BrokerConfig) -> Self {
         let store = leveret::store::SledStore::open(dir).expect("open store");
-        Self::start_on(BrokerConfig::default(), Arc::new(store)).await
+        Self::start_on(config, Arc::new(store)).await
     }
 
     pub async fn start_on(config: BrokerConfig, store: Arc<dyn leveret::store::Store>) -> Self {

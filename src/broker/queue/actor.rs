@@ -15,22 +15,34 @@ use super::{
     NEXT_QUEUE_ID, WORK_LANE_CAPACITY,
 };
 use crate::broker::commit::Committer;
+use crate::broker::memory::MemoryPressure;
 use crate::broker::message::Message;
 use crate::broker::records::{decode_message, encode_message};
 use crate::broker::vhost::VHost;
 use crate::protocol::AmqpError;
 use crate::store::Store;
 
-/// Where a durable queue keeps its persistent messages.
+/// Where a queue keeps messages it does not hold in memory.
 #[derive(Debug, Clone)]
 pub struct QueueStorage {
     /// The store.
     pub store: Arc<dyn Store>,
     /// The store's group committer.
     pub committer: Committer,
-    /// This queue's key in the store.
+    /// This queue's durable records (persistent messages of a durable queue).
     pub key: String,
+    /// Scratch space for paged-out messages that must not survive a restart; registered as a
+    /// `scratch` definition so the next start wipes it.
+    pub scratch_key: String,
+    /// Durable (and not exclusive): persistent messages are stored on arrival and survive
+    /// restarts.
+    pub durable: bool,
+    /// Whether transient messages deep in a queue should be paged out now.
+    pub pressure: MemoryPressure,
 }
+
+/// Definition kind under which scratch keys are registered (so a restart can wipe them).
+pub const SCRATCH: &str = "scratch";
 
 /// Ready messages kept in memory at the head of a durable queue; persistent messages behind them
 /// live only in the store until delivered. Bounds a deep queue's memory to its index.
@@ -48,8 +60,8 @@ pub struct QueueConfig {
     pub vhost_name: String,
     /// Delete when the last consumer goes.
     pub auto_delete: bool,
-    /// Durable (and not exclusive): persistent messages are stored.
-    pub storage: Option<QueueStorage>,
+    /// Where messages go that are not held in memory.
+    pub storage: QueueStorage,
 }
 
 struct Actor {
@@ -58,6 +70,8 @@ struct Actor {
     handle: QueueHandle,
     vhost: Weak<VHost>,
     deliveries: Vec<(usize, Entry)>,
+    /// Whether this (non-durable) queue's scratch key is registered for wiping.
+    scratch_registered: bool,
 }
 
 /// Start a queue actor, holding `recovered` messages; returns its handle.
@@ -68,7 +82,7 @@ pub fn spawn(config: QueueConfig, vhost: Weak<VHost>, recovered: Vec<Entry>) -> 
         shared: Arc::new(Shared {
             id: NEXT_QUEUE_ID.fetch_add(1, Ordering::Relaxed),
             name: config.name.clone(),
-            durable: config.storage.is_some(),
+            durable: config.storage.durable,
             work: work_tx,
             control: control_tx,
         }),
@@ -79,6 +93,7 @@ pub fn spawn(config: QueueConfig, vhost: Weak<VHost>, recovered: Vec<Entry>) -> 
         handle: handle.clone(),
         vhost,
         deliveries: Vec::new(),
+        scratch_registered: false,
     };
     let span = tracing::debug_span!("queue", name = %actor.config.name);
     tokio::spawn(tracing::Instrument::instrument(
@@ -134,42 +149,115 @@ impl Actor {
         }
     }
 
-    /// Enqueue; a persistent message in a durable queue is stored first and confirmed after the
-    /// next group commit.
+    /// Whether a message in this queue is stored when it arrives (and so must be confirmed only
+    /// after the next group commit).
+    fn stored_on_arrival(&self, message: &Message) -> bool {
+        self.config.storage.durable && message.persistent
+    }
+
+    /// The store key an entry's record is under, if it has one.
+    fn record_key(&self, entry: &Entry) -> Option<&str> {
+        let storage = &self.config.storage;
+        match &entry.message {
+            Slot::Paged { scratch: true, .. } => Some(&storage.scratch_key),
+            Slot::Paged { scratch: false, .. } => Some(&storage.key),
+            Slot::Resident(m) if self.stored_on_arrival(m) => Some(&storage.key),
+            Slot::Resident(_) => None,
+        }
+    }
+
+    /// Enqueue. A persistent message in a durable queue is stored first and confirmed after the
+    /// next group commit. Deep in the queue, persistent messages (and, under memory pressure,
+    /// transient ones, as scratch) live only in the store, keeping just their place in memory.
     fn on_publish(&mut self, Publish { message, confirm }: Publish) {
-        let Some(storage) = self.config.storage.as_ref().filter(|_| message.persistent) else {
+        let deep = self.state.ready_len() >= RESIDENT_WINDOW
+            || self.state.resident_bytes() >= RESIDENT_BYTES;
+        let durable = self.stored_on_arrival(&message);
+        // Transient messages are paged only under memory pressure: for small messages the store
+        // costs more than keeping them.
+        let deep = deep && (durable || self.config.storage.pressure.is_high());
+        if !durable && !deep {
             self.state.publish(message);
             if let Some(target) = confirm {
                 target.reply(true);
             }
             return;
-        };
+        }
+        let storage = &self.config.storage;
+        if !durable && !self.scratch_registered {
+            // Registered before the first record, so a crash cannot leave unregistered scratch.
+            match storage
+                .store
+                .put_definition(SCRATCH, &storage.scratch_key, &[])
+            {
+                Ok(()) => self.scratch_registered = true,
+                Err(error) => {
+                    tracing::error!(queue = %self.config.name, %error, "registering scratch space failed; keeping the message in memory");
+                    self.state.publish(message);
+                    if let Some(target) = confirm {
+                        target.reply(true);
+                    }
+                    return;
+                }
+            }
+        }
         let seq = self.state.next_seq();
-        if let Err(error) = storage
-            .store
-            .append(&storage.key, seq, &encode_message(&message))
-        {
-            // Refused as a whole: not queued, and nacked if the publisher asked for confirms.
-            tracing::error!(queue = %self.config.name, %error, "storing a persistent message failed");
-            if let Some(target) = confirm {
-                target.reply(false);
+        let key = if durable {
+            &storage.key
+        } else {
+            &storage.scratch_key
+        };
+        if let Err(error) = storage.store.append(key, seq, &encode_message(&message)) {
+            tracing::error!(queue = %self.config.name, %error, "storing a message failed");
+            if durable {
+                // Refused as a whole: not queued, and nacked if the publisher asked for confirms.
+                if let Some(target) = confirm {
+                    target.reply(false);
+                }
+            } else {
+                self.state.publish(message);
+                if let Some(target) = confirm {
+                    target.reply(true);
+                }
             }
             return;
         }
-        // Deep in the queue, a stored message keeps only its place in memory.
-        let slot = if self.state.ready_len() >= RESIDENT_WINDOW
-            || self.state.resident_bytes() >= RESIDENT_BYTES
-        {
+        let slot = if deep {
             Slot::Paged {
                 body_len: message.body.len() as u32,
+                scratch: !durable,
             }
         } else {
             Slot::Resident(message)
         };
         self.state.publish_slot(slot);
         if let Some(target) = confirm {
-            storage.committer.confirm_after_sync(target);
+            if durable {
+                storage.committer.confirm_after_sync(target);
+            } else {
+                target.reply(true);
+            }
         }
+    }
+
+    /// Drop a non-durable queue's scratch records (the queue is going away).
+    fn wipe_scratch(&mut self) {
+        let storage = &self.config.storage;
+        if !self.scratch_registered {
+            return;
+        }
+        if let Err(error) = storage
+            .store
+            .delete_queue(&storage.scratch_key)
+            .and_then(|()| {
+                storage
+                    .store
+                    .remove_definition(SCRATCH, &storage.scratch_key)
+            })
+        {
+            tracing::error!(queue = %self.config.name, %error, "wiping scratch records failed");
+        }
+        self.scratch_registered = false;
     }
 
     /// The message of an entry, read back from the store if it was paged out.
@@ -177,8 +265,8 @@ impl Actor {
         match &entry.message {
             Slot::Resident(m) => Some(m.clone()),
             Slot::Paged { .. } => {
-                let storage = self.config.storage.as_ref()?;
-                match storage.store.read(&storage.key, entry.seq) {
+                let key = self.record_key(entry)?;
+                match self.config.storage.store.read(key, entry.seq) {
                     Ok(Some(record)) => decode_message(&record).map(Arc::new),
                     Ok(None) => None,
                     Err(error) => {
@@ -198,11 +286,12 @@ impl Actor {
 
     /// Forget stored copies of messages that left the queue for good.
     fn unstore(&self, entries: &[Entry]) {
-        if let Some(storage) = &self.config.storage {
-            for e in entries.iter().filter(|e| e.message.is_persistent()) {
-                if let Err(error) = storage.store.remove(&storage.key, e.seq) {
-                    tracing::error!(queue = %self.config.name, %error, "removing a stored message failed");
-                }
+        for e in entries {
+            let Some(key) = self.record_key(e) else {
+                continue;
+            };
+            if let Err(error) = self.config.storage.store.remove(key, e.seq) {
+                tracing::error!(queue = %self.config.name, %error, "removing a stored message failed");
             }
         }
     }
@@ -234,6 +323,7 @@ impl Actor {
                     && self.state.had_consumer()
                     && self.state.consumers().is_empty()
                 {
+                    self.wipe_scratch();
                     self.auto_delete();
                     return Flow::Stop;
                 }
@@ -290,6 +380,7 @@ impl Actor {
                 }
                 let count = self.state.ready_len();
                 self.cancel_all_consumers();
+                self.wipe_scratch();
                 let _ = reply.send(Ok(count));
                 return Flow::Stop;
             }
@@ -323,16 +414,17 @@ impl Actor {
     /// Record a delivery in the store: a no-ack delivery is gone for good; a first delivery
     /// makes a restart bring the message back `redelivered`.
     fn note_delivered(&self, entry: &Entry, no_ack: bool) {
-        let Some(storage) = &self.config.storage else {
+        let Some(key) = self.record_key(entry) else {
             return;
         };
-        if !entry.message.is_persistent() {
-            return;
-        }
+        let store = &self.config.storage.store;
         let result = if no_ack {
-            storage.store.remove(&storage.key, entry.seq)
-        } else if !entry.redelivered {
-            storage.store.mark_delivered(&storage.key, entry.seq)
+            store.remove(key, entry.seq)
+        } else if key == self.config.storage.key
+            && self.config.storage.durable
+            && !entry.redelivered
+        {
+            store.mark_delivered(key, entry.seq)
         } else {
             Ok(())
         };

@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::message::Message;
 use crate::protocol::AmqpError;
 
-pub use actor::{spawn, QueueConfig, QueueStorage, RESIDENT_BYTES, RESIDENT_WINDOW};
+pub use actor::{spawn, QueueConfig, QueueStorage, RESIDENT_BYTES, RESIDENT_WINDOW, SCRATCH};
 
 /// Capacity of a queue's work lane, in publishes.
 pub const WORK_LANE_CAPACITY: usize = 4096;
@@ -259,7 +259,8 @@ impl QueueHandle {
         &self.shared.name
     }
 
-    /// Whether persistent messages in this queue are stored (durable, not exclusive).
+    /// Whether persistent messages in this queue are stored and survive restarts (durable, not
+    /// exclusive).
     pub fn stores_persistent(&self) -> bool {
         self.shared.durable
     }

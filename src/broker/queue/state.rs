@@ -21,10 +21,13 @@ pub const IN_FLIGHT_WINDOW: u32 = 2000;
 pub enum Slot {
     /// In memory.
     Resident(Arc<Message>),
-    /// Only in the store: a persistent message deep in a durable queue, read back on delivery.
+    /// Only in the store, read back on delivery: a message deep in a queue.
     Paged {
         /// Body size, for byte accounting.
         body_len: u32,
+        /// In the queue's scratch space (a transient message, or any message of a non-durable
+        /// queue) rather than among its durable records.
+        scratch: bool,
     },
 }
 
@@ -33,7 +36,7 @@ impl Slot {
     pub fn body_len(&self) -> u64 {
         match self {
             Self::Resident(m) => m.body.len() as u64,
-            Self::Paged { body_len } => u64::from(*body_len),
+            Self::Paged { body_len, .. } => u64::from(*body_len),
         }
     }
 
@@ -42,14 +45,6 @@ impl Slot {
         match self {
             Self::Resident(m) => m.body.len() as u64,
             Self::Paged { .. } => 0,
-        }
-    }
-
-    /// Whether the message is persistent (paged ones always are).
-    pub fn is_persistent(&self) -> bool {
-        match self {
-            Self::Resident(m) => m.persistent,
-            Self::Paged { .. } => true,
         }
     }
 }
@@ -502,7 +497,10 @@ mod paging_tests {
             true,
         ));
         q.publish(m);
-        q.publish_slot(Slot::Paged { body_len: 1000 });
+        q.publish_slot(Slot::Paged {
+            body_len: 1000,
+            scratch: true,
+        });
         assert_eq!((q.ready_bytes(), q.resident_bytes()), (1100, 100));
         let (first, _) = q.get(false).unwrap();
         assert_eq!((q.ready_bytes(), q.resident_bytes()), (1000, 0));
