@@ -124,6 +124,30 @@ pub(super) struct ConnCtx {
 }
 
 impl ConnCtx {
+    /// A context for driving channels in unit tests: output accumulates in `out`, unflushed.
+    #[cfg(test)]
+    pub(super) fn for_tests(broker: Arc<Broker>, sink: ClientSink, writer: WriterHandle) -> Self {
+        let vhost = broker.vhost("/").expect("default vhost");
+        Self {
+            id: 1,
+            broker,
+            vhost,
+            user: "guest".to_owned(),
+            frame_max: 131_072,
+            capabilities: ClientCapabilities {
+                consumer_cancel_notify: true,
+                connection_blocked: true,
+                authentication_failure_close: true,
+            },
+            out: BytesMut::new(),
+            sink,
+            writer,
+            pending_acks: HashMap::new(),
+            pending_credit: HashMap::new(),
+            deferred: Vec::new(),
+        }
+    }
+
     /// Queue an ack for a batch send at the end of this iteration.
     pub(super) fn ack_later(&mut self, queue: &QueueHandle, seq: u64) {
         self.pending_acks
