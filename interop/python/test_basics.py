@@ -254,3 +254,23 @@ def test_large_message_round_trip(ch, qname):
     _, _, got = ch.basic_get(qname, auto_ack=True)
     assert got == body
     ch.queue_delete(qname)
+
+
+def test_auto_delete_exchange_goes_with_its_last_binding(ch, qname):
+    ch.exchange_declare(qname + "-ad", "direct", auto_delete=True)
+    ch.queue_declare(qname)
+    ch.queue_bind(qname, qname + "-ad", "k")
+    ch.exchange_declare(qname + "-ad", "direct", passive=True)
+    ch.queue_unbind(qname, qname + "-ad", "k")
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as e:
+        ch.exchange_declare(qname + "-ad", "direct", passive=True)
+    assert e.value.reply_code == 404
+
+
+def test_internal_exchange_refuses_publishes(conn, qname):
+    ch = conn.channel()
+    ch.exchange_declare(qname + "-int", "fanout", internal=True, auto_delete=True)
+    ch.basic_publish(qname + "-int", "", b"x")
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as e:
+        ch.queue_declare("", exclusive=True)
+    assert e.value.args == (403, f"ACCESS_REFUSED - cannot publish to internal exchange '{qname}-int' in vhost '/'")
