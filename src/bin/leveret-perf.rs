@@ -399,14 +399,17 @@ async fn main() -> anyhow::Result<()> {
         }
         _ => f64::NAN,
     };
-    println!(
-        "sent {:.0} msg/s, received {:.0} msg/s, latency p50 {:.0} us, p95 {:.0} us, p99 {:.0} us, broker cpu {:.3} us/msg",
+    let (sent_rate, recv_rate) = (
         published_in_time as f64 / elapsed,
         consumed_in_time as f64 / elapsed,
+    );
+    let (p50, p95, p99) = (
         percentile(&lat, 0.50),
         percentile(&lat, 0.95),
         percentile(&lat, 0.99),
-        cpu_per_msg
+    );
+    println!(
+        "sent {sent_rate:.0} msg/s, received {recv_rate:.0} msg/s, latency p50 {p50:.0} us, p95 {p95:.0} us, p99 {p99:.0} us, broker cpu {cpu_per_msg:.3} us/msg"
     );
     if args.cleanup {
         let conn = Connection::connect(&args.uri, ConnectionProperties::default()).await?;
@@ -428,13 +431,7 @@ async fn main() -> anyhow::Result<()> {
         println!("lost {lost} of {}", expected.unwrap_or(0));
     }
     println!(
-        "RESULT sent_rate={:.0} recv_rate={:.0} p50_us={:.0} p95_us={:.0} p99_us={:.0} cpu_us_per_msg={:.3} published={} consumed={} lost={} elapsed_s={:.3}",
-        published_in_time as f64 / elapsed,
-        consumed_in_time as f64 / elapsed,
-        percentile(&lat, 0.50),
-        percentile(&lat, 0.95),
-        percentile(&lat, 0.99),
-        cpu_per_msg,
+        "RESULT sent_rate={sent_rate:.0} recv_rate={recv_rate:.0} p50_us={p50:.0} p95_us={p95:.0} p99_us={p99:.0} cpu_us_per_msg={cpu_per_msg:.3} published={} consumed={} lost={} elapsed_s={:.3}",
         published,
         consumed,
         lost,
