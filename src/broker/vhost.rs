@@ -5,7 +5,7 @@
 //! Routing runs in the publishing connection's task, as RabbitMQ routes in the channel process.
 //! Error texts are RabbitMQ 3.x's.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 
 use super::commit::Committer;
@@ -851,19 +851,19 @@ impl VHost {
         if exchange.is_empty() {
             for key in keys {
                 if let Some(record) = t.queues.get(*key) {
-                    if !out.iter().any(|h| h.id() == record.handle.id()) {
-                        out.push(record.handle.clone());
-                    }
+                    push_unique(out, &record.handle);
                 }
             }
             return Ok(());
         }
-        let mut visited: HashSet<&str> = HashSet::new();
+        // Exchange graphs are small: a vector beats hashing on this per-publish path.
+        let mut visited: Vec<&str> = Vec::new();
         let mut next: Option<&Exchange> = Some(x);
         while let Some(x) = next.take() {
-            if !visited.insert(x.name.as_str()) {
+            if visited.contains(&x.name.as_str()) {
                 break;
             }
+            visited.push(x.name.as_str());
             let before = out.len();
             Self::route_from(&t, x, keys, headers, &mut visited, out);
             if out.len() == before {
@@ -878,7 +878,7 @@ impl VHost {
         x: &'a Exchange,
         keys: &[&str],
         headers: Option<&FieldTable>,
-        visited: &mut HashSet<&'a str>,
+        visited: &mut Vec<&'a str>,
         out: &mut Vec<QueueHandle>,
     ) {
         let mut dests: Vec<&Destination> = Vec::new();
@@ -889,14 +889,13 @@ impl VHost {
             match dest {
                 Destination::Queue(q) => {
                     if let Some(record) = t.queues.get(q) {
-                        if !out.iter().any(|h| h.id() == record.handle.id()) {
-                            out.push(record.handle.clone());
-                        }
+                        push_unique(out, &record.handle);
                     }
                 }
                 Destination::Exchange(name) => {
                     if let Some(inner) = t.exchanges.get(name) {
-                        if visited.insert(inner.name.as_str()) {
+                        if !visited.contains(&inner.name.as_str()) {
+                            visited.push(inner.name.as_str());
                             Self::route_from(t, inner, keys, headers, visited, out);
                         }
                     }
@@ -921,6 +920,13 @@ impl VHost {
     /// Names of every queue.
     pub fn queue_names(&self) -> Vec<String> {
         self.read().queues.keys().cloned().collect()
+    }
+}
+
+/// Add a queue to a route unless it is already there (a message reaches a queue once).
+fn push_unique(out: &mut Vec<QueueHandle>, handle: &QueueHandle) {
+    if !out.iter().any(|h| h.id() == handle.id()) {
+        out.push(handle.clone());
     }
 }
 
