@@ -40,8 +40,8 @@ impl Store for FailingStore {
         self.check()?;
         self.inner.append(queue, seq, record)
     }
-    fn mark_delivered(&self, queue: &str, seq: u64) -> Result<(), StoreError> {
-        self.inner.mark_delivered(queue, seq)
+    fn mark_delivered(&self, queue: &str, seq: u64, deliveries: u32) -> Result<(), StoreError> {
+        self.inner.mark_delivered(queue, seq, deliveries)
     }
     fn remove(&self, queue: &str, seq: u64) -> Result<(), StoreError> {
         self.inner.remove(queue, seq)

@@ -51,12 +51,14 @@ async fn run(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<ConfirmTarge
 }
 
 impl ConfirmTarget {
-    /// Tell the publishing channel how this publish ended.
+    /// Report how this publish ended: to the publishing channel, or to the queue a dead-lettered
+    /// message came from (which drops its stored copy once every target holds the message).
     pub fn reply(self, ack: bool) {
-        let _ = self.sink.send(ClientEvent::Confirm {
-            channel: self.channel,
-            seq: self.seq,
-            ack,
-        });
+        match self {
+            Self::Publisher { sink, channel, seq } => {
+                let _ = sink.send(ClientEvent::Confirm { channel, seq, ack });
+            }
+            Self::DeadLetter(ticket) => ticket.answer(ack),
+        }
     }
 }

@@ -10,6 +10,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use crate::protocol::codec::encode_properties;
+use crate::protocol::table::decode_properties;
+use crate::protocol::{AMQPValue, ShortString};
+
 /// Messages whose properties and body together are at most this big are compacted on arrival.
 const COMPACT_LIMIT: usize = 4096;
 
@@ -26,6 +30,10 @@ pub struct Message {
     pub body: Bytes,
     /// `delivery_mode = 2`.
     pub persistent: bool,
+    /// The `priority` property (0 when absent), for priority queues.
+    pub priority: u8,
+    /// The `expiration` property, validated, in milliseconds.
+    pub expiration: Option<u64>,
 }
 
 impl Message {
@@ -53,6 +61,27 @@ impl Message {
             raw_properties,
             body,
             persistent,
+            priority: 0,
+            expiration: None,
         }
+    }
+
+    /// The same message with the properties a queue acts on (priority and per-message TTL).
+    pub fn with_queue_properties(mut self, priority: u8, expiration: Option<u64>) -> Self {
+        self.priority = priority;
+        self.expiration = expiration;
+        self
+    }
+
+    /// A copy with one header set (the body stays shared). Properties that cannot be decoded
+    /// are left as they are.
+    pub fn with_header(&self, name: &str, value: AMQPValue) -> Self {
+        let mut copy = self.clone();
+        if let Some(properties) = decode_properties(&self.raw_properties) {
+            let mut headers = properties.headers().clone().unwrap_or_default();
+            headers.insert(ShortString::from(name), value);
+            copy.raw_properties = encode_properties(&properties.with_headers(headers));
+        }
+        copy
     }
 }

@@ -4,6 +4,7 @@
 //! `std::sync::RwLock`s; queue state lives in queue actors, never here.
 
 pub mod commit;
+pub mod dead_letter;
 pub mod exchange;
 pub mod memory;
 pub mod message;
@@ -37,6 +38,9 @@ pub struct BrokerConfig {
     /// Resident memory above which deep queues page transient messages out to the store
     /// (0: always). Default: a fifth of the machine's memory, where RabbitMQ starts paging.
     pub paging_threshold: u64,
+    /// How long a delivery may stay unacked before its channel is closed (RabbitMQ's
+    /// `consumer_timeout`; a queue's `x-consumer-timeout` overrides it). `None`: never.
+    pub consumer_timeout: Option<std::time::Duration>,
 }
 
 impl Default for BrokerConfig {
@@ -48,6 +52,7 @@ impl Default for BrokerConfig {
             max_message_size: 128 * 1024 * 1024,
             loopback_users: vec!["guest".to_owned()],
             paging_threshold: memory::total_memory().map_or(1 << 30, |total| total / 5),
+            consumer_timeout: Some(std::time::Duration::from_secs(30 * 60)),
         }
     }
 }

@@ -82,23 +82,65 @@ impl<'a> RecordReader<'a> {
     }
 }
 
-/// A persistent message as stored: flags, exchange, routing key, properties, body.
-pub(crate) fn encode_message(m: &Message) -> Vec<u8> {
-    RecordWriter::with_capacity(
-        16 + m.exchange.len() + m.routing_key.len() + m.raw_properties.len() + m.body.len(),
-    )
-    .u8(u8::from(m.persistent))
-    .str(&m.exchange)
-    .str(&m.routing_key)
-    .bytes(&m.raw_properties)
-    .rest(&m.body)
-    .finish()
+/// Queue-side facts stored with a message record: its absolute expiry and priority level.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct RecordMeta {
+    /// Expiry, in milliseconds since the Unix epoch.
+    pub(crate) expires_at: Option<u64>,
+    /// Priority level in its queue.
+    pub(crate) priority: u8,
+}
+
+const PERSISTENT: u8 = 1;
+const HAS_EXPIRY: u8 = 2;
+const HAS_PRIORITY: u8 = 4;
+
+/// A message as stored: flags, [expiry], [priority], exchange, routing key, properties, body.
+pub(crate) fn encode_message(m: &Message, meta: RecordMeta) -> Vec<u8> {
+    let mut flags = if m.persistent { PERSISTENT } else { 0 };
+    let mut w = RecordWriter::with_capacity(
+        26 + m.exchange.len() + m.routing_key.len() + m.raw_properties.len() + m.body.len(),
+    );
+    if meta.expires_at.is_some() {
+        flags |= HAS_EXPIRY;
+    }
+    if meta.priority != 0 {
+        flags |= HAS_PRIORITY;
+    }
+    w = w.u8(flags);
+    if let Some(at) = meta.expires_at {
+        w = w.rest(&at.to_be_bytes());
+    }
+    if meta.priority != 0 {
+        w = w.u8(meta.priority);
+    }
+    w.str(&m.exchange)
+        .str(&m.routing_key)
+        .bytes(&m.raw_properties)
+        .rest(&m.body)
+        .finish()
+}
+
+fn read_meta(r: &mut RecordReader<'_>) -> Option<(bool, RecordMeta)> {
+    let flags = r.u8()?;
+    let mut meta = RecordMeta::default();
+    if flags & HAS_EXPIRY != 0 {
+        let mut at = [0u8; 8];
+        for b in &mut at {
+            *b = r.u8()?;
+        }
+        meta.expires_at = Some(u64::from_be_bytes(at));
+    }
+    if flags & HAS_PRIORITY != 0 {
+        meta.priority = r.u8()?;
+    }
+    Some((flags & PERSISTENT != 0, meta))
 }
 
 /// A stored message back.
 pub(crate) fn decode_message(record: &Bytes) -> Option<Message> {
     let mut r = RecordReader::new(record);
-    let persistent = r.u8()? & 1 == 1;
+    let (persistent, _) = read_meta(&mut r)?;
     let exchange: Arc<str> = Arc::from(r.str()?);
     let routing_key: Arc<str> = Arc::from(r.str()?);
     let props = Bytes::copy_from_slice(r.bytes()?);
@@ -112,14 +154,14 @@ pub(crate) fn decode_message(record: &Bytes) -> Option<Message> {
     ))
 }
 
-/// The body size of a stored message, without decoding it.
-pub(crate) fn message_body_len(record: &[u8]) -> Option<u32> {
+/// The body size and queue facts of a stored message, without decoding it.
+pub(crate) fn message_meta(record: &[u8]) -> Option<(u32, RecordMeta)> {
     let mut r = RecordReader::new(record);
-    r.u8()?;
+    let (_, meta) = read_meta(&mut r)?;
     r.bytes()?;
     r.bytes()?;
     r.bytes()?;
-    Some(r.rest().len() as u32)
+    Some((r.rest().len() as u32, meta))
 }
 
 /// A binding's definition key: unique per (source, destination, key, arguments).
@@ -190,11 +232,21 @@ mod tests {
             Bytes::from(vec![9u8; 20_000]),
             true,
         );
-        let back = decode_message(&Bytes::from(encode_message(&m))).unwrap();
-        assert_eq!((&*back.exchange, &*back.routing_key), ("x", "rk"));
-        assert_eq!(back.raw_properties, m.raw_properties);
-        assert_eq!(back.body, m.body);
-        assert!(back.persistent);
+        for meta in [
+            RecordMeta::default(),
+            RecordMeta {
+                expires_at: Some(1_700_000_000_000),
+                priority: 7,
+            },
+        ] {
+            let record = encode_message(&m, meta);
+            let back = decode_message(&Bytes::from(record.clone())).unwrap();
+            assert_eq!((&*back.exchange, &*back.routing_key), ("x", "rk"));
+            assert_eq!(back.raw_properties, m.raw_properties);
+            assert_eq!(back.body, m.body);
+            assert!(back.persistent);
+            assert_eq!(message_meta(&record), Some((20_000, meta)));
+        }
         assert!(decode_message(&Bytes::from_static(&[1, 0, 0])).is_none());
     }
 

@@ -11,7 +11,8 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 use super::commit::Committer;
 use super::exchange::{Binding, Destination, Exchange, ExchangeKind};
 use super::memory::MemoryPressure;
-use super::queue::state::{Entry, Slot};
+use super::queue::args;
+use super::queue::state::{Entry, Slot, NEVER};
 use super::queue::{self, QueueHandle, QueueStats, QueueStorage};
 use super::records::{self, RecordReader, RecordWriter};
 use crate::protocol::table::{as_i64, display_value, lookup, type_name};
@@ -300,17 +301,30 @@ impl VHost {
                 tracing::error!(queue = name, "skipping an unreadable queue definition");
                 continue;
             };
+            let queue_args = args::parse(&arguments, &self.queue_resource(name))
+                .unwrap_or_else(|error| {
+                    tracing::error!(queue = name, %error, "ignoring invalid stored queue arguments");
+                    args::QueueArgs::default()
+                });
             // The head of the queue comes back into memory; the rest stays paged in the store.
             let mut entries: Vec<Entry> = Vec::new();
             let mut resident_bytes = 0u64;
             self.store.recover(&self.key(name), &mut |stored| {
+                let Some((body_len, meta)) = records::message_meta(&stored.record) else {
+                    tracing::error!(
+                        queue = name,
+                        seq = stored.seq,
+                        "skipping an unreadable message"
+                    );
+                    return;
+                };
                 let slot = if entries.len() < queue::RESIDENT_WINDOW as usize
                     && resident_bytes < queue::RESIDENT_BYTES
                 {
                     resident_bytes += stored.record.len() as u64;
                     records::decode_message(&stored.record).map(|m| Slot::Resident(Arc::new(m)))
                 } else {
-                    records::message_body_len(&stored.record).map(|body_len| Slot::Paged {
+                    Some(Slot::Paged {
                         body_len,
                         scratch: false,
                     })
@@ -319,7 +333,10 @@ impl VHost {
                     Some(message) => entries.push(Entry {
                         seq: stored.seq,
                         message,
-                        redelivered: stored.delivered,
+                        expires_at: meta.expires_at.unwrap_or(NEVER),
+                        deliveries: stored.deliveries,
+                        priority: meta.priority,
+                        redelivered: stored.deliveries > 0,
                     }),
                     None => tracing::error!(
                         queue = name,
@@ -334,6 +351,7 @@ impl VHost {
                     name: name.to_owned(),
                     vhost_name: self.name.clone(),
                     auto_delete: auto_delete == 1,
+                    args: queue_args,
                     storage: self.storage_for(name, true),
                 },
                 self.me.clone(),
@@ -638,6 +656,7 @@ impl VHost {
                     ));
                 }
                 self.check_args(&resource, EQUIVALENCE_ARGS, &record.arguments, &d.arguments)?;
+                record.handle.touch();
                 record.handle.clone()
             } else {
                 let name = if d.name.is_empty() {
@@ -650,6 +669,7 @@ impl VHost {
                 } else {
                     d.name.clone()
                 };
+                let args = args::parse(&d.arguments, &self.queue_resource(&name))?;
                 // Exclusive queues never survive a restart, so they are never stored.
                 let stored = d.durable && !d.exclusive;
                 if stored {
@@ -666,6 +686,7 @@ impl VHost {
                         name: name.clone(),
                         vhost_name: self.name.clone(),
                         auto_delete: d.auto_delete,
+                        args,
                         storage: self.storage_for(&name, stored),
                     },
                     self.me.clone(),
@@ -686,6 +707,35 @@ impl VHost {
         };
         let stats = handle.stats().await;
         Ok((handle.name().to_owned(), stats))
+    }
+
+    /// The queue behind a direct reply-to consumer: server-named under
+    /// `amq.rabbitmq.reply-to.`, owned by the connection, gone with its consumer. Replies are
+    /// published to it through the default exchange like to any queue.
+    pub fn declare_reply_queue(&self, connection: u64) -> QueueHandle {
+        let name = random_name("amq.rabbitmq.reply-to.");
+        let handle = queue::spawn(
+            queue::QueueConfig {
+                name: name.clone(),
+                vhost_name: self.name.clone(),
+                auto_delete: true,
+                args: args::QueueArgs::default(),
+                storage: self.storage_for(&name, false),
+            },
+            self.me.clone(),
+            Vec::new(),
+        );
+        self.write().queues.insert(
+            name,
+            QueueRecord {
+                handle: handle.clone(),
+                durable: false,
+                exclusive_owner: Some(connection),
+                auto_delete: true,
+                arguments: FieldTable::default(),
+            },
+        );
+        handle
     }
 
     /// A queue for consume/get/purge, checking exclusivity.
@@ -848,13 +898,41 @@ impl VHost {
                 self.exchange_resource(exchange)
             )));
         }
+        Self::route_graph(&t, x, exchange, keys, headers, out);
+        Ok(())
+    }
+
+    /// Route a dead-lettered message from a queue: like [`VHost::route`], but a missing
+    /// exchange routes nowhere and internal exchanges are allowed (no client is publishing).
+    pub fn route_dead_letter(
+        &self,
+        exchange: &str,
+        keys: &[&str],
+        headers: Option<&FieldTable>,
+        out: &mut Vec<QueueHandle>,
+    ) {
+        let t = self.read();
+        let Some(x) = t.exchanges.get(exchange) else {
+            return;
+        };
+        Self::route_graph(&t, x, exchange, keys, headers, out);
+    }
+
+    fn route_graph(
+        t: &Topology,
+        x: &Exchange,
+        exchange: &str,
+        keys: &[&str],
+        headers: Option<&FieldTable>,
+        out: &mut Vec<QueueHandle>,
+    ) {
         if exchange.is_empty() {
             for key in keys {
                 if let Some(record) = t.queues.get(*key) {
                     push_unique(out, &record.handle);
                 }
             }
-            return Ok(());
+            return;
         }
         // Exchange graphs are small: a vector beats hashing on this per-publish path.
         let mut visited: Vec<&str> = Vec::new();
@@ -865,12 +943,11 @@ impl VHost {
             }
             visited.push(x.name.as_str());
             let before = out.len();
-            Self::route_from(&t, x, keys, headers, &mut visited, out);
+            Self::route_from(t, x, keys, headers, &mut visited, out);
             if out.len() == before {
                 next = x.alternate_exchange().and_then(|ae| t.exchanges.get(&ae));
             }
         }
-        Ok(())
     }
 
     fn route_from<'a>(

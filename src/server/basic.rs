@@ -9,8 +9,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use super::channel::{by_queue, unimplemented_method, Channel, ConsumerEntry, TxSettle, Unacked};
+use super::channel::{
+    by_queue, delivery_deadline, unimplemented_method, Channel, ConsumerEntry, TxSettle, Unacked,
+};
 use super::connection::{ConnCtx, Deferred};
+use crate::broker::queue::args::parse_expiration;
 use crate::broker::queue::{ConfirmTarget, ConsumeRequest, Delivery, QueueHandle};
 use crate::broker::vhost::random_name;
 use crate::broker::Message;
@@ -18,6 +21,9 @@ use crate::protocol::codec::{encode_content, encode_deliver, encode_get_ok, enco
 use crate::protocol::{basic, AMQPValue, AmqpError, Content, Method, ReplyCode};
 
 static NEXT_CONSUMER_ID: AtomicU64 = AtomicU64::new(1);
+
+/// The pseudo-queue of direct reply-to.
+pub(super) const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to";
 
 fn routing_keys<'a>(
     routing_key: &'a str,
@@ -42,6 +48,22 @@ fn routing_keys<'a>(
         }
     }
     (keys, has_bcc)
+}
+
+/// A consumer's `x-priority` argument.
+fn consumer_priority(value: Option<&AMQPValue>) -> Result<i32, AmqpError> {
+    let Some(value) = value else {
+        return Ok(0);
+    };
+    match crate::protocol::table::as_i64(value) {
+        Some(p) if !matches!(value, AMQPValue::Timestamp(_)) => {
+            Ok(p.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32)
+        }
+        _ => Err(AmqpError::precondition_failed(format!(
+            "invalid arg 'x-priority' for consumer: {{unacceptable_type,{}}}",
+            crate::protocol::table::type_name(value)
+        ))),
+    }
 }
 
 impl Channel {
@@ -105,29 +127,55 @@ impl Channel {
             has_bcc
         };
         let persistent = *content.properties.delivery_mode() == Some(2);
-        let raw_properties = if has_bcc {
-            let mut headers = content.properties.headers().clone().unwrap_or_default();
-            let mut stripped = crate::protocol::FieldTable::default();
-            for (k, v) in headers.inner() {
-                if k.as_str() != "BCC" {
-                    stripped.insert(k.clone(), v.clone());
+        let expiration = content
+            .properties
+            .expiration()
+            .as_ref()
+            .map(|e| parse_expiration(e.as_str()))
+            .transpose()?;
+        let priority = content.properties.priority().unwrap_or(0);
+        let reply_to = match content.properties.reply_to() {
+            Some(r) if r.as_str() == DIRECT_REPLY_TO => match &self.reply_queue {
+                Some(name) => Some(name.clone()),
+                None => {
+                    return Err(AmqpError::precondition_failed(
+                        "fast reply consumer does not exist",
+                    ))
                 }
+            },
+            _ => None,
+        };
+        let raw_properties = if has_bcc || reply_to.is_some() {
+            let mut properties = content.properties.clone();
+            if has_bcc {
+                let mut stripped = crate::protocol::FieldTable::default();
+                for (k, v) in properties.headers().clone().unwrap_or_default().inner() {
+                    if k.as_str() != "BCC" {
+                        stripped.insert(k.clone(), v.clone());
+                    }
+                }
+                properties = properties.with_headers(stripped);
             }
-            headers = stripped;
-            encode_properties(&content.properties.clone().with_headers(headers))
+            if let Some(name) = reply_to {
+                properties = properties.with_reply_to(name.as_str().into());
+            }
+            encode_properties(&properties)
         } else {
             content.raw_properties
         };
         let (exchange, routing_key) = self
             .names
             .intern(p.exchange.as_str(), p.routing_key.as_str());
-        let message = Arc::new(Message::new(
-            exchange,
-            routing_key,
-            raw_properties,
-            content.body,
-            persistent,
-        ));
+        let message = Arc::new(
+            Message::new(
+                exchange,
+                routing_key,
+                raw_properties,
+                content.body,
+                persistent,
+            )
+            .with_queue_properties(priority, expiration),
+        );
         if queues.is_empty() {
             if p.mandatory {
                 ctx.send_method(
@@ -150,12 +198,11 @@ impl Channel {
         } else if let Some(tx) = self.tx.as_mut() {
             tx.publishes.push((queues, message));
         } else {
-            // Queues that store this message confirm it themselves, after the fsync.
-            let storing = if message.persistent {
-                queues.iter().filter(|q| q.stores_persistent()).count() as u32
-            } else {
-                0
-            };
+            // Queues that store this message (or may refuse it) confirm it themselves.
+            let storing = queues
+                .iter()
+                .filter(|q| q.answers_confirm(&message))
+                .count() as u32;
             let seq = match (confirm_seq, self.confirms.as_mut()) {
                 (Some(seq), Some(confirms)) if storing > 0 => {
                     confirms.expect(seq, storing);
@@ -164,13 +211,13 @@ impl Channel {
                 _ => None,
             };
             for queue in &queues {
-                let target = seq
-                    .filter(|_| message.persistent && queue.stores_persistent())
-                    .map(|seq| ConfirmTarget {
+                let target = seq.filter(|_| queue.answers_confirm(&message)).map(|seq| {
+                    ConfirmTarget::Publisher {
                         sink: ctx.sink.clone(),
                         channel: self.id,
                         seq,
-                    });
+                    }
+                });
                 queue.publish(message.clone(), target).await;
             }
             if seq.is_some() {
@@ -188,7 +235,18 @@ impl Channel {
         ctx: &mut ConnCtx,
         c: basic::Consume,
     ) -> Result<(), AmqpError> {
-        let name = self.queue_name(c.queue.as_str())?;
+        let reply_to = c.queue.as_str() == DIRECT_REPLY_TO;
+        if reply_to {
+            if !c.no_ack {
+                return Err(AmqpError::precondition_failed(
+                    "reply consumer cannot acknowledge",
+                ));
+            }
+            if self.reply_queue.is_some() {
+                return Err(AmqpError::precondition_failed("reply consumer already set"));
+            }
+        }
+        let priority = consumer_priority(c.arguments.inner().get("x-priority"))?;
         let tag: Arc<str> = if c.consumer_tag.as_str().is_empty() {
             Arc::from(random_name("amq.ctag-"))
         } else {
@@ -199,7 +257,14 @@ impl Channel {
                 "attempt to reuse consumer tag '{tag}'"
             )));
         }
-        let queue = ctx.vhost.queue(&name, ctx.id)?;
+        let queue = if reply_to {
+            let queue = ctx.vhost.declare_reply_queue(ctx.id);
+            self.reply_queue = Some(queue.name().to_owned());
+            queue
+        } else {
+            let name = self.queue_name(c.queue.as_str())?;
+            ctx.vhost.queue(&name, ctx.id)?
+        };
         let id = NEXT_CONSUMER_ID.fetch_add(1, Ordering::Relaxed);
         queue
             .consume(ConsumeRequest {
@@ -210,6 +275,7 @@ impl Channel {
                 prefetch: self.prefetch_count,
                 no_ack: c.no_ack,
                 exclusive: c.exclusive,
+                priority,
                 limiter: self.limiter.clone(),
                 sink: ctx.sink.clone(),
             })
@@ -262,7 +328,11 @@ impl Channel {
 
     /// After the inbox is drained: forget the consumer and confirm the cancel.
     pub(super) fn finish_cancel(&mut self, ctx: &mut ConnCtx, tag: &Arc<str>, nowait: bool) {
-        self.consumers.remove(tag);
+        if let Some(consumer) = self.consumers.remove(tag) {
+            if self.reply_queue.as_deref() == Some(consumer.queue.name()) {
+                self.reply_queue = None;
+            }
+        }
         if !nowait {
             self.send_cancel_ok(ctx, tag);
         }
@@ -318,12 +388,14 @@ impl Channel {
         );
         ctx.credit_later(&d.queue, d.consumer_id);
         if !d.no_ack {
+            let deadline = delivery_deadline(ctx, &d.queue);
             self.unacked.insert(
                 tag,
                 Unacked {
                     queue: d.queue,
                     seq: d.seq,
                     from_consumer: true,
+                    deadline,
                 },
             );
         }
@@ -354,12 +426,14 @@ impl Channel {
                     ctx.frame_max,
                 );
                 if !g.no_ack {
+                    let deadline = delivery_deadline(ctx, &queue);
                     self.unacked.insert(
                         tag,
                         Unacked {
                             queue,
                             seq: r.seq,
                             from_consumer: false,
+                            deadline,
                         },
                     );
                 }

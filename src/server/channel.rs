@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use super::confirm::{ConfirmFrame, ConfirmTracker};
 use super::connection::ConnCtx;
@@ -41,6 +42,8 @@ pub(super) struct Unacked {
     pub(super) seq: u64,
     /// Counted against the channel-wide limiter (consumer deliveries, not `basic.get`).
     pub(super) from_consumer: bool,
+    /// When the consumer timeout closes the channel if this is still unacked.
+    pub(super) deadline: Option<Instant>,
 }
 
 /// A settlement made inside a transaction, applied at commit.
@@ -90,6 +93,8 @@ pub(super) struct Channel {
     pub(super) confirms: Option<ConfirmTracker>,
     pub(super) tx: Option<TxState>,
     pub(super) last_queue: Option<String>,
+    /// The queue behind this channel's direct reply-to consumer.
+    pub(super) reply_queue: Option<String>,
     confirm_frames: Vec<ConfirmFrame>,
 }
 
@@ -112,6 +117,7 @@ impl Channel {
             confirms: None,
             tx: None,
             last_queue: None,
+            reply_queue: None,
             confirm_frames: Vec::new(),
         }
     }
@@ -163,6 +169,28 @@ impl Channel {
                     Ok(ChannelFate::Open)
                 }
             }
+        }
+    }
+
+    /// Close the channel if a delivery has been unacked past its consumer timeout (406, as
+    /// RabbitMQ); its deliveries are requeued.
+    pub(super) fn check_consumer_timeout(&mut self, ctx: &mut ConnCtx, now: Instant) {
+        if self.closing {
+            return;
+        }
+        let expired = self
+            .unacked
+            .values()
+            .find(|u| u.deadline.is_some_and(|d| d <= now))
+            .map(|u| consumer_timeout(ctx, &u.queue));
+        if let Some(timeout) = expired {
+            let error = AmqpError::precondition_failed(format!(
+                "delivery acknowledgement on channel {} timed out. Timeout value used: {} ms. \
+                 This timeout value can be configured, see consumers doc guide to learn more",
+                self.id,
+                timeout.as_millis()
+            ));
+            self.fail(ctx, error);
         }
     }
 
@@ -533,6 +561,20 @@ fn not_transactional() -> AmqpError {
 }
 
 /// A method a client never sends (a server-side method or reply).
+/// The consumer timeout for deliveries from `queue`.
+pub(super) fn consumer_timeout(ctx: &ConnCtx, queue: &QueueHandle) -> Duration {
+    queue
+        .consumer_timeout()
+        .map(Duration::from_millis)
+        .or(ctx.broker.config().consumer_timeout)
+        .unwrap_or(Duration::MAX)
+}
+
+/// When a delivery made now times out.
+pub(super) fn delivery_deadline(ctx: &ConnCtx, queue: &QueueHandle) -> Option<Instant> {
+    Instant::now().checked_add(consumer_timeout(ctx, queue))
+}
+
 pub(super) fn unimplemented_method() -> AmqpError {
     AmqpError::command_invalid("unimplemented method")
 }

@@ -31,6 +31,8 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Output is handed to the writer at least this often within one batch of input.
 const OUT_CHUNK: usize = 64 * 1024;
+/// How often channels look for deliveries past their consumer timeout.
+const CONSUMER_TIMEOUT_CHECK: Duration = Duration::from_secs(1);
 
 /// Reads and decodes frames from the socket (shared with the writer, which only writes).
 pub(super) struct FrameReader {
@@ -331,6 +333,8 @@ impl Connection {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_recv = Instant::now();
         let mut sent_since_tick = false;
+        let mut timeouts = tokio::time::interval(CONSUMER_TIMEOUT_CHECK);
+        timeouts.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let drained = self.ctx.writer.drained();
         loop {
             tokio::select! {
@@ -380,6 +384,14 @@ impl Connection {
                         encode_heartbeat(&mut self.ctx.out);
                     }
                     sent_since_tick = false;
+                }
+                _ = timeouts.tick() => {
+                    let now = Instant::now();
+                    for ch in self.channels.values_mut() {
+                        if !ch.unacked.is_empty() {
+                            ch.check_consumer_timeout(&mut self.ctx, now);
+                        }
+                    }
                 }
                 // Only worth waiting on while credit is held back by a full writer.
                 _ = drained.notified(), if !self.ctx.pending_credit.is_empty() => {}

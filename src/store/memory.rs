@@ -8,7 +8,7 @@ use bytes::Bytes;
 
 use super::{Store, StoreError, StoredMessage};
 
-type Queues = HashMap<String, BTreeMap<u64, (Bytes, bool)>>;
+type Queues = HashMap<String, BTreeMap<u64, (Bytes, u32)>>;
 type Definitions = HashMap<String, BTreeMap<String, Bytes>>;
 
 /// A store that forgets everything at exit.
@@ -36,16 +36,16 @@ impl Store for MemoryStore {
         lock(&self.queues)
             .entry(queue.to_owned())
             .or_default()
-            .insert(seq, (Bytes::copy_from_slice(record), false));
+            .insert(seq, (Bytes::copy_from_slice(record), 0));
         Ok(())
     }
 
-    fn mark_delivered(&self, queue: &str, seq: u64) -> Result<(), StoreError> {
-        if let Some((_, delivered)) = lock(&self.queues)
+    fn mark_delivered(&self, queue: &str, seq: u64, deliveries: u32) -> Result<(), StoreError> {
+        if let Some((_, count)) = lock(&self.queues)
             .get_mut(queue)
             .and_then(|q| q.get_mut(&seq))
         {
-            *delivered = true;
+            *count = deliveries;
         }
         Ok(())
     }
@@ -68,10 +68,10 @@ impl Store for MemoryStore {
             .get(queue)
             .map(|q| {
                 q.iter()
-                    .map(|(seq, (record, delivered))| StoredMessage {
+                    .map(|(seq, (record, deliveries))| StoredMessage {
                         seq: *seq,
                         record: record.clone(),
-                        delivered: *delivered,
+                        deliveries: *deliveries,
                     })
                     .collect()
             })

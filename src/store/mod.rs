@@ -33,8 +33,8 @@ pub struct StoredMessage {
     pub seq: u64,
     /// Opaque encoded message.
     pub record: Bytes,
-    /// It was delivered (at least once) before the broker stopped.
-    pub delivered: bool,
+    /// How many times it was handed to a consumer before the broker stopped (0 = never).
+    pub deliveries: u32,
 }
 
 /// What every storage backend provides.
@@ -42,8 +42,9 @@ pub struct StoredMessage {
 pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Append a message record to `queue` at `seq` (seqs increase per queue).
     fn append(&self, queue: &str, seq: u64, record: &[u8]) -> Result<(), StoreError>;
-    /// Note that a message was handed to a consumer (so it comes back `redelivered`).
-    fn mark_delivered(&self, queue: &str, seq: u64) -> Result<(), StoreError>;
+    /// Note that a message has been handed to consumers `deliveries` times (so it comes back
+    /// `redelivered`, and a delivery limit survives restarts).
+    fn mark_delivered(&self, queue: &str, seq: u64, deliveries: u32) -> Result<(), StoreError>;
     /// Remove a message record (it was acked or dropped).
     fn remove(&self, queue: &str, seq: u64) -> Result<(), StoreError>;
     /// Read one message record back.
@@ -82,14 +83,15 @@ pub(crate) mod conformance {
         store.append("other", 1, b"x").unwrap();
         store.sync().await.unwrap();
         store.remove("q", 2).unwrap();
-        store.mark_delivered("q", 3).unwrap();
-        let delivered: Vec<bool> = store
+        store.mark_delivered("q", 3, 1).unwrap();
+        store.mark_delivered("q", 3, 4).unwrap();
+        let deliveries: Vec<u32> = store
             .recover_all("q")
             .unwrap()
             .iter()
-            .map(|m| m.delivered)
+            .map(|m| m.deliveries)
             .collect();
-        assert_eq!(delivered, vec![false, true]);
+        assert_eq!(deliveries, vec![0, 4]);
         let seqs: Vec<u64> = store
             .recover_all("q")
             .unwrap()

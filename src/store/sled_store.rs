@@ -167,9 +167,12 @@ impl Store for SledStore {
         self.messages.apply_batch(batch).map_err(sled_error)
     }
 
-    fn mark_delivered(&self, queue: &str, seq: u64) -> Result<(), StoreError> {
+    fn mark_delivered(&self, queue: &str, seq: u64, deliveries: u32) -> Result<(), StoreError> {
         self.messages
-            .insert(message_key(queue, seq, DELIVERED), &[][..])
+            .insert(
+                message_key(queue, seq, DELIVERED),
+                &deliveries.to_be_bytes()[..],
+            )
             .map_err(sled_error)?;
         Ok(())
     }
@@ -209,14 +212,14 @@ impl Store for SledStore {
 
     fn recover(&self, queue: &str, visit: &mut dyn FnMut(StoredMessage)) -> Result<(), StoreError> {
         let prefix = queue_prefix(queue);
-        let mut current: Option<(u64, BytesMut, bool)> = None;
-        let mut emit = |entry: Option<(u64, BytesMut, bool)>| {
-            if let Some((seq, record, delivered)) = entry {
+        let mut current: Option<(u64, BytesMut, u32)> = None;
+        let mut emit = |entry: Option<(u64, BytesMut, u32)>| {
+            if let Some((seq, record, deliveries)) = entry {
                 if !record.is_empty() {
                     visit(StoredMessage {
                         seq,
                         record: record.freeze(),
-                        delivered,
+                        deliveries,
                     });
                 }
             }
@@ -232,9 +235,13 @@ impl Store for SledStore {
             if current.as_ref().is_some_and(|(s, _, _)| *s != seq) {
                 emit(current.take());
             }
-            let entry = current.get_or_insert_with(|| (seq, BytesMut::new(), false));
+            let entry = current.get_or_insert_with(|| (seq, BytesMut::new(), 0));
             if chunk == DELIVERED {
-                entry.2 = true;
+                // Markers written before delivery counts existed are empty: one delivery.
+                entry.2 = match <[u8; 4]>::try_from(&value[..]) {
+                    Ok(count) => u32::from_be_bytes(count).max(1),
+                    Err(_) => 1,
+                };
             } else {
                 entry.1.extend_from_slice(&value);
             }
@@ -316,7 +323,7 @@ mod tests {
         let store = SledStore::open(dir.path()).unwrap();
         let record: Vec<u8> = (0..100_000u32).map(|i| (i % 253) as u8).collect();
         store.append("q", 7, &record).unwrap();
-        store.mark_delivered("q", 7).unwrap();
+        store.mark_delivered("q", 7, 1).unwrap();
         store.sync().await.unwrap();
         assert!(store
             .messages
@@ -325,7 +332,7 @@ mod tests {
         let back = store.recover_all("q").unwrap();
         assert_eq!(back.len(), 1);
         assert_eq!(&back[0].record[..], &record[..]);
-        assert!(back[0].delivered);
+        assert_eq!(back[0].deliveries, 1);
         assert_eq!(store.read("q", 7).unwrap().unwrap().len(), record.len());
     }
 
@@ -344,7 +351,7 @@ mod tests {
         let back = store.recover_all("q").unwrap();
         assert_eq!(back.len(), 1);
         assert_eq!(&back[0].record[..], b"kept");
-        assert!(!back[0].delivered);
+        assert_eq!(back[0].deliveries, 0);
         assert_eq!(store.definitions("queue").unwrap().len(), 1);
     }
 

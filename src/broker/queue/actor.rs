@@ -6,21 +6,32 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
-use super::state::{Consumer, Entry, QueueState, Slot};
+use super::args::{Overflow, QueueArgs};
+use super::state::{Consumer, Entry, QueueState, Slot, StateConfig};
 use super::{
-    ClientEvent, Control, Delivery, GetResult, Publish, QueueHandle, QueueStats, Shared,
-    NEXT_QUEUE_ID, WORK_LANE_CAPACITY,
+    ClientEvent, ConfirmTarget, Control, DeadLetterTicket, Delivery, GetResult, Publish,
+    QueueHandle, QueueStats, Shared, NEXT_QUEUE_ID, WORK_LANE_CAPACITY,
 };
 use crate::broker::commit::Committer;
+use crate::broker::dead_letter::{self, DeathReason};
 use crate::broker::memory::MemoryPressure;
 use crate::broker::message::Message;
-use crate::broker::records::{decode_message, encode_message};
+use crate::broker::records::{decode_message, encode_message, RecordMeta};
 use crate::broker::vhost::VHost;
 use crate::protocol::AmqpError;
 use crate::store::Store;
+
+/// Wall-clock milliseconds since the Unix epoch: message expiry survives restarts.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
 
 /// Where a queue keeps messages it does not hold in memory.
 #[derive(Debug, Clone)]
@@ -60,6 +71,8 @@ pub struct QueueConfig {
     pub vhost_name: String,
     /// Delete when the last consumer goes.
     pub auto_delete: bool,
+    /// Settings from its `x-` arguments.
+    pub args: QueueArgs,
     /// Where messages go that are not held in memory.
     pub storage: QueueStorage,
 }
@@ -72,6 +85,19 @@ struct Actor {
     deliveries: Vec<(usize, Entry)>,
     /// Whether this (non-durable) queue's scratch key is registered for wiping.
     scratch_registered: bool,
+    /// Wall-clock ms, read once per batch of commands.
+    clock: u64,
+    /// Last redeclaration, `basic.get` or consumer departure (for `x-expires`).
+    last_used: Instant,
+    /// Scratch space for messages leaving the queue.
+    dying: Vec<Entry>,
+}
+
+/// Which lane woke the actor.
+enum Woken {
+    Control(usize),
+    Work(usize),
+    Timer,
 }
 
 /// Start a queue actor, holding `recovered` messages; returns its handle.
@@ -83,17 +109,27 @@ pub fn spawn(config: QueueConfig, vhost: Weak<VHost>, recovered: Vec<Entry>) -> 
             id: NEXT_QUEUE_ID.fetch_add(1, Ordering::Relaxed),
             name: config.name.clone(),
             durable: config.storage.durable,
+            refuses_publishes: config.args.may_refuse_publishes(),
+            consumer_timeout: config.args.consumer_timeout,
             work: work_tx,
             control: control_tx,
         }),
     };
+    let state_config = StateConfig {
+        max_priority: config.args.max_priority,
+        delivery_limit: config.args.delivery_limit,
+        single_active_consumer: config.args.single_active_consumer,
+    };
     let actor = Actor {
         config,
-        state: QueueState::recovered(recovered),
+        state: QueueState::recovered(state_config, recovered),
         handle: handle.clone(),
         vhost,
         deliveries: Vec::new(),
         scratch_registered: false,
+        clock: now_ms(),
+        last_used: Instant::now(),
+        dying: Vec::new(),
     };
     let span = tracing::debug_span!("queue", name = %actor.config.name);
     tokio::spawn(tracing::Instrument::instrument(
@@ -117,12 +153,23 @@ impl Actor {
         let mut controls = Vec::with_capacity(64);
         let mut publishes = Vec::with_capacity(256);
         loop {
-            tokio::select! {
+            let deadline = self.next_deadline();
+            let timer = async move {
+                match deadline {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let woken = tokio::select! {
                 biased;
-                n = control.recv_many(&mut controls, 64) => {
-                    if n == 0 {
-                        return;
-                    }
+                n = control.recv_many(&mut controls, 64) => Woken::Control(n),
+                n = work.recv_many(&mut publishes, 256) => Woken::Work(n),
+                () = timer => Woken::Timer,
+            };
+            self.clock = now_ms();
+            match woken {
+                Woken::Control(0) | Woken::Work(0) => return,
+                Woken::Control(_) => {
                     if controls.iter().any(Control::observes_publishes) {
                         // A call must see every publish its caller made before it: take what the
                         // work lane holds first (control is otherwise polled ahead of work).
@@ -136,17 +183,68 @@ impl Actor {
                         }
                     }
                 }
-                n = work.recv_many(&mut publishes, 256) => {
-                    if n == 0 {
-                        return;
-                    }
+                Woken::Work(_) => {
                     for p in publishes.drain(..) {
                         self.on_publish(p);
                     }
                 }
+                Woken::Timer => {
+                    if self.unused_too_long() {
+                        tracing::debug!(queue = %self.config.name, "x-expires reached; deleting");
+                        self.cancel_all_consumers();
+                        self.wipe_scratch();
+                        self.auto_delete();
+                        return;
+                    }
+                }
             }
-            self.dispatch();
+            self.settle_dying();
         }
+    }
+
+    /// When the actor must wake without a command: the next head expiry, or `x-expires`.
+    fn next_deadline(&self) -> Option<Instant> {
+        let expiry = self.state.next_expiry().map(|at| {
+            Instant::now() + Duration::from_millis(at.saturating_sub(now_ms()).saturating_add(1))
+        });
+        let unused = match self.config.args.expires {
+            Some(ms) if self.state.consumers().is_empty() => {
+                Some(self.last_used + Duration::from_millis(ms))
+            }
+            _ => None,
+        };
+        match (expiry, unused) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn unused_too_long(&self) -> bool {
+        self.config.args.expires.is_some_and(|ms| {
+            self.state.consumers().is_empty()
+                && self.last_used.elapsed() >= Duration::from_millis(ms)
+        })
+    }
+
+    /// After each batch: expire what is due, deliver, then apply limits, in RabbitMQ's order (a
+    /// message with TTL 0 reaches a consumer that can take it now; a full queue delivers before
+    /// it drops).
+    fn settle_dying(&mut self) {
+        let mut dying = std::mem::take(&mut self.dying);
+        self.state.expire(self.clock, &mut dying);
+        self.dead_letter(&mut dying, DeathReason::Expired);
+        self.dispatch();
+        self.state.expire(self.clock + 1, &mut dying);
+        self.dead_letter(&mut dying, DeathReason::Expired);
+        let args = &self.config.args;
+        if args.has_length_limit() && args.overflow == Overflow::DropHead {
+            self.state
+                .drop_over_limit(args.max_length, args.max_length_bytes, &mut dying);
+            self.dead_letter(&mut dying, DeathReason::Maxlen);
+        }
+        dying.extend(self.state.take_over_delivery_limit());
+        self.dead_letter(&mut dying, DeathReason::DeliveryLimit);
+        self.dying = dying;
     }
 
     /// Whether a message in this queue is stored when it arrives (and so must be confirmed only
@@ -170,6 +268,28 @@ impl Actor {
     /// next group commit. Deep in the queue, persistent messages (and, under memory pressure,
     /// transient ones, as scratch) live only in the store, keeping just their place in memory.
     fn on_publish(&mut self, Publish { message, confirm }: Publish) {
+        let args = &self.config.args;
+        if args.overflow != Overflow::DropHead
+            && self.state.would_overflow(
+                args.max_length,
+                args.max_length_bytes,
+                message.body.len() as u64,
+            )
+        {
+            if args.overflow == Overflow::RejectPublishDlx {
+                self.dead_letter_message(&message, DeathReason::Maxlen, None);
+            }
+            if let Some(target) = confirm {
+                target.reply(false);
+            }
+            return;
+        }
+        let ttl = match (args.message_ttl, message.expiration) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let expires_at = ttl.map(|ms| self.clock.saturating_add(ms));
+        let priority = self.state.level_for(message.priority);
         let deep = self.state.ready_len() >= RESIDENT_WINDOW
             || self.state.resident_bytes() >= RESIDENT_BYTES;
         let durable = self.stored_on_arrival(&message);
@@ -177,7 +297,8 @@ impl Actor {
         // costs more than keeping them.
         let deep = deep && (durable || self.config.storage.pressure.is_high());
         if !durable && !deep {
-            self.state.publish(message);
+            self.state
+                .publish_entry(Slot::Resident(message), expires_at, priority);
             if let Some(target) = confirm {
                 target.reply(true);
             }
@@ -193,7 +314,8 @@ impl Actor {
                 Ok(()) => self.scratch_registered = true,
                 Err(error) => {
                     tracing::error!(queue = %self.config.name, %error, "registering scratch space failed; keeping the message in memory");
-                    self.state.publish(message);
+                    self.state
+                        .publish_entry(Slot::Resident(message), expires_at, priority);
                     if let Some(target) = confirm {
                         target.reply(true);
                     }
@@ -207,7 +329,14 @@ impl Actor {
         } else {
             &storage.scratch_key
         };
-        if let Err(error) = storage.store.append(key, seq, &encode_message(&message)) {
+        let meta = RecordMeta {
+            expires_at,
+            priority,
+        };
+        if let Err(error) = storage
+            .store
+            .append(key, seq, &encode_message(&message, meta))
+        {
             tracing::error!(queue = %self.config.name, %error, "storing a message failed");
             if durable {
                 // Refused as a whole: not queued, and nacked if the publisher asked for confirms.
@@ -215,7 +344,8 @@ impl Actor {
                     target.reply(false);
                 }
             } else {
-                self.state.publish(message);
+                self.state
+                    .publish_entry(Slot::Resident(message), expires_at, priority);
                 if let Some(target) = confirm {
                     target.reply(true);
                 }
@@ -230,7 +360,7 @@ impl Actor {
         } else {
             Slot::Resident(message)
         };
-        self.state.publish_slot(slot);
+        self.state.publish_entry(slot, expires_at, priority);
         if let Some(target) = confirm {
             if durable {
                 storage.committer.confirm_after_sync(target);
@@ -238,6 +368,80 @@ impl Actor {
                 target.reply(true);
             }
         }
+    }
+
+    /// Dead-letter (or drop, without a dead-letter exchange) messages leaving the queue.
+    fn dead_letter(&mut self, entries: &mut Vec<Entry>, reason: DeathReason) {
+        for entry in entries.drain(..) {
+            if self.config.args.dead_letter_exchange.is_none() {
+                self.unstore(std::slice::from_ref(&entry));
+                continue;
+            }
+            let Some(message) = self.materialize(&entry) else {
+                self.lost(&entry);
+                continue;
+            };
+            // A stored persistent message stays stored here until its new queues have it.
+            let source_record = self.record_key(&entry) == Some(&self.config.storage.key)
+                && self.config.storage.durable;
+            let keep = source_record.then_some(entry.seq);
+            if !self.dead_letter_message(&message, reason, keep) {
+                self.unstore(std::slice::from_ref(&entry));
+            }
+        }
+    }
+
+    /// Route a dead-lettered copy of `message` and hand it to its queues without waiting.
+    /// With `keep_stored`, the copy's storing queues confirm to this queue, which then drops
+    /// its stored record; returns whether that happens (otherwise the caller drops the record).
+    fn dead_letter_message(
+        &self,
+        message: &Message,
+        reason: DeathReason,
+        keep_stored: Option<u64>,
+    ) -> bool {
+        let args = &self.config.args;
+        let (Some(dlx), Some(vhost)) = (args.dead_letter_exchange.as_deref(), self.vhost.upgrade())
+        else {
+            return false;
+        };
+        let Some(dead) = dead_letter::make(
+            message,
+            reason,
+            &self.config.name,
+            dlx,
+            args.dead_letter_routing_key.as_deref(),
+            self.clock / 1000,
+        ) else {
+            tracing::error!(queue = %self.config.name, "a dead-lettered message's properties could not be decoded; dropping it");
+            return false;
+        };
+        let keys: Vec<&str> = dead.routing_keys.iter().map(String::as_str).collect();
+        let mut targets = Vec::new();
+        // A missing dead-letter exchange drops the message, as RabbitMQ does.
+        vhost.route_dead_letter(dlx, &keys, Some(&dead.headers), &mut targets);
+        if reason != DeathReason::Rejected {
+            targets.retain(|q| !dead_letter::is_cycle(q.name(), &dead.headers));
+        }
+        let copy = Arc::new(dead.message);
+        let storing = targets
+            .iter()
+            .filter(|q| copy.persistent && q.stores_persistent())
+            .count() as u32;
+        let ticket = match keep_stored {
+            Some(seq) if storing > 0 => {
+                Some(DeadLetterTicket::new(self.handle.clone(), seq, storing))
+            }
+            _ => None,
+        };
+        for q in &targets {
+            let confirm = ticket
+                .as_ref()
+                .filter(|_| copy.persistent && q.stores_persistent())
+                .map(|t| ConfirmTarget::DeadLetter(t.clone()));
+            q.publish_nowait(copy.clone(), confirm);
+        }
+        ticket.is_some()
     }
 
     /// Drop a non-durable queue's scratch records (the queue is going away).
@@ -278,6 +482,20 @@ impl Actor {
         }
     }
 
+    /// The message to hand out for an entry: with `x-delivery-count` on redeliveries when the
+    /// queue has a delivery limit.
+    fn outgoing(&self, entry: &Entry) -> Option<Arc<Message>> {
+        let message = self.materialize(entry)?;
+        if self.config.args.delivery_limit.is_some() && entry.deliveries > 1 {
+            let count = i64::from(entry.deliveries - 1);
+            return Some(Arc::new(message.with_header(
+                "x-delivery-count",
+                crate::protocol::AMQPValue::LongLongInt(count),
+            )));
+        }
+        Some(message)
+    }
+
     /// A paged message whose record could not be read back: say so, and let it go.
     fn lost(&mut self, entry: &Entry) {
         tracing::error!(queue = %self.config.name, seq = entry.seq, "a stored message could not be read; dropping it");
@@ -305,6 +523,18 @@ impl Actor {
 
     fn on_control(&mut self, control: Control) -> Flow {
         match control {
+            Control::Touch => self.last_used = Instant::now(),
+            Control::Publish(p) => self.on_publish(p),
+            Control::Forget(seq) => {
+                if let Err(error) = self
+                    .config
+                    .storage
+                    .store
+                    .remove(&self.config.storage.key, seq)
+                {
+                    tracing::error!(queue = %self.config.name, %error, "removing a dead-lettered message failed");
+                }
+            }
             Control::Consume(req, reply) => {
                 let consumer = Consumer::from(req);
                 let in_use = self.in_use_error();
@@ -316,6 +546,7 @@ impl Actor {
                 reply,
             } => {
                 self.state.remove_consumer(consumer_id, requeue_unacked);
+                self.last_used = Instant::now();
                 if let Some(reply) = reply {
                     let _ = reply.send(());
                 }
@@ -328,18 +559,27 @@ impl Actor {
                     return Flow::Stop;
                 }
             }
-            Control::Ack(seqs) | Control::Reject(seqs) => {
+            Control::Ack(seqs) => {
                 let settled = self.state.settle(&seqs);
                 self.unstore(&settled);
+            }
+            Control::Reject(seqs) => {
+                let mut rejected = self.state.settle(&seqs);
+                self.dead_letter(&mut rejected, DeathReason::Rejected);
             }
             Control::Requeue(seqs) => self.state.requeue(&seqs, true),
             Control::Release(seqs) => self.state.requeue(&seqs, false),
             Control::Credit { consumer_id, n } => self.state.credit(consumer_id, n),
             Control::Wake => {}
             Control::Get { no_ack, reply } => {
+                self.last_used = Instant::now();
+                let mut dying = std::mem::take(&mut self.dying);
+                self.state.expire(self.clock + 1, &mut dying);
+                self.dead_letter(&mut dying, DeathReason::Expired);
+                self.dying = dying;
                 let mut result = None;
                 while let Some((entry, remaining)) = self.state.get(no_ack) {
-                    let Some(message) = self.materialize(&entry) else {
+                    let Some(message) = self.outgoing(&entry) else {
                         self.lost(&entry);
                         continue;
                     };
@@ -422,9 +662,9 @@ impl Actor {
             store.remove(key, entry.seq)
         } else if key == self.config.storage.key
             && self.config.storage.durable
-            && !entry.redelivered
+            && (entry.deliveries == 1 || self.config.args.delivery_limit.is_some())
         {
-            store.mark_delivered(key, entry.seq)
+            store.mark_delivered(key, entry.seq, entry.deliveries)
         } else {
             Ok(())
         };
@@ -441,7 +681,7 @@ impl Actor {
                 self.state.consumers()[i].no_ack,
                 self.state.consumers()[i].id,
             );
-            let Some(message) = self.materialize(&entry) else {
+            let Some(message) = self.outgoing(&entry) else {
                 self.lost(&entry);
                 self.state.credit(consumer_id, 1);
                 continue;

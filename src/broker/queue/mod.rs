@@ -7,9 +7,10 @@
 //! gated by consumer credit so those sinks stay small.
 
 mod actor;
+pub mod args;
 pub mod state;
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
@@ -50,13 +51,55 @@ pub type ClientSink = mpsc::UnboundedSender<ClientEvent>;
 
 /// Where to send the confirm for one publish.
 #[derive(Debug)]
-pub struct ConfirmTarget {
-    /// The publishing connection.
-    pub sink: ClientSink,
-    /// Its channel.
-    pub channel: u16,
-    /// The publish's confirm sequence number.
-    pub seq: u64,
+pub enum ConfirmTarget {
+    /// A publishing channel under confirms.
+    Publisher {
+        /// The publishing connection.
+        sink: ClientSink,
+        /// Its channel.
+        channel: u16,
+        /// The publish's confirm sequence number.
+        seq: u64,
+    },
+    /// A dead-lettered persistent message whose source still holds its stored copy.
+    DeadLetter(Arc<DeadLetterTicket>),
+}
+
+/// A dead-lettered persistent message on its way to the queues that store it. The source queue
+/// keeps its stored copy until every such queue has synced the message, so a crash leaves the
+/// message in the source or in the targets, never in neither.
+#[derive(Debug)]
+pub struct DeadLetterTicket {
+    source: QueueHandle,
+    seq: u64,
+    storing: AtomicU32,
+    refused: AtomicBool,
+}
+
+impl DeadLetterTicket {
+    /// A ticket for `seq` of `source`, answered by `storing` target queues.
+    pub fn new(source: QueueHandle, seq: u64, storing: u32) -> Arc<Self> {
+        Arc::new(Self {
+            source,
+            seq,
+            storing: AtomicU32::new(storing),
+            refused: AtomicBool::new(false),
+        })
+    }
+
+    pub(crate) fn answer(&self, ack: bool) {
+        if !ack {
+            self.refused.store(true, Ordering::Release);
+        }
+        if self.storing.fetch_sub(1, Ordering::AcqRel) == 1 {
+            if self.refused.load(Ordering::Acquire) {
+                // Some target could not store it: the source's copy comes back on restart.
+                tracing::error!(queue = %self.source.name(), seq = self.seq, "a dead-lettered message was not stored by every target; keeping the source copy");
+            } else {
+                self.source.cast(Control::Forget(self.seq));
+            }
+        }
+    }
 }
 
 /// A publish on its way into a queue.
@@ -147,6 +190,8 @@ pub struct ConsumeRequest {
     pub no_ack: bool,
     /// Exclusive consumer.
     pub exclusive: bool,
+    /// `x-priority`.
+    pub priority: i32,
     /// The channel's shared limiter.
     pub limiter: Arc<ChannelLimiter>,
     /// Where deliveries go.
@@ -206,6 +251,12 @@ pub(crate) enum Control {
         reply: oneshot::Sender<Result<u32, AmqpError>>,
     },
     Stats(oneshot::Sender<QueueStats>),
+    /// The queue was redeclared: it is in use (for `x-expires`).
+    Touch,
+    /// A dead-lettered message from another queue (sent here so that queue never waits).
+    Publish(Publish),
+    /// Every target stored a message this queue dead-lettered: drop its stored copy.
+    Forget(u64),
     /// The broker is stopping: end the actor, keeping stored messages.
     Shutdown,
 }
@@ -226,6 +277,9 @@ impl Control {
             | Self::Release(_)
             | Self::Credit { .. }
             | Self::Wake
+            | Self::Touch
+            | Self::Publish(_)
+            | Self::Forget(_)
             | Self::Shutdown => false,
         }
     }
@@ -236,6 +290,10 @@ struct Shared {
     id: u64,
     name: String,
     durable: bool,
+    /// A length limit with reject-publish overflow: every publish needs the queue's answer.
+    refuses_publishes: bool,
+    /// `x-consumer-timeout`.
+    consumer_timeout: Option<u64>,
     work: mpsc::Sender<Publish>,
     control: mpsc::UnboundedSender<Control>,
 }
@@ -263,6 +321,37 @@ impl QueueHandle {
     /// exclusive).
     pub fn stores_persistent(&self) -> bool {
         self.shared.durable
+    }
+
+    /// Whether a publisher under confirms must wait for this queue's answer for `message`:
+    /// the queue stores it before confirming, or may refuse it.
+    pub fn answers_confirm(&self, message: &Message) -> bool {
+        (message.persistent && self.shared.durable) || self.shared.refuses_publishes
+    }
+
+    /// `x-consumer-timeout` of this queue, ms.
+    pub fn consumer_timeout(&self) -> Option<u64> {
+        self.shared.consumer_timeout
+    }
+
+    /// Enqueue without waiting, through the control lane (dead-lettering: a queue never waits
+    /// on another queue).
+    pub fn publish_nowait(&self, message: Arc<Message>, confirm: Option<ConfirmTarget>) {
+        if let Err(mpsc::error::SendError(Control::Publish(Publish {
+            confirm: Some(target),
+            ..
+        }))) = self
+            .shared
+            .control
+            .send(Control::Publish(Publish { message, confirm }))
+        {
+            target.reply(true);
+        }
+    }
+
+    /// Note a redeclaration (resets `x-expires`).
+    pub fn touch(&self) {
+        self.cast(Control::Touch);
     }
 
     /// Enqueue a message; waits while the work lane is full (backpressure). With a confirm

@@ -49,6 +49,9 @@ impl Slot {
     }
 }
 
+/// `expires_at` of a message that never expires.
+pub const NEVER: u64 = u64::MAX;
+
 /// A message in the queue.
 #[derive(Debug, Clone)]
 pub struct Entry {
@@ -56,8 +59,44 @@ pub struct Entry {
     pub seq: u64,
     /// The message, or where to find it.
     pub message: Slot,
+    /// When it expires, in ms since the Unix epoch ([`NEVER`] if it does not).
+    pub expires_at: u64,
+    /// Times it was handed to a consumer or `basic.get` without being settled.
+    pub deliveries: u32,
+    /// Priority level (0 in a queue without priorities).
+    pub priority: u8,
     /// Delivered before.
     pub redelivered: bool,
+}
+
+impl Entry {
+    /// A message never delivered.
+    pub fn new(seq: u64, message: Slot, expires_at: Option<u64>, priority: u8) -> Self {
+        Self {
+            seq,
+            message,
+            expires_at: expires_at.unwrap_or(NEVER),
+            deliveries: 0,
+            priority,
+            redelivered: false,
+        }
+    }
+
+    /// Expiry, if it has one.
+    pub fn expiry(&self) -> Option<u64> {
+        (self.expires_at != NEVER).then_some(self.expires_at)
+    }
+}
+
+/// The parts of a queue's declaration its state acts on.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StateConfig {
+    /// `x-max-priority`: levels 0..=this (none: one level).
+    pub max_priority: Option<u8>,
+    /// `x-delivery-limit`: a message returned more often than this dies.
+    pub delivery_limit: Option<u64>,
+    /// `x-single-active-consumer`.
+    pub single_active_consumer: bool,
 }
 
 /// A consumer as the queue sees it.
@@ -77,6 +116,8 @@ pub struct Consumer {
     pub no_ack: bool,
     /// Exclusive.
     pub exclusive: bool,
+    /// `x-priority`: higher-priority consumers are served first while they have credit.
+    pub priority: i32,
     /// Channel-wide limiter.
     pub limiter: Arc<ChannelLimiter>,
     /// Connection sink.
@@ -96,6 +137,7 @@ impl From<ConsumeRequest> for Consumer {
             prefetch: req.prefetch,
             no_ack: req.no_ack,
             exclusive: req.exclusive,
+            priority: req.priority,
             limiter: req.limiter,
             sink: req.sink,
             unacked: 0,
@@ -109,6 +151,11 @@ impl Consumer {
         self.in_flight < IN_FLIGHT_WINDOW
             && (self.no_ack || self.prefetch == 0 || self.unacked < self.prefetch)
     }
+
+    /// Whether it can take a delivery now; takes channel-wide credit if so.
+    fn try_take_credit(&self) -> bool {
+        self.has_own_credit() && (self.no_ack || self.limiter.try_acquire())
+    }
 }
 
 /// Who holds an unacked delivery.
@@ -118,55 +165,132 @@ enum Holder {
     Get,
 }
 
+/// Ready messages: one FIFO per priority level, each sorted by sequence number.
+#[derive(Debug)]
+struct Ready {
+    levels: Vec<VecDeque<Entry>>,
+    len: usize,
+}
+
+impl Ready {
+    fn new(max_priority: Option<u8>) -> Self {
+        let n = max_priority.map_or(1, |p| usize::from(p) + 1);
+        Self {
+            levels: (0..n).map(|_| VecDeque::new()).collect(),
+            len: 0,
+        }
+    }
+
+    fn level(&self, priority: u8) -> usize {
+        usize::from(priority).min(self.levels.len() - 1)
+    }
+
+    fn push_back(&mut self, entry: Entry) {
+        let l = self.level(entry.priority);
+        self.levels[l].push_back(entry);
+        self.len += 1;
+    }
+
+    /// Put an entry back at its place by sequence (usually the front: requeued messages are
+    /// older than anything still ready).
+    fn insert(&mut self, entry: Entry) {
+        let l = self.level(entry.priority);
+        let level = &mut self.levels[l];
+        let at = level.partition_point(|e| e.seq < entry.seq);
+        level.insert(at, entry);
+        self.len += 1;
+    }
+
+    /// The next message to deliver: the oldest of the highest non-empty level.
+    fn pop_front(&mut self) -> Option<Entry> {
+        let level = self.levels.iter_mut().rev().find(|l| !l.is_empty())?;
+        self.len -= 1;
+        level.pop_front()
+    }
+
+    /// Take the head of some level if it expires before `bound`.
+    fn pop_expired(&mut self, bound: u64) -> Option<Entry> {
+        let level = self
+            .levels
+            .iter_mut()
+            .find(|l| l.front().is_some_and(|e| e.expires_at < bound))?;
+        self.len -= 1;
+        level.pop_front()
+    }
+
+    fn next_expiry(&self) -> Option<u64> {
+        self.levels
+            .iter()
+            .filter_map(|l| l.front().and_then(Entry::expiry))
+            .min()
+    }
+
+    fn drain(&mut self) -> Vec<Entry> {
+        self.len = 0;
+        let mut all: Vec<Entry> = self.levels.iter_mut().flat_map(|l| l.drain(..)).collect();
+        all.sort_by_key(|e| e.seq);
+        all
+    }
+}
+
 /// One queue's messages and consumers.
 #[derive(Debug)]
 pub struct QueueState {
+    config: StateConfig,
     next_seq: u64,
-    ready: VecDeque<Entry>,
+    ready: Ready,
     ready_bytes: u64,
     resident_bytes: u64,
     unacked: HashMap<u64, (Entry, Holder)>,
+    /// Sorted by priority, highest first; arrival order within a priority.
     consumers: Vec<Consumer>,
     next_consumer: usize,
+    /// The single active consumer, when the queue has one.
+    active: Option<u64>,
     had_consumer: bool,
+    /// Messages returned more often than the delivery limit, waiting to be dead-lettered.
+    over_delivery_limit: Vec<Entry>,
 }
 
 impl Default for QueueState {
     fn default() -> Self {
-        Self::new()
+        Self::new(StateConfig::default())
     }
 }
 
 impl QueueState {
     /// An empty queue.
-    pub fn new() -> Self {
+    pub fn new(config: StateConfig) -> Self {
         Self {
+            config,
             next_seq: 1,
-            ready: VecDeque::new(),
+            ready: Ready::new(config.max_priority),
             ready_bytes: 0,
             resident_bytes: 0,
             unacked: HashMap::new(),
             consumers: Vec::new(),
             next_consumer: 0,
+            active: None,
             had_consumer: false,
+            over_delivery_limit: Vec::new(),
         }
     }
 
     /// A queue holding recovered messages (in sequence order), continuing their numbering.
-    pub fn recovered(entries: Vec<Entry>) -> Self {
-        let mut state = Self::new();
+    pub fn recovered(config: StateConfig, entries: Vec<Entry>) -> Self {
+        let mut state = Self::new(config);
         if let Some(last) = entries.last() {
             state.next_seq = last.seq + 1;
         }
-        state.ready_bytes = entries.iter().map(|e| e.message.body_len()).sum();
-        state.resident_bytes = entries.iter().map(|e| e.message.resident_len()).sum();
-        state.ready = entries.into();
+        for entry in entries {
+            state.push_ready(entry);
+        }
         state
     }
 
     /// Ready messages.
     pub fn ready_len(&self) -> u32 {
-        self.ready.len() as u32
+        self.ready.len as u32
     }
 
     /// Body bytes of ready messages.
@@ -199,23 +323,85 @@ impl QueueState {
         self.next_seq
     }
 
-    /// Append a message at the tail.
+    /// The priority level a message with `priority` goes to.
+    pub fn level_for(&self, priority: u8) -> u8 {
+        match self.config.max_priority {
+            Some(max) => priority.min(max),
+            None => 0,
+        }
+    }
+
+    fn push_ready(&mut self, entry: Entry) {
+        self.ready_bytes += entry.message.body_len();
+        self.resident_bytes += entry.message.resident_len();
+        self.ready.push_back(entry);
+    }
+
+    /// Append a resident message that never expires, at priority 0.
     pub fn publish(&mut self, message: Arc<Message>) -> u64 {
         self.publish_slot(Slot::Resident(message))
     }
 
-    /// Append a message (resident or paged) at the tail; returns its sequence number.
+    /// Append a message (resident or paged) that never expires, at priority 0.
     pub fn publish_slot(&mut self, message: Slot) -> u64 {
+        self.publish_entry(message, None, 0)
+    }
+
+    /// Append a message at the tail of its priority level; returns its sequence number.
+    pub fn publish_entry(&mut self, message: Slot, expires_at: Option<u64>, priority: u8) -> u64 {
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.ready_bytes += message.body_len();
-        self.resident_bytes += message.resident_len();
-        self.ready.push_back(Entry {
-            seq,
-            message,
-            redelivered: false,
-        });
+        let level = self.level_for(priority);
+        self.push_ready(Entry::new(seq, message, expires_at, level));
         seq
+    }
+
+    /// Whether one more message of `body_len` bytes would take the queue over its limits.
+    pub fn would_overflow(
+        &self,
+        max_length: Option<u64>,
+        max_bytes: Option<u64>,
+        body_len: u64,
+    ) -> bool {
+        max_length.is_some_and(|max| u64::from(self.ready_len()) + 1 > max)
+            || max_bytes.is_some_and(|max| self.ready_bytes + body_len > max)
+    }
+
+    /// Take messages from the head while the queue is over its limits (drop-head overflow).
+    pub fn drop_over_limit(
+        &mut self,
+        max_length: Option<u64>,
+        max_bytes: Option<u64>,
+        out: &mut Vec<Entry>,
+    ) {
+        while max_length.is_some_and(|max| u64::from(self.ready_len()) > max)
+            || max_bytes.is_some_and(|max| self.ready_bytes > max)
+        {
+            match self.pop_ready() {
+                Some(entry) => out.push(entry),
+                None => break,
+            }
+        }
+    }
+
+    /// Take head messages that expire before `bound` (ms). Only heads are looked at, as
+    /// RabbitMQ does: a queue's cost does not grow with the number of messages with TTLs.
+    pub fn expire(&mut self, bound: u64, out: &mut Vec<Entry>) {
+        while let Some(entry) = self.ready.pop_expired(bound) {
+            self.ready_bytes -= entry.message.body_len();
+            self.resident_bytes -= entry.message.resident_len();
+            out.push(entry);
+        }
+    }
+
+    /// The earliest expiry among head messages.
+    pub fn next_expiry(&self) -> Option<u64> {
+        self.ready.next_expiry()
+    }
+
+    /// Messages that went over the delivery limit since the last call.
+    pub fn take_over_delivery_limit(&mut self) -> Vec<Entry> {
+        std::mem::take(&mut self.over_delivery_limit)
     }
 
     /// Add a consumer, enforcing exclusivity (403 as RabbitMQ).
@@ -229,9 +415,23 @@ impl QueueState {
         {
             return Err(in_use());
         }
-        self.consumers.push(consumer);
+        let at = self
+            .consumers
+            .partition_point(|c| c.priority >= consumer.priority);
+        if at <= self.next_consumer && self.next_consumer < self.consumers.len() {
+            self.next_consumer += 1;
+        }
+        if self.config.single_active_consumer && self.active.is_none() {
+            self.active = Some(consumer.id);
+        }
+        self.consumers.insert(at, consumer);
         self.had_consumer = true;
         Ok(())
+    }
+
+    /// The single active consumer's id, if the queue has single active consumer on.
+    pub fn active_consumer(&self) -> Option<u64> {
+        self.active
     }
 
     /// Remove a consumer. On `basic.cancel` its unacked deliveries stay with the channel; when
@@ -244,6 +444,10 @@ impl QueueState {
         }
         if self.next_consumer >= self.consumers.len() {
             self.next_consumer = 0;
+        }
+        if self.active == Some(id) {
+            // The next in line takes over: the highest priority, earliest arrival.
+            self.active = self.consumers.first().map(|c| c.id);
         }
         if requeue_unacked {
             let held: Vec<u64> = self
@@ -276,17 +480,28 @@ impl QueueState {
         seqs.iter().filter_map(|s| self.take_unacked(*s)).collect()
     }
 
-    /// Put deliveries back at their original positions.
+    /// Put deliveries back at their original positions. `redelivered`: they reached the client
+    /// (a return, counted against the delivery limit); otherwise they never left the broker.
     pub fn requeue(&mut self, seqs: &[u64], redelivered: bool) {
         let mut entries: Vec<Entry> = seqs.iter().filter_map(|s| self.take_unacked(*s)).collect();
         entries.sort_by_key(|e| e.seq);
         for mut entry in entries.into_iter().rev() {
-            entry.redelivered |= redelivered;
+            if redelivered {
+                entry.redelivered = true;
+                if self
+                    .config
+                    .delivery_limit
+                    .is_some_and(|limit| u64::from(entry.deliveries) > limit)
+                {
+                    self.over_delivery_limit.push(entry);
+                    continue;
+                }
+            } else {
+                entry.deliveries = entry.deliveries.saturating_sub(1);
+            }
             self.ready_bytes += entry.message.body_len();
             self.resident_bytes += entry.message.resident_len();
-            // Usually the front: requeued messages are older than anything still ready.
-            let at = self.ready.partition_point(|e| e.seq < entry.seq);
-            self.ready.insert(at, entry);
+            self.ready.insert(entry);
         }
     }
 
@@ -306,36 +521,66 @@ impl QueueState {
 
     /// `basic.get`: the head message and how many remain.
     pub fn get(&mut self, no_ack: bool) -> Option<(Entry, u32)> {
-        let entry = self.pop_ready()?;
+        let mut entry = self.pop_ready()?;
+        entry.deliveries = entry.deliveries.saturating_add(1);
         if !no_ack {
             self.unacked.insert(entry.seq, (entry.clone(), Holder::Get));
         }
         Some((entry, self.ready_len()))
     }
 
-    /// Drop every ready message; returns them.
+    /// Drop every ready message; returns them in sequence order.
     pub fn purge(&mut self) -> Vec<Entry> {
         self.ready_bytes = 0;
         self.resident_bytes = 0;
-        self.ready.drain(..).collect()
+        self.ready.drain()
     }
 
-    /// Hand ready messages to consumers with credit, round robin. Returns (consumer index, entry).
-    pub fn next_deliveries(&mut self, out: &mut Vec<(usize, Entry)>) {
-        while !self.ready.is_empty() && !self.consumers.is_empty() {
-            let n = self.consumers.len();
-            let mut chosen = None;
-            for step in 0..n {
-                let i = (self.next_consumer + step) % n;
-                let c = &self.consumers[i];
-                if c.has_own_credit() && (c.no_ack || c.limiter.try_acquire()) {
-                    chosen = Some(i);
-                    break;
+    /// The consumer to serve next: the single active one, or round robin among the highest
+    /// priority consumers with credit. Takes channel-wide credit for it.
+    fn pick_consumer(&self) -> Option<usize> {
+        if self.config.single_active_consumer {
+            let i = self
+                .consumers
+                .iter()
+                .position(|c| Some(c.id) == self.active)?;
+            return self.consumers[i].try_take_credit().then_some(i);
+        }
+        let n = self.consumers.len();
+        let mut start = 0;
+        while start < n {
+            let priority = self.consumers[start].priority;
+            let end = start
+                + self.consumers[start..]
+                    .iter()
+                    .take_while(|c| c.priority == priority)
+                    .count();
+            let len = end - start;
+            let first = if (start..end).contains(&self.next_consumer) {
+                self.next_consumer - start
+            } else {
+                0
+            };
+            for step in 0..len {
+                let i = start + (first + step) % len;
+                if self.consumers[i].try_take_credit() {
+                    return Some(i);
                 }
             }
-            let Some(i) = chosen else { break };
-            self.next_consumer = (i + 1) % n;
-            let Some(entry) = self.pop_ready() else { break };
+            start = end;
+        }
+        None
+    }
+
+    /// Hand ready messages to consumers with credit. Returns (consumer index, entry).
+    pub fn next_deliveries(&mut self, out: &mut Vec<(usize, Entry)>) {
+        while self.ready.len > 0 && !self.consumers.is_empty() {
+            let Some(i) = self.pick_consumer() else { break };
+            self.next_consumer = (i + 1) % self.consumers.len();
+            let Some(mut entry) = self.pop_ready() else {
+                break;
+            };
+            entry.deliveries = entry.deliveries.saturating_add(1);
             let c = &mut self.consumers[i];
             c.in_flight += 1;
             if !c.no_ack {
@@ -375,6 +620,7 @@ mod tests {
             prefetch,
             no_ack,
             exclusive: false,
+            priority: 0,
             limiter: Arc::new(ChannelLimiter::default()),
             sink: tx,
         })
@@ -386,7 +632,7 @@ mod tests {
 
     #[test]
     fn prefetch_limits_deliveries_until_ack() {
-        let mut q = QueueState::new();
+        let mut q = QueueState::default();
         for b in ["a", "b", "c"] {
             q.publish(msg(b));
         }
@@ -404,7 +650,7 @@ mod tests {
 
     #[test]
     fn requeue_restores_original_order_and_marks_redelivered() {
-        let mut q = QueueState::new();
+        let mut q = QueueState::default();
         for b in ["a", "b", "c"] {
             q.publish(msg(b));
         }
@@ -421,7 +667,7 @@ mod tests {
 
     #[test]
     fn round_robin_skips_consumers_without_credit() {
-        let mut q = QueueState::new();
+        let mut q = QueueState::default();
         q.add_consumer(consumer(1, 1, false), in_use).unwrap();
         q.add_consumer(consumer(2, 0, false), in_use).unwrap();
         for b in ["a", "b", "c", "d"] {
@@ -435,7 +681,7 @@ mod tests {
 
     #[test]
     fn exclusive_consumer_excludes_others() {
-        let mut q = QueueState::new();
+        let mut q = QueueState::default();
         let mut c = consumer(1, 0, false);
         c.exclusive = true;
         q.add_consumer(c, in_use).unwrap();
@@ -444,7 +690,7 @@ mod tests {
 
     #[test]
     fn in_flight_window_bounds_no_ack_consumers() {
-        let mut q = QueueState::new();
+        let mut q = QueueState::default();
         q.add_consumer(consumer(1, 0, true), in_use).unwrap();
         for _ in 0..(IN_FLIGHT_WINDOW + 10) {
             q.publish(msg("x"));
@@ -461,7 +707,7 @@ mod tests {
 
     #[test]
     fn channel_limiter_is_shared() {
-        let mut q = QueueState::new();
+        let mut q = QueueState::default();
         let limiter = Arc::new(ChannelLimiter::default());
         limiter.set_limit(1);
         let mut a = consumer(1, 0, false);
@@ -482,13 +728,187 @@ mod tests {
 }
 
 #[cfg(test)]
+mod policy_tests {
+    use super::*;
+    use bytes::Bytes;
+    use tokio::sync::mpsc;
+
+    fn slot(body: &'static str) -> Slot {
+        Slot::Resident(Arc::new(Message::new(
+            Arc::from(""),
+            Arc::from("q"),
+            Bytes::from_static(&[0, 0]),
+            Bytes::from_static(body.as_bytes()),
+            false,
+        )))
+    }
+
+    fn body(e: &Entry) -> String {
+        match &e.message {
+            Slot::Resident(m) => String::from_utf8_lossy(&m.body).into_owned(),
+            Slot::Paged { .. } => String::new(),
+        }
+    }
+
+    fn consumer(id: u64, prefetch: u32, priority: i32) -> Consumer {
+        let (tx, _rx) = mpsc::unbounded_channel();
+        Consumer::from(ConsumeRequest {
+            consumer_id: id,
+            connection_id: 1,
+            channel: 1,
+            tag: Arc::from(format!("c{id}")),
+            prefetch,
+            no_ack: false,
+            exclusive: false,
+            priority,
+            limiter: Arc::new(ChannelLimiter::default()),
+            sink: tx,
+        })
+    }
+
+    fn in_use() -> AmqpError {
+        AmqpError::access_refused("in use")
+    }
+
+    #[test]
+    fn priorities_deliver_highest_first_fifo_within_and_clamp_to_max() {
+        let mut q = QueueState::new(StateConfig {
+            max_priority: Some(5),
+            ..StateConfig::default()
+        });
+        for (b, p) in [("a", 0), ("b", 9), ("c", 5), ("d", 3), ("e", 5)] {
+            q.publish_entry(slot(b), None, p);
+        }
+        let order: Vec<String> = (0..5).map(|_| body(&q.get(true).unwrap().0)).collect();
+        assert_eq!(order, vec!["b", "c", "e", "d", "a"]);
+    }
+
+    #[test]
+    fn requeued_messages_reenter_by_priority() {
+        let mut q = QueueState::new(StateConfig {
+            max_priority: Some(2),
+            ..StateConfig::default()
+        });
+        q.publish_entry(slot("low"), None, 0);
+        let (low, _) = q.get(false).unwrap();
+        q.publish_entry(slot("high"), None, 2);
+        q.requeue(&[low.seq], true);
+        assert_eq!(body(&q.get(true).unwrap().0), "high");
+        let again = q.get(true).unwrap().0;
+        assert_eq!(body(&again), "low");
+        assert!(again.redelivered);
+    }
+
+    #[test]
+    fn only_heads_expire_and_the_next_expiry_is_the_earliest_head() {
+        let mut q = QueueState::default();
+        q.publish_entry(slot("a"), Some(100), 0);
+        q.publish_entry(slot("b"), Some(50), 0);
+        q.publish_entry(slot("c"), None, 0);
+        assert_eq!(q.next_expiry(), Some(100));
+        let mut out = Vec::new();
+        q.expire(100, &mut out);
+        assert!(out.is_empty(), "bound is exclusive");
+        q.expire(101, &mut out);
+        // "b" expired earlier but sat behind "a": it goes as soon as it is the head.
+        assert_eq!(out.iter().map(body).collect::<Vec<_>>(), vec!["a", "b"]);
+        assert_eq!(q.ready_len(), 1);
+        assert_eq!(q.next_expiry(), None);
+    }
+
+    #[test]
+    fn length_limits_count_ready_messages_and_body_bytes() {
+        let mut q = QueueState::default();
+        q.publish_entry(slot("12345"), None, 0);
+        q.publish_entry(slot("12345678"), None, 0);
+        assert!(q.would_overflow(Some(2), None, 1));
+        assert!(!q.would_overflow(Some(3), None, 1));
+        assert!(q.would_overflow(None, Some(20), 8));
+        let mut out = Vec::new();
+        q.drop_over_limit(None, Some(10), &mut out);
+        assert_eq!(out.iter().map(body).collect::<Vec<_>>(), vec!["12345"]);
+        assert_eq!(q.ready_bytes(), 8);
+        let (held, _) = q.get(false).unwrap();
+        out.clear();
+        q.drop_over_limit(Some(0), None, &mut out);
+        assert!(out.is_empty(), "unacked messages do not count");
+        q.requeue(&[held.seq], true);
+        q.drop_over_limit(Some(0), None, &mut out);
+        assert_eq!(out.len(), 1);
+    }
+
+    #[test]
+    fn returns_beyond_the_delivery_limit_die_and_releases_do_not_count() {
+        let mut q = QueueState::new(StateConfig {
+            delivery_limit: Some(1),
+            ..StateConfig::default()
+        });
+        q.publish_entry(slot("m"), None, 0);
+        let (m, _) = q.get(false).unwrap();
+        q.requeue(&[m.seq], false);
+        let (m, _) = q.get(false).unwrap();
+        assert_eq!(m.deliveries, 1, "a release gives the delivery back");
+        q.requeue(&[m.seq], true);
+        assert!(q.take_over_delivery_limit().is_empty());
+        let (m, _) = q.get(false).unwrap();
+        assert_eq!(m.deliveries, 2);
+        q.requeue(&[m.seq], true);
+        let dead = q.take_over_delivery_limit();
+        assert_eq!(dead.len(), 1);
+        assert_eq!(q.ready_len(), 0);
+    }
+
+    #[test]
+    fn higher_priority_consumers_are_served_first_while_they_have_credit() {
+        let mut q = QueueState::default();
+        q.add_consumer(consumer(1, 0, 0), in_use).unwrap();
+        q.add_consumer(consumer(2, 1, 10), in_use).unwrap();
+        q.add_consumer(consumer(3, 0, 0), in_use).unwrap();
+        for b in ["a", "b", "c", "d", "e"] {
+            q.publish_entry(slot(b), None, 0);
+        }
+        let mut out = Vec::new();
+        q.next_deliveries(&mut out);
+        let to: Vec<u64> = out.iter().map(|(i, _)| q.consumers()[*i].id).collect();
+        assert_eq!(to, vec![2, 1, 3, 1, 3]);
+    }
+
+    #[test]
+    fn single_active_consumer_gets_everything_until_it_leaves() {
+        let mut q = QueueState::new(StateConfig {
+            single_active_consumer: true,
+            ..StateConfig::default()
+        });
+        q.add_consumer(consumer(1, 0, 0), in_use).unwrap();
+        q.add_consumer(consumer(2, 0, 5), in_use).unwrap();
+        assert_eq!(
+            q.active_consumer(),
+            Some(1),
+            "a later consumer does not take over"
+        );
+        for b in ["a", "b", "c"] {
+            q.publish_entry(slot(b), None, 0);
+        }
+        let mut out = Vec::new();
+        q.next_deliveries(&mut out);
+        assert!(out.iter().all(|(i, _)| q.consumers()[*i].id == 1));
+        q.remove_consumer(1, true);
+        assert_eq!(q.active_consumer(), Some(2));
+        out.clear();
+        q.next_deliveries(&mut out);
+        assert_eq!(out.len(), 3);
+        assert!(out.iter().all(|(_, e)| e.redelivered));
+    }
+}
+
+#[cfg(test)]
 mod paging_tests {
     use super::*;
     use bytes::Bytes;
 
     #[test]
     fn resident_bytes_count_only_messages_in_memory() {
-        let mut q = QueueState::new();
+        let mut q = QueueState::default();
         let m = Arc::new(Message::new(
             Arc::from(""),
             Arc::from("q"),

@@ -1,0 +1,416 @@
+//! A queue's `x-` arguments, validated once at declaration into typed settings.
+//!
+//! Validation follows RabbitMQ 3.x: arguments are checked in its order, and a bad value closes
+//! the channel with 406 and RabbitMQ's text (the error term printed the way Erlang prints it).
+//! Unknown `x-` arguments are ignored, as RabbitMQ ignores them.
+
+use crate::protocol::table::{as_str, type_name};
+use crate::protocol::{AMQPValue, AmqpError, FieldTable};
+
+/// The longest TTL or expiry RabbitMQ accepts: ten years, in milliseconds.
+pub const MAX_EXPIRY_MS: u64 = 315_360_000_000;
+
+/// The highest `x-max-priority`.
+pub const MAX_PRIORITY: u8 = 255;
+
+/// What happens to a publish that would take a queue over its length limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Overflow {
+    /// Drop (or dead-letter) messages from the head to make room.
+    #[default]
+    DropHead,
+    /// Refuse the publish: nacked under confirms, dropped otherwise.
+    RejectPublish,
+    /// Refuse the publish and dead-letter it.
+    RejectPublishDlx,
+}
+
+/// A queue's settings from its arguments.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueueArgs {
+    /// `x-message-ttl`, ms.
+    pub message_ttl: Option<u64>,
+    /// `x-expires`, ms.
+    pub expires: Option<u64>,
+    /// `x-max-length`, ready messages.
+    pub max_length: Option<u64>,
+    /// `x-max-length-bytes`, body bytes of ready messages.
+    pub max_length_bytes: Option<u64>,
+    /// `x-overflow`.
+    pub overflow: Overflow,
+    /// `x-dead-letter-exchange` (may be "" for the default exchange).
+    pub dead_letter_exchange: Option<String>,
+    /// `x-dead-letter-routing-key`.
+    pub dead_letter_routing_key: Option<String>,
+    /// `x-max-priority`: the queue has priority levels 0..=this.
+    pub max_priority: Option<u8>,
+    /// `x-single-active-consumer`.
+    pub single_active_consumer: bool,
+    /// `x-delivery-limit`: returns allowed before a message is dead-lettered.
+    pub delivery_limit: Option<u64>,
+    /// `x-consumer-timeout`, ms.
+    pub consumer_timeout: Option<u64>,
+}
+
+impl QueueArgs {
+    /// Whether a length limit is set.
+    pub fn has_length_limit(&self) -> bool {
+        self.max_length.is_some() || self.max_length_bytes.is_some()
+    }
+
+    /// Whether a publish to this queue may be refused, so publishers under confirms need an
+    /// answer from the queue itself.
+    pub fn may_refuse_publishes(&self) -> bool {
+        self.has_length_limit() && self.overflow != Overflow::DropHead
+    }
+}
+
+/// Why an argument is invalid, printed as RabbitMQ prints its error term.
+enum Invalid {
+    Text(String),
+    Term(String),
+}
+
+fn integer(value: &AMQPValue) -> Result<i64, Invalid> {
+    match value {
+        AMQPValue::ShortShortInt(v) => Ok(i64::from(*v)),
+        AMQPValue::ShortShortUInt(v) => Ok(i64::from(*v)),
+        AMQPValue::ShortInt(v) => Ok(i64::from(*v)),
+        AMQPValue::ShortUInt(v) => Ok(i64::from(*v)),
+        AMQPValue::LongInt(v) => Ok(i64::from(*v)),
+        AMQPValue::LongUInt(v) => Ok(i64::from(*v)),
+        AMQPValue::LongLongInt(v) => Ok(*v),
+        other => Err(Invalid::Text(format!(
+            "expected integer, got {}",
+            type_name(other)
+        ))),
+    }
+}
+
+fn non_negative(value: &AMQPValue) -> Result<u64, Invalid> {
+    let v = integer(value)?;
+    u64::try_from(v).map_err(|_| Invalid::Term(format!("{{value_negative,{v}}}")))
+}
+
+fn expiry(value: &AMQPValue) -> Result<u64, Invalid> {
+    let v = non_negative(value)?;
+    if v > MAX_EXPIRY_MS {
+        return Err(Invalid::Term(format!("{{value_too_large,{v}}}")));
+    }
+    Ok(v)
+}
+
+fn string(value: &AMQPValue) -> Result<String, Invalid> {
+    match value {
+        AMQPValue::LongString(_) | AMQPValue::ShortString(_) => {
+            Ok(as_str(value).map(|s| s.into_owned()).unwrap_or_default())
+        }
+        other => Err(Invalid::Term(format!(
+            "{{unacceptable_type,{}}}",
+            type_name(other)
+        ))),
+    }
+}
+
+fn boolean(value: &AMQPValue) -> Result<bool, Invalid> {
+    match value {
+        AMQPValue::Boolean(b) => Ok(*b),
+        other => Err(Invalid::Term(format!(
+            "{{unacceptable_type,{}}}",
+            type_name(other)
+        ))),
+    }
+}
+
+/// Parse and validate a queue's arguments; `resource` is "queue 'q' in vhost '/'".
+pub fn parse(arguments: &FieldTable, resource: &str) -> Result<QueueArgs, AmqpError> {
+    let mut args = QueueArgs::default();
+    let table = arguments.inner();
+    let check = |key: &str, result: Result<(), Invalid>| {
+        result.map_err(|invalid| {
+            let term = match invalid {
+                Invalid::Text(text) => format!("\"{text}\""),
+                Invalid::Term(term) => term,
+            };
+            AmqpError::precondition_failed(format!("invalid arg '{key}' for {resource}: {term}"))
+        })
+    };
+    // RabbitMQ's order of checks, so the first bad argument reported is the same.
+    if let Some(v) = table.get("x-expires") {
+        check(
+            "x-expires",
+            expiry(v).and_then(|ms| {
+                if ms == 0 {
+                    Err(Invalid::Term("{value_zero,0}".into()))
+                } else {
+                    args.expires = Some(ms);
+                    Ok(())
+                }
+            }),
+        )?;
+    }
+    if let Some(v) = table.get("x-message-ttl") {
+        check(
+            "x-message-ttl",
+            expiry(v).map(|ms| args.message_ttl = Some(ms)),
+        )?;
+    }
+    if let Some(v) = table.get("x-dead-letter-exchange") {
+        check(
+            "x-dead-letter-exchange",
+            string(v).map(|x| args.dead_letter_exchange = Some(x)),
+        )?;
+    }
+    if let Some(v) = table.get("x-dead-letter-routing-key") {
+        check(
+            "x-dead-letter-routing-key",
+            string(v).and_then(|k| {
+                if table.contains_key("x-dead-letter-exchange") {
+                    args.dead_letter_routing_key = Some(k);
+                    Ok(())
+                } else {
+                    Err(Invalid::Term("routing_key_but_no_dlx_defined".into()))
+                }
+            }),
+        )?;
+    }
+    for (key, slot) in [
+        ("x-max-length", &mut args.max_length),
+        ("x-max-length-bytes", &mut args.max_length_bytes),
+    ] {
+        if let Some(v) = table.get(key) {
+            check(key, non_negative(v).map(|n| *slot = Some(n)))?;
+        }
+    }
+    for key in ["x-max-in-memory-length", "x-max-in-memory-bytes"] {
+        if let Some(v) = table.get(key) {
+            check(key, non_negative(v).map(|_| ()))?;
+        }
+    }
+    if let Some(v) = table.get("x-max-priority") {
+        check(
+            "x-max-priority",
+            non_negative(v).and_then(|n| match u8::try_from(n) {
+                Ok(p) => {
+                    args.max_priority = Some(p);
+                    Ok(())
+                }
+                Err(_) => Err(Invalid::Term(format!("{{max_value_exceeded,{n}}}"))),
+            }),
+        )?;
+    }
+    if let Some(v) = table.get("x-overflow") {
+        check(
+            "x-overflow",
+            string(v).and_then(|o| {
+                args.overflow = match o.as_str() {
+                    "drop-head" => Overflow::DropHead,
+                    "reject-publish" => Overflow::RejectPublish,
+                    "reject-publish-dlx" => Overflow::RejectPublishDlx,
+                    _ => return Err(Invalid::Term("invalid_overflow".into())),
+                };
+                Ok(())
+            }),
+        )?;
+    }
+    if let Some(v) = table.get("x-queue-mode") {
+        check(
+            "x-queue-mode",
+            string(v).and_then(|m| match m.as_str() {
+                "default" | "lazy" => Ok(()),
+                _ => Err(Invalid::Text(format!("unsupported queue mode '{m}'"))),
+            }),
+        )?;
+    }
+    if let Some(v) = table.get("x-single-active-consumer") {
+        check(
+            "x-single-active-consumer",
+            boolean(v).map(|b| args.single_active_consumer = b),
+        )?;
+    }
+    if let Some(v) = table.get("x-queue-type") {
+        check(
+            "x-queue-type",
+            string(v).and_then(|t| match t.as_str() {
+                // Leveret has one queue implementation; quorum semantics that matter to clients
+                // (delivery limits) are available on it.
+                "classic" | "quorum" => Ok(()),
+                _ => Err(Invalid::Text(format!("unsupported queue type '{t}'"))),
+            }),
+        )?;
+    }
+    if let Some(v) = table.get("x-delivery-limit") {
+        check(
+            "x-delivery-limit",
+            non_negative(v).map(|n| args.delivery_limit = Some(n)),
+        )?;
+    }
+    if let Some(v) = table.get("x-consumer-timeout") {
+        check(
+            "x-consumer-timeout",
+            non_negative(v).map(|n| args.consumer_timeout = Some(n)),
+        )?;
+    }
+    Ok(args)
+}
+
+/// Validate a message's `expiration` property: milliseconds as a decimal string. Texts are
+/// RabbitMQ's, including Erlang's line break in the `value_too_large` term.
+pub fn parse_expiration(expiration: &str) -> Result<u64, AmqpError> {
+    let invalid = |term: String| {
+        AmqpError::precondition_failed(format!("invalid expiration '{expiration}': {term}"))
+    };
+    // Erlang's string:to_integer: optional sign, then digits; anything after is "leftover".
+    let bytes = expiration.as_bytes();
+    let sign_len = usize::from(matches!(bytes.first(), Some(b'+' | b'-')));
+    let digits = bytes[sign_len..]
+        .iter()
+        .take_while(|b| b.is_ascii_digit())
+        .count();
+    if digits == 0 {
+        return Err(invalid("no_integer".into()));
+    }
+    let end = sign_len + digits;
+    if end < bytes.len() {
+        return Err(invalid(format!(
+            "{{leftover_string,\"{}\"}}",
+            &expiration[end..]
+        )));
+    }
+    let number = &expiration[..end];
+    let negative = bytes[0] == b'-';
+    let magnitude = &expiration[sign_len..end];
+    let value: Option<u64> = magnitude.parse().ok();
+    match (negative, value) {
+        (true, Some(0)) => Ok(0),
+        (true, _) => Err(invalid(format!(
+            "{{value_negative,{}}}",
+            number.trim_start_matches('+')
+        ))),
+        (false, Some(v)) if v <= MAX_EXPIRY_MS => Ok(v),
+        (false, _) => {
+            // Erlang's ~p breaks the tuple after the comma, aligning under its first element.
+            let shown = magnitude.trim_start_matches('0');
+            let shown = if shown.is_empty() { "0" } else { shown };
+            let prefix = format!("invalid expiration '{expiration}': {{");
+            let indent = " ".repeat(prefix.len());
+            Err(invalid(format!("{{value_too_large,\n{indent}{shown}}}")))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{LongString, ShortString};
+
+    fn table(pairs: Vec<(&str, AMQPValue)>) -> FieldTable {
+        let mut t = FieldTable::default();
+        for (k, v) in pairs {
+            t.insert(ShortString::from(k), v);
+        }
+        t
+    }
+
+    fn text(pairs: Vec<(&str, AMQPValue)>) -> String {
+        parse(&table(pairs), "queue 'q' in vhost '/'")
+            .unwrap_err()
+            .text
+            .to_string()
+    }
+
+    #[test]
+    fn invalid_arguments_get_rabbitmq_texts() {
+        assert_eq!(
+            text(vec![("x-message-ttl", AMQPValue::LongInt(-1))]),
+            "PRECONDITION_FAILED - invalid arg 'x-message-ttl' for queue 'q' in vhost '/': {value_negative,-1}"
+        );
+        assert_eq!(
+            text(vec![("x-message-ttl", AMQPValue::LongString(LongString::from("abc")))]),
+            "PRECONDITION_FAILED - invalid arg 'x-message-ttl' for queue 'q' in vhost '/': \"expected integer, got longstr\""
+        );
+        assert_eq!(
+            text(vec![("x-message-ttl", AMQPValue::Double(1000.0))]),
+            "PRECONDITION_FAILED - invalid arg 'x-message-ttl' for queue 'q' in vhost '/': \"expected integer, got double\""
+        );
+        assert_eq!(
+            text(vec![("x-expires", AMQPValue::LongInt(0))]),
+            "PRECONDITION_FAILED - invalid arg 'x-expires' for queue 'q' in vhost '/': {value_zero,0}"
+        );
+        assert_eq!(
+            text(vec![(
+                "x-dead-letter-routing-key",
+                AMQPValue::LongString(LongString::from("k"))
+            )]),
+            "PRECONDITION_FAILED - invalid arg 'x-dead-letter-routing-key' for queue 'q' in vhost '/': routing_key_but_no_dlx_defined"
+        );
+        assert_eq!(
+            text(vec![("x-max-length", AMQPValue::LongInt(-1))]),
+            "PRECONDITION_FAILED - invalid arg 'x-max-length' for queue 'q' in vhost '/': {value_negative,-1}"
+        );
+    }
+
+    #[test]
+    fn valid_arguments_parse() {
+        let args = parse(
+            &table(vec![
+                ("x-message-ttl", AMQPValue::LongLongInt(1000)),
+                ("x-max-priority", AMQPValue::ShortShortUInt(10)),
+                (
+                    "x-overflow",
+                    AMQPValue::LongString(LongString::from("reject-publish")),
+                ),
+                ("x-max-length", AMQPValue::LongInt(5)),
+                ("x-single-active-consumer", AMQPValue::Boolean(true)),
+            ]),
+            "q",
+        )
+        .unwrap();
+        assert_eq!(args.message_ttl, Some(1000));
+        assert_eq!(args.max_priority, Some(10));
+        assert!(args.may_refuse_publishes());
+        assert!(args.single_active_consumer);
+    }
+
+    #[test]
+    fn expirations_as_rabbitmq() {
+        let e = |s: &str| parse_expiration(s).map_err(|e| e.text.to_string());
+        assert_eq!(e("1000"), Ok(1000));
+        assert_eq!(e("+100"), Ok(100));
+        assert_eq!(e("00100"), Ok(100));
+        assert_eq!(e("0"), Ok(0));
+        assert_eq!(e("315360000000"), Ok(315_360_000_000));
+        assert_eq!(
+            e("abc").unwrap_err(),
+            "PRECONDITION_FAILED - invalid expiration 'abc': no_integer"
+        );
+        assert_eq!(
+            e("").unwrap_err(),
+            "PRECONDITION_FAILED - invalid expiration '': no_integer"
+        );
+        assert_eq!(
+            e(" 100").unwrap_err(),
+            "PRECONDITION_FAILED - invalid expiration ' 100': no_integer"
+        );
+        assert_eq!(
+            e("-1").unwrap_err(),
+            "PRECONDITION_FAILED - invalid expiration '-1': {value_negative,-1}"
+        );
+        assert_eq!(
+            e("1.5").unwrap_err(),
+            "PRECONDITION_FAILED - invalid expiration '1.5': {leftover_string,\".5\"}"
+        );
+        assert_eq!(
+            e("1e3").unwrap_err(),
+            "PRECONDITION_FAILED - invalid expiration '1e3': {leftover_string,\"e3\"}"
+        );
+        assert_eq!(
+            e("9223372036854775807").unwrap_err(),
+            "PRECONDITION_FAILED - invalid expiration '9223372036854775807': {value_too_large,\n                                           9223372036854775807}"
+        );
+        assert_eq!(
+            e("99999999999999999999").unwrap_err(),
+            "PRECONDITION_FAILED - invalid expiration '99999999999999999999': {value_too_large,\n                                            99999999999999999999}"
+        );
+    }
+}
