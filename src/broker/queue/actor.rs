@@ -176,6 +176,8 @@ impl Actor {
                         while let Ok(p) = work.try_recv() {
                             self.on_publish(p);
                         }
+                        // ...and a queue as those publishes left it (expiry, length limits).
+                        self.settle_dying();
                     }
                     for c in controls.drain(..) {
                         if let Flow::Stop = self.on_control(c) {
