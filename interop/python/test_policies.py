@@ -193,6 +193,17 @@ def test_direct_reply_to_without_consumer_is_refused(ch, qname):
     ({"x-max-length": -1}, "invalid arg 'x-max-length' for queue '{q}' in vhost '/': {{value_negative,-1}}"),
     ({"x-dead-letter-routing-key": "k"},
      "invalid arg 'x-dead-letter-routing-key' for queue '{q}' in vhost '/': routing_key_but_no_dlx_defined"),
+    ({"x-max-priority": 256}, "invalid arg 'x-max-priority' for queue '{q}' in vhost '/': {{max_value_exceeded,256}}"),
+    ({"x-max-priority": "a"},
+     "invalid arg 'x-max-priority' for queue '{q}' in vhost '/': \"expected integer, got longstr\""),
+    ({"x-overflow": "foo"}, "invalid arg 'x-overflow' for queue '{q}' in vhost '/': invalid_overflow"),
+    ({"x-overflow": 1}, "invalid arg 'x-overflow' for queue '{q}' in vhost '/': {{unacceptable_type,signedint}}"),
+    ({"x-single-active-consumer": "true"},
+     "invalid arg 'x-single-active-consumer' for queue '{q}' in vhost '/': {{unacceptable_type,longstr}}"),
+    ({"x-dead-letter-exchange": 1}, "invalid type 'signedint' for arg 'x-dead-letter-exchange' in queue '{q}' in vhost '/'"),
+    ({"x-message-ttl": 315360000001},
+     "invalid arg 'x-message-ttl' for queue '{q}' in vhost '/': {{value_too_large,315360000001}}"),
+    ({"x-queue-mode": "foo"}, "invalid arg 'x-queue-mode' for queue '{q}' in vhost '/': \"unsupported queue mode 'foo'\""),
 ])
 def test_invalid_queue_arguments(ch, qname, args, text_):
     with pytest.raises(ChannelClosedByBroker) as e:
@@ -207,3 +218,39 @@ def test_expired_messages_that_route_back_to_their_queue_are_dropped(ch, qname):
     time.sleep(0.5)
     assert ch.queue_declare(qname, passive=True).method.message_count == 0
     cleanup(ch, qname)
+
+
+def test_consumer_x_priority_must_be_an_integer(ch, qname):
+    ch.queue_declare(qname)
+    with pytest.raises(ChannelClosedByBroker) as e:
+        ch.basic_consume(qname, lambda *a: None, arguments={"x-priority": "5"})
+    assert e.value.reply_code == 406
+    assert e.value.reply_text == (
+        "PRECONDITION_FAILED - invalid arg 'x-priority' for queue '%s' in vhost '/': "
+        "\"expected integer, got longstr\"" % qname)
+
+
+def test_single_active_consumer_refuses_exclusive_consumers(ch, qname):
+    ch.queue_declare(qname, arguments={"x-single-active-consumer": True})
+    with pytest.raises(ChannelClosedByBroker) as e:
+        ch.basic_consume(qname, lambda *a: None, exclusive=True)
+    assert e.value.reply_code == 403
+    assert e.value.reply_text == "ACCESS_REFUSED - queue '%s' in vhost '/' in exclusive use" % qname
+
+
+def test_direct_reply_to_pseudo_queue_can_be_declared(ch):
+    ok = ch.queue_declare("amq.rabbitmq.reply-to", passive=True).method
+    assert (ok.queue, ok.message_count, ok.consumer_count) == ("amq.rabbitmq.reply-to", 0, 1)
+
+
+def test_a_message_with_any_x_death_gets_no_first_death_headers(ch, qname):
+    dead = dlx_setup(ch, qname)
+    ch.basic_publish("", qname, b"x", pika.BasicProperties(
+        headers={"x-death": [{"queue": qname, "reason": "rejected"}]}))
+    method, _, _ = get(ch, qname)
+    ch.basic_reject(method.delivery_tag, requeue=False)
+    _, props, _ = get(ch, dead)
+    (death,) = props.headers["x-death"]
+    assert death["count"] == 1
+    assert "x-first-death-queue" not in props.headers
+    cleanup(ch, qname, dead)

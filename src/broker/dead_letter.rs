@@ -108,6 +108,9 @@ pub fn make(
         );
     }
 
+    // RabbitMQ sets x-first-death-* only with the first x-death header; a message that came
+    // with any x-death (even a malformed one) keeps whatever it had.
+    let first_death = !headers.contains_key("x-death");
     let previous: Vec<AMQPValue> = match headers.get("x-death") {
         Some(AMQPValue::FieldArray(list)) => list.as_slice().to_vec(),
         _ => Vec::new(),
@@ -147,14 +150,14 @@ pub fn make(
         ShortString::from("x-death"),
         AMQPValue::FieldArray(FieldArray::from(deaths)),
     );
-    for (key, value) in [
-        ("x-first-death-reason", reason.as_str()),
-        ("x-first-death-queue", queue),
-        ("x-first-death-exchange", &message.exchange),
-    ] {
-        headers
-            .entry(ShortString::from(key))
-            .or_insert_with(|| long(value));
+    if first_death {
+        for (key, value) in [
+            ("x-first-death-reason", reason.as_str()),
+            ("x-first-death-queue", queue),
+            ("x-first-death-exchange", &message.exchange),
+        ] {
+            headers.insert(ShortString::from(key), long(value));
+        }
     }
 
     let routing_keys = match dead_letter_routing_key {

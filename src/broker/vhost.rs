@@ -712,7 +712,7 @@ impl VHost {
     /// The queue behind a direct reply-to consumer: server-named under
     /// `amq.rabbitmq.reply-to.`, owned by the connection, gone with its consumer. Replies are
     /// published to it through the default exchange like to any queue.
-    pub fn declare_reply_queue(&self, connection: u64) -> QueueHandle {
+    pub fn declare_reply_queue(&self) -> QueueHandle {
         let name = random_name("amq.rabbitmq.reply-to.");
         let handle = queue::spawn(
             queue::QueueConfig {
@@ -730,7 +730,10 @@ impl VHost {
             QueueRecord {
                 handle: handle.clone(),
                 durable: false,
-                exclusive_owner: Some(connection),
+                // Not exclusive: RabbitMQ lets any connection check the name with a passive
+                // declare. The queue goes when its consumer does (auto-delete), which is at the
+                // latest when the connection closes.
+                exclusive_owner: None,
                 auto_delete: true,
                 arguments: FieldTable::default(),
             },

@@ -13,7 +13,7 @@ use super::channel::{
     by_queue, delivery_deadline, unimplemented_method, Channel, ConsumerEntry, TxSettle, Unacked,
 };
 use super::connection::{ConnCtx, Deferred};
-use crate::broker::queue::args::parse_expiration;
+use crate::broker::queue::args::{parse_consumer_priority, parse_expiration};
 use crate::broker::queue::{ConfirmTarget, ConsumeRequest, Delivery, QueueHandle};
 use crate::broker::vhost::random_name;
 use crate::broker::Message;
@@ -48,22 +48,6 @@ fn routing_keys<'a>(
         }
     }
     (keys, has_bcc)
-}
-
-/// A consumer's `x-priority` argument.
-fn consumer_priority(value: Option<&AMQPValue>) -> Result<i32, AmqpError> {
-    let Some(value) = value else {
-        return Ok(0);
-    };
-    match crate::protocol::table::as_i64(value) {
-        Some(p) if !matches!(value, AMQPValue::Timestamp(_)) => {
-            Ok(p.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32)
-        }
-        _ => Err(AmqpError::precondition_failed(format!(
-            "invalid arg 'x-priority' for consumer: {{unacceptable_type,{}}}",
-            crate::protocol::table::type_name(value)
-        ))),
-    }
 }
 
 impl Channel {
@@ -246,7 +230,6 @@ impl Channel {
                 return Err(AmqpError::precondition_failed("reply consumer already set"));
             }
         }
-        let priority = consumer_priority(c.arguments.inner().get("x-priority"))?;
         let tag: Arc<str> = if c.consumer_tag.as_str().is_empty() {
             Arc::from(random_name("amq.ctag-"))
         } else {
@@ -258,13 +241,17 @@ impl Channel {
             )));
         }
         let queue = if reply_to {
-            let queue = ctx.vhost.declare_reply_queue(ctx.id);
+            let queue = ctx.vhost.declare_reply_queue();
             self.reply_queue = Some(queue.name().to_owned());
             queue
         } else {
             let name = self.queue_name(c.queue.as_str())?;
             ctx.vhost.queue(&name, ctx.id)?
         };
+        let priority = parse_consumer_priority(
+            c.arguments.inner().get("x-priority"),
+            &format!("queue '{}' in vhost '{}'", queue.name(), ctx.vhost.name()),
+        )?;
         let id = NEXT_CONSUMER_ID.fetch_add(1, Ordering::Relaxed);
         queue
             .consume(ConsumeRequest {

@@ -10,10 +10,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::basic::DIRECT_REPLY_TO;
 use super::confirm::{ConfirmFrame, ConfirmTracker};
 use super::connection::ConnCtx;
 use crate::broker::exchange::Destination;
-use crate::broker::queue::{ChannelLimiter, QueueHandle};
+use crate::broker::queue::{ChannelLimiter, QueueHandle, QueueStats};
 use crate::broker::vhost::{ExchangeDeclare, QueueDeclare};
 use crate::broker::Message;
 use crate::protocol::codec::encode_confirm;
@@ -391,20 +392,29 @@ impl Channel {
             queue::AMQPMethod::Declare(d) => {
                 // No last-queue shortcut here: RabbitMQ looks up '' literally for a passive declare.
                 let name = d.queue.to_string();
-                let (name, stats) = ctx
-                    .vhost
-                    .declare_queue(
-                        &QueueDeclare {
-                            name,
-                            passive: d.passive,
-                            durable: d.durable,
-                            exclusive: d.exclusive,
-                            auto_delete: d.auto_delete,
-                            arguments: d.arguments,
-                        },
-                        ctx.id,
-                    )
-                    .await?;
+                let (name, stats) = if name == DIRECT_REPLY_TO {
+                    // RabbitMQ answers for the pseudo-queue whatever the flags, so clients can
+                    // check that direct reply-to is supported.
+                    let stats = QueueStats {
+                        consumers: 1,
+                        ..QueueStats::default()
+                    };
+                    (name, stats)
+                } else {
+                    ctx.vhost
+                        .declare_queue(
+                            &QueueDeclare {
+                                name,
+                                passive: d.passive,
+                                durable: d.durable,
+                                exclusive: d.exclusive,
+                                auto_delete: d.auto_delete,
+                                arguments: d.arguments,
+                            },
+                            ctx.id,
+                        )
+                        .await?
+                };
                 self.last_queue = Some(name.clone());
                 (!d.nowait).then_some(queue::AMQPMethod::DeclareOk(queue::DeclareOk {
                     queue: name.into(),

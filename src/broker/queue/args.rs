@@ -156,10 +156,16 @@ pub fn parse(arguments: &FieldTable, resource: &str) -> Result<QueueArgs, AmqpEr
         )?;
     }
     if let Some(v) = table.get("x-dead-letter-exchange") {
-        check(
-            "x-dead-letter-exchange",
-            string(v).map(|x| args.dead_letter_exchange = Some(x)),
-        )?;
+        match string(v) {
+            Ok(x) => args.dead_letter_exchange = Some(x),
+            // RabbitMQ words this one differently.
+            Err(_) => {
+                return Err(AmqpError::precondition_failed(format!(
+                    "invalid type '{}' for arg 'x-dead-letter-exchange' in {resource}",
+                    type_name(v)
+                )))
+            }
+        }
     }
     if let Some(v) = table.get("x-dead-letter-routing-key") {
         check(
@@ -239,6 +245,7 @@ pub fn parse(arguments: &FieldTable, resource: &str) -> Result<QueueArgs, AmqpEr
             }),
         )?;
     }
+    // RabbitMQ accepts this on quorum queues only; Leveret honours it on every queue.
     if let Some(v) = table.get("x-delivery-limit") {
         check(
             "x-delivery-limit",
@@ -252,6 +259,22 @@ pub fn parse(arguments: &FieldTable, resource: &str) -> Result<QueueArgs, AmqpEr
         )?;
     }
     Ok(args)
+}
+
+/// A consumer's `x-priority` argument (any integer; RabbitMQ's text names the queue).
+pub fn parse_consumer_priority(
+    value: Option<&AMQPValue>,
+    resource: &str,
+) -> Result<i32, AmqpError> {
+    let Some(value) = value else {
+        return Ok(0);
+    };
+    match integer(value) {
+        Ok(p) => Ok(p.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32),
+        Err(Invalid::Text(text)) | Err(Invalid::Term(text)) => Err(AmqpError::precondition_failed(
+            format!("invalid arg 'x-priority' for {resource}: \"{text}\""),
+        )),
+    }
 }
 
 /// Validate a message's `expiration` property: milliseconds as a decimal string. Texts are
@@ -277,25 +300,35 @@ pub fn parse_expiration(expiration: &str) -> Result<u64, AmqpError> {
             &expiration[end..]
         )));
     }
-    let number = &expiration[..end];
     let negative = bytes[0] == b'-';
-    let magnitude = &expiration[sign_len..end];
+    let magnitude = expiration[sign_len..end].trim_start_matches('0');
+    let magnitude = if magnitude.is_empty() { "0" } else { magnitude };
     let value: Option<u64> = magnitude.parse().ok();
+    let prefix_len = "invalid expiration '".len() + expiration.len() + "': ".len();
     match (negative, value) {
         (true, Some(0)) => Ok(0),
-        (true, _) => Err(invalid(format!(
-            "{{value_negative,{}}}",
-            number.trim_start_matches('+')
+        (true, _) => Err(invalid(erlang_tuple(
+            prefix_len,
+            "value_negative",
+            &format!("-{magnitude}"),
         ))),
         (false, Some(v)) if v <= MAX_EXPIRY_MS => Ok(v),
-        (false, _) => {
-            // Erlang's ~p breaks the tuple after the comma, aligning under its first element.
-            let shown = magnitude.trim_start_matches('0');
-            let shown = if shown.is_empty() { "0" } else { shown };
-            let prefix = format!("invalid expiration '{expiration}': {{");
-            let indent = " ".repeat(prefix.len());
-            Err(invalid(format!("{{value_too_large,\n{indent}{shown}}}")))
-        }
+        (false, _) => Err(invalid(erlang_tuple(
+            prefix_len,
+            "value_too_large",
+            magnitude,
+        ))),
+    }
+}
+
+/// `{tag,value}` as Erlang's `~p` prints it at column `column`: on one line if it fits within
+/// 78 columns, otherwise broken after the comma with the value aligned under the tag.
+fn erlang_tuple(column: usize, tag: &str, value: &str) -> String {
+    let flat = format!("{{{tag},{value}}}");
+    if column + flat.len() <= 78 {
+        flat
+    } else {
+        format!("{{{tag},\n{}{value}}}", " ".repeat(column + 1))
     }
 }
 
@@ -343,6 +376,26 @@ mod tests {
                 AMQPValue::LongString(LongString::from("k"))
             )]),
             "PRECONDITION_FAILED - invalid arg 'x-dead-letter-routing-key' for queue 'q' in vhost '/': routing_key_but_no_dlx_defined"
+        );
+        assert_eq!(
+            text(vec![("x-max-priority", AMQPValue::LongInt(256))]),
+            "PRECONDITION_FAILED - invalid arg 'x-max-priority' for queue 'q' in vhost '/': {max_value_exceeded,256}"
+        );
+        assert_eq!(
+            text(vec![("x-overflow", AMQPValue::LongString(LongString::from("foo")))]),
+            "PRECONDITION_FAILED - invalid arg 'x-overflow' for queue 'q' in vhost '/': invalid_overflow"
+        );
+        assert_eq!(
+            text(vec![("x-single-active-consumer", AMQPValue::LongInt(1))]),
+            "PRECONDITION_FAILED - invalid arg 'x-single-active-consumer' for queue 'q' in vhost '/': {unacceptable_type,signedint}"
+        );
+        assert_eq!(
+            text(vec![("x-dead-letter-exchange", AMQPValue::LongInt(1))]),
+            "PRECONDITION_FAILED - invalid type 'signedint' for arg 'x-dead-letter-exchange' in queue 'q' in vhost '/'"
+        );
+        assert_eq!(
+            text(vec![("x-message-ttl", AMQPValue::LongLongInt(315_360_000_001))]),
+            "PRECONDITION_FAILED - invalid arg 'x-message-ttl' for queue 'q' in vhost '/': {value_too_large,315360000001}"
         );
         assert_eq!(
             text(vec![("x-max-length", AMQPValue::LongInt(-1))]),
@@ -407,6 +460,15 @@ mod tests {
         assert_eq!(
             e("9223372036854775807").unwrap_err(),
             "PRECONDITION_FAILED - invalid expiration '9223372036854775807': {value_too_large,\n                                           9223372036854775807}"
+        );
+        assert_eq!(
+            e("999999999999999999").unwrap_err(),
+            "PRECONDITION_FAILED - invalid expiration '999999999999999999': {value_too_large,999999999999999999}"
+        );
+        assert_eq!(e("-00"), Ok(0));
+        assert_eq!(
+            e("-99999999999999999999").unwrap_err(),
+            "PRECONDITION_FAILED - invalid expiration '-99999999999999999999': {value_negative,\n                                             -99999999999999999999}"
         );
         assert_eq!(
             e("99999999999999999999").unwrap_err(),

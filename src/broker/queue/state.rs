@@ -410,8 +410,10 @@ impl QueueState {
         consumer: Consumer,
         in_use: impl Fn() -> AmqpError,
     ) -> Result<(), AmqpError> {
+        // RabbitMQ refuses exclusive consumers on single-active-consumer queues outright.
         if self.consumers.iter().any(|c| c.exclusive)
-            || (consumer.exclusive && !self.consumers.is_empty())
+            || (consumer.exclusive
+                && (!self.consumers.is_empty() || self.config.single_active_consumer))
         {
             return Err(in_use());
         }
