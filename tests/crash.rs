@@ -132,3 +132,134 @@ async fn kill_9_loses_no_confirmed_message() {
         seen.len()
     );
 }
+
+/// Dead-lettering persistent messages between durable queues, killed mid-way: after a restart
+/// each message is in the source queue or in the dead-letter queue, never in neither.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_while_dead_lettering_loses_no_message() {
+    const MESSAGES: u64 = 3000;
+    for round in 0..3u64 {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let (child, port) = common::spawn_leveret(&data);
+        let uri = format!("amqp://127.0.0.1:{port}/%2f");
+        let conn = Connection::connect(&uri, ConnectionProperties::default())
+            .await
+            .unwrap();
+        let ch = conn.create_channel().await.unwrap();
+        let durable = QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        ch.exchange_declare(
+            "dl-x".into(),
+            lapin::ExchangeKind::Fanout,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+        ch.queue_declare("dl-dead".into(), durable, FieldTable::default())
+            .await
+            .unwrap();
+        ch.queue_bind(
+            "dl-dead".into(),
+            "dl-x".into(),
+            "".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+        let mut args = FieldTable::default();
+        args.insert(
+            "x-dead-letter-exchange".into(),
+            lapin::types::AMQPValue::LongString("dl-x".into()),
+        );
+        ch.queue_declare("dl-src".into(), durable, args)
+            .await
+            .unwrap();
+        ch.confirm_select(ConfirmSelectOptions::default())
+            .await
+            .unwrap();
+        let mut confirms = Vec::new();
+        for id in 0..MESSAGES {
+            confirms.push(
+                ch.basic_publish(
+                    "".into(),
+                    "dl-src".into(),
+                    BasicPublishOptions::default(),
+                    &id.to_be_bytes(),
+                    BasicProperties::default().with_delivery_mode(2),
+                )
+                .await
+                .unwrap(),
+            );
+        }
+        for c in confirms {
+            assert!(c.await.unwrap().is_ack());
+        }
+        let consumer_ch = conn.create_channel().await.unwrap();
+        consumer_ch
+            .basic_qos(200, BasicQosOptions::default())
+            .await
+            .unwrap();
+        let mut consumer = consumer_ch
+            .basic_consume(
+                "dl-src".into(),
+                "rejecter".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        let rejecter = tokio::spawn(async move {
+            use futures::StreamExt;
+            while let Some(Ok(d)) = consumer.next().await {
+                if d.reject(BasicRejectOptions { requeue: false })
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(30 + pseudo_random(round) / 4)).await;
+        drop(child);
+        let _ = tokio::time::timeout(Duration::from_secs(10), rejecter).await;
+
+        let (child, port) = common::spawn_leveret(&data);
+        let conn = Connection::connect(
+            &format!("amqp://127.0.0.1:{port}/%2f"),
+            ConnectionProperties::default(),
+        )
+        .await
+        .unwrap();
+        let ch = conn.create_channel().await.unwrap();
+        let mut seen: HashMap<u64, u32> = HashMap::new();
+        let mut dead = 0;
+        for q in ["dl-src", "dl-dead"] {
+            while let Some(m) = ch
+                .basic_get(q.into(), BasicGetOptions { no_ack: true })
+                .await
+                .unwrap()
+            {
+                let id = u64::from_be_bytes(m.delivery.data[..8].try_into().unwrap());
+                *seen.entry(id).or_default() += 1;
+                dead += u32::from(q == "dl-dead");
+            }
+        }
+        drop(child);
+        let lost: Vec<u64> = (0..MESSAGES).filter(|id| !seen.contains_key(id)).collect();
+        assert!(
+            lost.is_empty(),
+            "round {round}: {} messages in neither queue, e.g. {:?}",
+            lost.len(),
+            &lost[..lost.len().min(5)]
+        );
+        eprintln!("round {round}: {dead} dead-lettered before the kill, none lost");
+    }
+}
