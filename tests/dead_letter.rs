@@ -413,3 +413,61 @@ async fn declare_passive(ch: &lapin::Channel, q: &str) -> u32 {
     .unwrap()
     .message_count()
 }
+
+#[tokio::test]
+async fn expiry_and_priorities_hold_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = TestBroker::start_in(dir.path()).await;
+    {
+        let (_c, ch) = b.channel().await;
+        setup(&ch, &[("x-max-priority", AMQPValue::LongInt(5))], true).await;
+        ch.confirm_select(ConfirmSelectOptions::default())
+            .await
+            .unwrap();
+        for (body, priority, expiration) in [
+            ("low", 1, None),
+            ("short-lived", 3, Some("300")),
+            ("high", 5, None),
+            ("mid", 3, None),
+        ] {
+            let mut props = BasicProperties::default()
+                .with_delivery_mode(2)
+                .with_priority(priority);
+            if let Some(e) = expiration {
+                props = props.with_expiration(e.into());
+            }
+            ch.basic_publish(
+                "".into(),
+                "source".into(),
+                BasicPublishOptions::default(),
+                body.as_bytes(),
+                props,
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        }
+    }
+    // The stored expiry is absolute: the recovered queue expires the message on time.
+    let b = b.restart_in(dir.path()).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_c, ch) = b.channel().await;
+    let mut order = Vec::new();
+    while let Some(m) = get(&ch, "source").await {
+        order.push(String::from_utf8(m.delivery.data.clone()).unwrap());
+    }
+    assert_eq!(
+        order,
+        vec!["high", "mid", "low"],
+        "priorities kept, expiry kept"
+    );
+    let dead = get_dead(&ch, "dead")
+        .await
+        .expect("expired while the broker was down");
+    assert_eq!(dead.delivery.data, b"short-lived");
+    assert_eq!(
+        deaths(&dead.delivery)[0].get("reason"),
+        Some(&long("expired"))
+    );
+}
