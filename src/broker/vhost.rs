@@ -631,6 +631,8 @@ impl VHost {
                     .get(&d.name)
                     .ok_or_else(|| self.no_queue(&d.name))?;
                 self.check_owner(record, &d.name, connection)?;
+                // A passive declare counts as use for x-expires, as in RabbitMQ.
+                record.handle.touch();
                 record.handle.clone()
             } else if let Some(record) = t.queues.get(&d.name) {
                 let resource = self.queue_resource(&d.name);
