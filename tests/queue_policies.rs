@@ -453,3 +453,27 @@ async fn an_unacked_delivery_past_the_consumer_timeout_closes_its_channel() {
         .expect("requeued");
     assert!(again.delivery.redelivered);
 }
+
+#[tokio::test]
+async fn a_requeued_head_over_the_length_limit_is_dropped_before_delivery() {
+    let b = TestBroker::start().await;
+    let (_c, ch) = b.channel().await;
+    declare_with(&ch, "rq", &[("x-max-length", AMQPValue::LongInt(2))]).await;
+    ch.basic_qos(1, BasicQosOptions::default()).await.unwrap();
+    publish(&ch, "", "rq", b"h0").await;
+    let mut c = consume(&ch, "rq", false, FieldTable::default()).await;
+    let h0 = next_delivery(&mut c).await;
+    assert_eq!(text(&h0), "h0");
+    for m in ["h1", "h2", "h3", "h4"] {
+        publish(&ch, "", "rq", m.as_bytes()).await;
+    }
+    assert_eq!(count(&ch, "rq").await, 2);
+    h0.nack(BasicNackOptions {
+        requeue: true,
+        multiple: false,
+    })
+    .await
+    .unwrap();
+    // As RabbitMQ: h0 goes back to the head, the queue is over its limit, h0 is dropped.
+    assert_eq!(text(&next_delivery(&mut c).await), "h3");
+}

@@ -61,4 +61,14 @@ impl ConfirmTarget {
             Self::DeadLetter(ticket) => ticket.answer(ack),
         }
     }
+
+    /// A queue's length limit refused the publish: the publisher gets a nack, while a queue
+    /// dead-lettering into it counts the copy as handled (dropped, as RabbitMQ drops it) and
+    /// forgets its own stored copy.
+    pub fn refuse(self) {
+        match self {
+            Self::Publisher { .. } => self.reply(false),
+            Self::DeadLetter(ticket) => ticket.answer(true),
+        }
+    }
 }

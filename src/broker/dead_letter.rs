@@ -177,7 +177,8 @@ pub fn make(
         message.body.clone(),
         message.persistent,
     )
-    .with_queue_properties(message.priority, None);
+    // From the properties: a message read back from the store has no decoded priority.
+    .with_queue_properties(properties.priority().unwrap_or(0), None);
     Some(DeadLetter {
         message: copy,
         routing_keys,

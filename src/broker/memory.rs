@@ -2,7 +2,9 @@
 //!
 //! A background task reads the process's resident set size from `/proc/self/statm` once a second
 //! and raises a shared flag above the threshold. Queues read the flag when a message arrives
-//! deep in a queue; short queues never page.
+//! deep in a queue; short queues never page. The same task hands memory the allocator holds but
+//! no longer uses back to the kernel now and then: glibc keeps freed memory in per-thread arenas,
+//! and after recovering or draining a deep queue that is most of the resident set.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -21,20 +23,48 @@ impl MemoryPressure {
     /// A flag that is always raised (threshold 0), or watched against `threshold` bytes of RSS.
     pub fn watch(threshold: u64) -> Self {
         let pressure = Self(Arc::new(AtomicBool::new(threshold == 0)));
-        if threshold > 0 {
-            let flag = Arc::downgrade(&pressure.0);
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(Duration::from_secs(1));
-                loop {
-                    tick.tick().await;
-                    let Some(flag) = flag.upgrade() else { return };
-                    if let Some(rss) = resident_bytes() {
-                        flag.store(rss >= threshold, Ordering::Relaxed);
-                    }
+        let flag = Arc::downgrade(&pressure.0);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            let mut ticks = 0u32;
+            loop {
+                tick.tick().await;
+                let Some(flag) = flag.upgrade() else { return };
+                let Some(rss) = resident_bytes() else {
+                    continue;
+                };
+                if threshold > 0 {
+                    flag.store(rss >= threshold, Ordering::Relaxed);
                 }
-            });
-        }
+                // Every few seconds, once the process is big enough for it to matter: a trim
+                // walks the allocator's free lists, and freed pages come back as page faults.
+                ticks = ticks.wrapping_add(1);
+                if rss > TRIM_FLOOR && ticks.is_multiple_of(TRIM_EVERY_SECS) {
+                    release_freed_memory();
+                }
+            }
+        });
         pressure
+    }
+}
+
+/// Resident set (bytes) above which the watcher returns freed memory to the kernel.
+const TRIM_FLOOR: u64 = 96 * 1024 * 1024;
+/// How often it does, in seconds.
+const TRIM_EVERY_SECS: u32 = 5;
+
+/// Return memory the allocator holds but does not use to the kernel.
+pub fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        extern "C" {
+            fn malloc_trim(pad: usize) -> std::os::raw::c_int;
+        }
+        // SAFETY: glibc's malloc_trim takes no pointers; it only madvises unused heap pages
+        // away and is safe to call from any thread at any time.
+        unsafe {
+            malloc_trim(0);
+        }
     }
 }
 

@@ -109,6 +109,8 @@ impl Broker {
         for name in names {
             broker.add_vhost(&name)?.recover()?;
         }
+        // Recovery reads every stored record once; what it freed goes back to the kernel.
+        memory::release_freed_memory();
         Ok(Arc::new(broker))
     }
 

@@ -76,6 +76,9 @@ pub struct QueueDeclare {
     pub arguments: FieldTable,
 }
 
+/// Names of the queues behind direct reply-to consumers.
+pub const REPLY_QUEUE_PREFIX: &str = "amq.rabbitmq.reply-to.";
+
 /// Queue arguments RabbitMQ compares on redeclaration; others are ignored.
 const EQUIVALENCE_ARGS: &[&str] = &[
     "x-expires",
@@ -630,7 +633,9 @@ impl VHost {
                     .queues
                     .get(&d.name)
                     .ok_or_else(|| self.no_queue(&d.name))?;
-                self.check_owner(record, &d.name, connection)?;
+                if !d.name.starts_with(REPLY_QUEUE_PREFIX) {
+                    self.check_owner(record, &d.name, connection)?;
+                }
                 // A passive declare counts as use for x-expires, as in RabbitMQ.
                 record.handle.touch();
                 record.handle.clone()
@@ -714,8 +719,8 @@ impl VHost {
     /// The queue behind a direct reply-to consumer: server-named under
     /// `amq.rabbitmq.reply-to.`, owned by the connection, gone with its consumer. Replies are
     /// published to it through the default exchange like to any queue.
-    pub fn declare_reply_queue(&self) -> QueueHandle {
-        let name = random_name("amq.rabbitmq.reply-to.");
+    pub fn declare_reply_queue(&self, connection: u64) -> QueueHandle {
+        let name = random_name(REPLY_QUEUE_PREFIX);
         let handle = queue::spawn(
             queue::QueueConfig {
                 name: name.clone(),
@@ -732,10 +737,9 @@ impl VHost {
             QueueRecord {
                 handle: handle.clone(),
                 durable: false,
-                // Not exclusive: RabbitMQ lets any connection check the name with a passive
-                // declare. The queue goes when its consumer does (auto-delete), which is at the
-                // latest when the connection closes.
-                exclusive_owner: None,
+                // Owned by the requester's connection (nobody else may consume or delete it);
+                // a passive declare from anywhere still succeeds, as in RabbitMQ.
+                exclusive_owner: Some(connection),
                 auto_delete: true,
                 arguments: FieldTable::default(),
             },

@@ -241,9 +241,12 @@ impl Channel {
             )));
         }
         let queue = if reply_to {
-            let queue = ctx.vhost.declare_reply_queue();
-            self.reply_queue = Some(queue.name().to_owned());
-            queue
+            // Checked before the reply queue exists, so a bad argument leaves nothing behind.
+            parse_consumer_priority(
+                c.arguments.inner().get("x-priority"),
+                &format!("queue '{DIRECT_REPLY_TO}' in vhost '{}'", ctx.vhost.name()),
+            )?;
+            ctx.vhost.declare_reply_queue(ctx.id)
         } else {
             let name = self.queue_name(c.queue.as_str())?;
             ctx.vhost.queue(&name, ctx.id)?
@@ -253,7 +256,7 @@ impl Channel {
             &format!("queue '{}' in vhost '{}'", queue.name(), ctx.vhost.name()),
         )?;
         let id = NEXT_CONSUMER_ID.fetch_add(1, Ordering::Relaxed);
-        queue
+        let consumed = queue
             .consume(ConsumeRequest {
                 consumer_id: id,
                 connection_id: ctx.id,
@@ -266,7 +269,19 @@ impl Channel {
                 limiter: self.limiter.clone(),
                 sink: ctx.sink.clone(),
             })
-            .await?;
+            .await;
+        if let Err(error) = consumed {
+            if reply_to {
+                let _ = ctx
+                    .vhost
+                    .delete_queue(queue.name(), false, false, ctx.id)
+                    .await;
+            }
+            return Err(error);
+        }
+        if reply_to {
+            self.reply_queue = Some(queue.name().to_owned());
+        }
         self.consumers
             .insert(tag.clone(), ConsumerEntry { id, queue });
         if !c.nowait {
@@ -334,7 +349,13 @@ impl Channel {
 
     /// The queue dropped a consumer (it was deleted): tell clients that understand it.
     pub(super) fn on_consumer_cancelled(&mut self, ctx: &mut ConnCtx, tag: &Arc<str>) {
-        if self.consumers.remove(tag).is_some() && ctx.capabilities.consumer_cancel_notify {
+        let removed = self.consumers.remove(tag);
+        if let Some(consumer) = &removed {
+            if self.reply_queue.as_deref() == Some(consumer.queue.name()) {
+                self.reply_queue = None;
+            }
+        }
+        if removed.is_some() && ctx.capabilities.consumer_cancel_notify {
             ctx.send_method(
                 self.id,
                 &Method::Basic(basic::AMQPMethod::Cancel(basic::Cancel {
@@ -348,10 +369,8 @@ impl Channel {
     /// A message from a queue for one of this channel's consumers.
     pub(super) fn on_delivery(&mut self, ctx: &mut ConnCtx, d: Delivery) {
         if !self.consumers.contains_key(&d.consumer_tag) {
-            // Cancelled or closing: the message never reached the client.
-            if !d.no_ack {
-                d.queue.release(vec![d.seq]);
-            }
+            // The consumer is gone (its channel closed, or its queue was deleted): the queue
+            // already took back everything it held, this delivery included.
             return;
         }
         let tag = self.next_delivery_tag;
@@ -381,7 +400,7 @@ impl Channel {
                 Unacked {
                     queue: d.queue,
                     seq: d.seq,
-                    from_consumer: true,
+                    consumer_id: Some(d.consumer_id),
                     deadline,
                 },
             );
@@ -419,7 +438,7 @@ impl Channel {
                         Unacked {
                             queue,
                             seq: r.seq,
-                            from_consumer: false,
+                            consumer_id: None,
                             deadline,
                         },
                     );
@@ -456,7 +475,7 @@ impl Channel {
     }
 
     fn release_limiter(&self, settled: &BTreeMap<u64, Unacked>) {
-        let n = settled.values().filter(|u| u.from_consumer).count() as u32;
+        let n = settled.values().filter(|u| u.consumer_id.is_some()).count() as u32;
         if n == 0 {
             return;
         }

@@ -41,8 +41,9 @@ pub(super) struct ConsumerEntry {
 pub(super) struct Unacked {
     pub(super) queue: QueueHandle,
     pub(super) seq: u64,
-    /// Counted against the channel-wide limiter (consumer deliveries, not `basic.get`).
-    pub(super) from_consumer: bool,
+    /// The consumer it was delivered to (`None` for `basic.get`); consumer deliveries count
+    /// against the channel-wide limiter.
+    pub(super) consumer_id: Option<u64>,
     /// When the consumer timeout closes the channel if this is still unacked.
     pub(super) deadline: Option<Instant>,
 }
@@ -215,6 +216,11 @@ impl Channel {
     /// Give everything back: consumers go, unacked deliveries are requeued in order.
     pub(super) fn release_all(&mut self, ctx: &mut ConnCtx) {
         ctx.flush_acks();
+        // A queue requeues everything a departing consumer holds, including deliveries still on
+        // their way here; requeueing those again from this side could take them back from a
+        // consumer that has received them since. Only the rest (basic.get, consumers cancelled
+        // earlier) is requeued from here.
+        let gone: Vec<u64> = self.consumers.values().map(|c| c.id).collect();
         for (_, consumer) in self.consumers.drain() {
             consumer.queue.consumer_gone(consumer.id);
         }
@@ -223,7 +229,10 @@ impl Channel {
                 self.unacked.insert(tag, unacked);
             }
         }
-        for (queue, seqs) in by_queue(std::mem::take(&mut self.unacked).into_values()) {
+        let rest = std::mem::take(&mut self.unacked)
+            .into_values()
+            .filter(|u| !u.consumer_id.is_some_and(|id| gone.contains(&id)));
+        for (queue, seqs) in by_queue(rest) {
             queue.requeue(seqs);
         }
     }

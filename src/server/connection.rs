@@ -441,14 +441,13 @@ impl Connection {
 
     fn on_event(&mut self, event: ClientEvent) {
         match event {
-            ClientEvent::Deliver(delivery) => match self.channels.get_mut(&delivery.channel) {
-                Some(ch) => ch.on_delivery(&mut self.ctx, delivery),
-                None => {
-                    if !delivery.no_ack {
-                        delivery.queue.release(vec![delivery.seq]);
-                    }
+            ClientEvent::Deliver(delivery) => {
+                // A closed channel's consumers are gone, and their queues took back what they
+                // held, this delivery included.
+                if let Some(ch) = self.channels.get_mut(&delivery.channel) {
+                    ch.on_delivery(&mut self.ctx, delivery);
                 }
-            },
+            }
             ClientEvent::Confirm { channel, seq, ack } => {
                 if let Some(ch) = self.channels.get_mut(&channel) {
                     ch.on_queue_confirm(seq, ack);

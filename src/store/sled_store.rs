@@ -49,10 +49,18 @@ fn sled_error(e: sled::Error) -> StoreError {
     }
 }
 
+/// A queue's key prefix: `[len u8][name]` for names under 255 bytes (every key written so far),
+/// `[0xFF][len u16 BE][name]` for longer ones, so no two queues ever share a key range.
 fn queue_prefix(queue: &str) -> Vec<u8> {
-    let name = &queue.as_bytes()[..queue.len().min(255)];
-    let mut key = Vec::with_capacity(1 + name.len() + 10);
-    key.push(name.len() as u8);
+    let name = queue.as_bytes();
+    let mut key = Vec::with_capacity(3 + name.len() + 10);
+    match u8::try_from(name.len()) {
+        Ok(len) if len < u8::MAX => key.push(len),
+        _ => {
+            key.push(u8::MAX);
+            key.extend_from_slice(&(name.len().min(usize::from(u16::MAX)) as u16).to_be_bytes());
+        }
+    }
     key.extend_from_slice(name);
     key
 }
@@ -380,5 +388,18 @@ mod tests {
             std::fs::read(dir.path().join("something.txt")).unwrap(),
             b"not ours"
         );
+    }
+
+    #[tokio::test]
+    async fn long_queue_names_never_share_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let base = "v".repeat(300);
+        let (a, b) = (format!("{base}\0a"), format!("{base}\0b"));
+        store.append(&a, 1, b"A").unwrap();
+        store.append(&b, 1, b"B").unwrap();
+        assert_eq!(store.recover_all(&a).unwrap().len(), 1);
+        store.delete_queue(&a).unwrap();
+        assert_eq!(store.read(&b, 1).unwrap().as_deref(), Some(&b"B"[..]));
     }
 }

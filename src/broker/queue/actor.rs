@@ -91,6 +91,40 @@ struct Actor {
     last_used: Instant,
     /// Scratch space for messages leaving the queue.
     dying: Vec<Entry>,
+    /// Messages went back to the head in this batch: length limits apply before delivery.
+    requeued: bool,
+}
+
+/// Answer a command the actor will not run because it is stopping. A deleted queue acks the
+/// publishes it still had (their messages went with it, as if unroutable); at shutdown nothing is
+/// answered, so a dead-lettering queue keeps its stored copy. Dropped reply senders tell their
+/// callers the queue is gone.
+fn abandon(control: Control, deleted: bool) {
+    if let Control::Publish(publish) = control {
+        abandon_publish(publish, deleted);
+    }
+}
+
+fn abandon_publish(publish: Publish, deleted: bool) {
+    if let (Some(target), true) = (publish.confirm, deleted) {
+        target.reply(true);
+    }
+}
+
+/// Close both lanes and answer whatever they still hold.
+fn close_lanes(
+    work: &mut mpsc::Receiver<Publish>,
+    control: &mut mpsc::UnboundedReceiver<Control>,
+    deleted: bool,
+) {
+    work.close();
+    control.close();
+    while let Ok(p) = work.try_recv() {
+        abandon_publish(p, deleted);
+    }
+    while let Ok(c) = control.try_recv() {
+        abandon(c, deleted);
+    }
 }
 
 /// Which lane woke the actor.
@@ -130,6 +164,7 @@ pub fn spawn(config: QueueConfig, vhost: Weak<VHost>, recovered: Vec<Entry>) -> 
         clock: now_ms(),
         last_used: Instant::now(),
         dying: Vec::new(),
+        requeued: false,
     };
     let span = tracing::debug_span!("queue", name = %actor.config.name);
     tokio::spawn(tracing::Instrument::instrument(
@@ -141,7 +176,11 @@ pub fn spawn(config: QueueConfig, vhost: Weak<VHost>, recovered: Vec<Entry>) -> 
 
 enum Flow {
     Continue,
-    Stop,
+    /// The queue is gone (deleted, auto-deleted, expired): what is still queued for it is
+    /// answered as if it had never been routed here.
+    Deleted,
+    /// The broker is stopping: stored messages stay, nothing is answered.
+    Shutdown,
 }
 
 impl Actor {
@@ -179,10 +218,20 @@ impl Actor {
                         // ...and a queue as those publishes left it (expiry, length limits).
                         self.settle_dying();
                     }
+                    let mut stop = None;
                     for c in controls.drain(..) {
-                        if let Flow::Stop = self.on_control(c) {
-                            return;
+                        match stop {
+                            None => match self.on_control(c) {
+                                Flow::Continue => {}
+                                other => stop = Some(other),
+                            },
+                            Some(Flow::Deleted) => abandon(c, true),
+                            Some(_) => abandon(c, false),
                         }
+                    }
+                    if let Some(flow) = stop {
+                        close_lanes(&mut work, &mut control, matches!(flow, Flow::Deleted));
+                        return;
                     }
                 }
                 Woken::Work(_) => {
@@ -190,17 +239,18 @@ impl Actor {
                         self.on_publish(p);
                     }
                 }
-                Woken::Timer => {
-                    if self.unused_too_long() {
-                        tracing::debug!(queue = %self.config.name, "x-expires reached; deleting");
-                        self.cancel_all_consumers();
-                        self.wipe_scratch();
-                        self.auto_delete();
-                        return;
-                    }
-                }
+                Woken::Timer => {}
             }
             self.settle_dying();
+            // Checked after every batch: steady publishing does not count as use.
+            if self.unused_too_long() {
+                tracing::debug!(queue = %self.config.name, "x-expires reached; deleting");
+                self.cancel_all_consumers();
+                self.wipe_scratch();
+                self.auto_delete();
+                close_lanes(&mut work, &mut control, true);
+                return;
+            }
         }
     }
 
@@ -235,6 +285,17 @@ impl Actor {
         let mut dying = std::mem::take(&mut self.dying);
         self.state.expire(self.clock, &mut dying);
         self.dead_letter(&mut dying, DeathReason::Expired);
+        // A requeued head that takes a drop-head queue over its limit goes before delivery, as
+        // in RabbitMQ; new publishes are offered to consumers first.
+        let args = &self.config.args;
+        if std::mem::take(&mut self.requeued)
+            && args.has_length_limit()
+            && args.overflow == Overflow::DropHead
+        {
+            self.state
+                .drop_over_limit(args.max_length, args.max_length_bytes, &mut dying);
+            self.dead_letter(&mut dying, DeathReason::Maxlen);
+        }
         self.dispatch();
         self.state.expire(self.clock + 1, &mut dying);
         self.dead_letter(&mut dying, DeathReason::Expired);
@@ -282,7 +343,7 @@ impl Actor {
                 self.dead_letter_message(&message, DeathReason::Maxlen, None);
             }
             if let Some(target) = confirm {
-                target.reply(false);
+                target.refuse();
             }
             return;
         }
@@ -548,6 +609,7 @@ impl Actor {
                 reply,
             } => {
                 self.state.remove_consumer(consumer_id, requeue_unacked);
+                self.requeued |= requeue_unacked;
                 self.last_used = Instant::now();
                 if let Some(reply) = reply {
                     let _ = reply.send(());
@@ -558,7 +620,7 @@ impl Actor {
                 {
                     self.wipe_scratch();
                     self.auto_delete();
-                    return Flow::Stop;
+                    return Flow::Deleted;
                 }
             }
             Control::Ack(seqs) => {
@@ -569,8 +631,14 @@ impl Actor {
                 let mut rejected = self.state.settle(&seqs);
                 self.dead_letter(&mut rejected, DeathReason::Rejected);
             }
-            Control::Requeue(seqs) => self.state.requeue(&seqs, true),
-            Control::Release(seqs) => self.state.requeue(&seqs, false),
+            Control::Requeue(seqs) => {
+                self.state.requeue(&seqs, true);
+                self.requeued = true;
+            }
+            Control::Release(seqs) => {
+                self.state.requeue(&seqs, false);
+                self.requeued = true;
+            }
             Control::Credit { consumer_id, n } => self.state.credit(consumer_id, n),
             Control::Wake => {}
             Control::Get { no_ack, reply } => {
@@ -586,6 +654,12 @@ impl Actor {
                         continue;
                     };
                     self.note_delivered(&entry, no_ack);
+                    // Like RabbitMQ, the count leaves out messages that expired behind this one.
+                    let mut dying = std::mem::take(&mut self.dying);
+                    self.state.expire(self.clock + 1, &mut dying);
+                    self.dead_letter(&mut dying, DeathReason::Expired);
+                    self.dying = dying;
+                    let remaining = remaining.min(self.state.ready_len());
                     result = Some(GetResult {
                         seq: entry.seq,
                         message,
@@ -624,9 +698,9 @@ impl Actor {
                 self.cancel_all_consumers();
                 self.wipe_scratch();
                 let _ = reply.send(Ok(count));
-                return Flow::Stop;
+                return Flow::Deleted;
             }
-            Control::Shutdown => return Flow::Stop,
+            Control::Shutdown => return Flow::Shutdown,
             Control::Stats(reply) => {
                 let _ = reply.send(QueueStats {
                     messages: self.state.ready_len(),
@@ -686,6 +760,9 @@ impl Actor {
             let Some(message) = self.outgoing(&entry) else {
                 self.lost(&entry);
                 self.state.credit(consumer_id, 1);
+                if !no_ack {
+                    self.state.consumers()[i].limiter.release(1);
+                }
                 continue;
             };
             self.note_delivered(&entry, no_ack);

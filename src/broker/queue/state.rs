@@ -282,8 +282,16 @@ impl QueueState {
         if let Some(last) = entries.last() {
             state.next_seq = last.seq + 1;
         }
-        for entry in entries {
-            state.push_ready(entry);
+        if state.ready.levels.len() == 1 {
+            // The common case takes the vector as it is: a deep queue's index is not copied.
+            state.ready_bytes = entries.iter().map(|e| e.message.body_len()).sum();
+            state.resident_bytes = entries.iter().map(|e| e.message.resident_len()).sum();
+            state.ready.len = entries.len();
+            state.ready.levels[0] = entries.into();
+        } else {
+            for entry in entries {
+                state.push_ready(entry);
+            }
         }
         state
     }
