@@ -36,9 +36,9 @@ impl FailingStore {
 
 #[async_trait]
 impl Store for FailingStore {
-    fn append(&self, queue: &str, seq: u64, record: &[u8]) -> Result<(), StoreError> {
+    fn append(&self, queue: &str, seq: u64, record: &[u8], meta: &[u8]) -> Result<(), StoreError> {
         self.check()?;
-        self.inner.append(queue, seq, record)
+        self.inner.append(queue, seq, record, meta)
     }
     fn mark_delivered(&self, queue: &str, seq: u64, deliveries: u32) -> Result<(), StoreError> {
         self.inner.mark_delivered(queue, seq, deliveries)

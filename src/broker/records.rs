@@ -154,14 +154,33 @@ pub(crate) fn decode_message(record: &Bytes) -> Option<Message> {
     ))
 }
 
-/// The body size and queue facts of a stored message, without decoding it.
-pub(crate) fn message_meta(record: &[u8]) -> Option<(u32, RecordMeta)> {
-    let mut r = RecordReader::new(record);
+/// A message's index entry: body size and queue facts, read at recovery instead of the record.
+pub(crate) fn encode_index(body_len: u32, meta: RecordMeta) -> Vec<u8> {
+    let mut out = Vec::with_capacity(14);
+    out.extend_from_slice(&body_len.to_be_bytes());
+    let mut flags = 0;
+    if meta.expires_at.is_some() {
+        flags |= HAS_EXPIRY;
+    }
+    if meta.priority != 0 {
+        flags |= HAS_PRIORITY;
+    }
+    out.push(flags);
+    if let Some(at) = meta.expires_at {
+        out.extend_from_slice(&at.to_be_bytes());
+    }
+    if meta.priority != 0 {
+        out.push(meta.priority);
+    }
+    out
+}
+
+/// An index entry back.
+pub(crate) fn decode_index(entry: &[u8]) -> Option<(u32, RecordMeta)> {
+    let body_len = u32::from_be_bytes(entry.get(..4)?.try_into().ok()?);
+    let mut r = RecordReader::new(&entry[4..]);
     let (_, meta) = read_meta(&mut r)?;
-    r.bytes()?;
-    r.bytes()?;
-    r.bytes()?;
-    Some((r.rest().len() as u32, meta))
+    Some((body_len, meta))
 }
 
 /// A binding's definition key: unique per (source, destination, key, arguments).
@@ -240,12 +259,15 @@ mod tests {
             },
         ] {
             let record = encode_message(&m, meta);
-            let back = decode_message(&Bytes::from(record.clone())).unwrap();
+            let back = decode_message(&Bytes::from(record)).unwrap();
             assert_eq!((&*back.exchange, &*back.routing_key), ("x", "rk"));
             assert_eq!(back.raw_properties, m.raw_properties);
             assert_eq!(back.body, m.body);
             assert!(back.persistent);
-            assert_eq!(message_meta(&record), Some((20_000, meta)));
+            assert_eq!(
+                decode_index(&encode_index(20_000, meta)),
+                Some((20_000, meta))
+            );
         }
         assert!(decode_message(&Bytes::from_static(&[1, 0, 0])).is_none());
     }

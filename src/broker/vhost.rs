@@ -312,8 +312,9 @@ impl VHost {
             // The head of the queue comes back into memory; the rest stays paged in the store.
             let mut entries: Vec<Entry> = Vec::new();
             let mut resident_bytes = 0u64;
-            self.store.recover(&self.key(name), &mut |stored| {
-                let Some((body_len, meta)) = records::message_meta(&stored.record) else {
+            let key = self.key(name);
+            self.store.recover(&key, &mut |stored| {
+                let Some((body_len, meta)) = records::decode_index(&stored.meta) else {
                     tracing::error!(
                         queue = name,
                         seq = stored.seq,
@@ -324,8 +325,13 @@ impl VHost {
                 let slot = if entries.len() < queue::RESIDENT_WINDOW as usize
                     && resident_bytes < queue::RESIDENT_BYTES
                 {
-                    resident_bytes += stored.record.len() as u64;
-                    records::decode_message(&stored.record).map(|m| Slot::Resident(Arc::new(m)))
+                    resident_bytes += u64::from(body_len);
+                    match self.store.read(&key, stored.seq) {
+                        Ok(Some(record)) => {
+                            records::decode_message(&record).map(|m| Slot::Resident(Arc::new(m)))
+                        }
+                        Ok(None) | Err(_) => None,
+                    }
                 } else {
                     Some(Slot::Paged {
                         body_len,

@@ -8,7 +8,8 @@ use bytes::Bytes;
 
 use super::{Store, StoreError, StoredMessage};
 
-type Queues = HashMap<String, BTreeMap<u64, (Bytes, u32)>>;
+/// Per queue: seq → (record, metadata, delivery count).
+type Queues = HashMap<String, BTreeMap<u64, (Bytes, Bytes, u32)>>;
 type Definitions = HashMap<String, BTreeMap<String, Bytes>>;
 
 /// A store that forgets everything at exit.
@@ -32,16 +33,23 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 #[async_trait]
 impl Store for MemoryStore {
-    fn append(&self, queue: &str, seq: u64, record: &[u8]) -> Result<(), StoreError> {
+    fn append(&self, queue: &str, seq: u64, record: &[u8], meta: &[u8]) -> Result<(), StoreError> {
         lock(&self.queues)
             .entry(queue.to_owned())
             .or_default()
-            .insert(seq, (Bytes::copy_from_slice(record), 0));
+            .insert(
+                seq,
+                (
+                    Bytes::copy_from_slice(record),
+                    Bytes::copy_from_slice(meta),
+                    0,
+                ),
+            );
         Ok(())
     }
 
     fn mark_delivered(&self, queue: &str, seq: u64, deliveries: u32) -> Result<(), StoreError> {
-        if let Some((_, count)) = lock(&self.queues)
+        if let Some((_, _, count)) = lock(&self.queues)
             .get_mut(queue)
             .and_then(|q| q.get_mut(&seq))
         {
@@ -60,7 +68,7 @@ impl Store for MemoryStore {
     fn read(&self, queue: &str, seq: u64) -> Result<Option<Bytes>, StoreError> {
         Ok(lock(&self.queues)
             .get(queue)
-            .and_then(|q| q.get(&seq).map(|(record, _)| record.clone())))
+            .and_then(|q| q.get(&seq).map(|(record, _, _)| record.clone())))
     }
 
     fn recover(&self, queue: &str, visit: &mut dyn FnMut(StoredMessage)) -> Result<(), StoreError> {
@@ -68,9 +76,9 @@ impl Store for MemoryStore {
             .get(queue)
             .map(|q| {
                 q.iter()
-                    .map(|(seq, (record, deliveries))| StoredMessage {
+                    .map(|(seq, (_, meta, deliveries))| StoredMessage {
                         seq: *seq,
-                        record: record.clone(),
+                        meta: meta.clone(),
                         deliveries: *deliveries,
                     })
                     .collect()

@@ -1,5 +1,6 @@
-//! Storage behind a narrow trait: message records keyed by (queue, sequence), and definition
-//! records keyed by (kind, name).
+//! Storage behind a narrow trait: message records keyed by (queue, sequence), each with a small
+//! index entry (opaque metadata and a delivery count) that recovery reads without touching the
+//! records, and definition records keyed by (kind, name).
 //!
 //! The store knows bytes, not broker types. `sync` is the durability point: once it returns, every
 //! record appended before the call is on disk (for backends that have a disk). The in-memory
@@ -26,13 +27,14 @@ pub enum StoreError {
     Unusable(String),
 }
 
-/// One stored message record.
+/// One stored message's index entry, as recovery sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredMessage {
     /// Sequence within its queue; order of delivery.
     pub seq: u64,
-    /// Opaque encoded message.
-    pub record: Bytes,
+    /// The opaque metadata given to [`Store::append`] (the record itself is read with
+    /// [`Store::read`]).
+    pub meta: Bytes,
     /// How many times it was handed to a consumer before the broker stopped (0 = never).
     pub deliveries: u32,
 }
@@ -40,8 +42,9 @@ pub struct StoredMessage {
 /// What every storage backend provides.
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug + 'static {
-    /// Append a message record to `queue` at `seq` (seqs increase per queue).
-    fn append(&self, queue: &str, seq: u64, record: &[u8]) -> Result<(), StoreError>;
+    /// Append a message record to `queue` at `seq` (seqs increase per queue), with a few bytes
+    /// of metadata that recovery gets back without reading the record.
+    fn append(&self, queue: &str, seq: u64, record: &[u8], meta: &[u8]) -> Result<(), StoreError>;
     /// Note that a message has been handed to consumers `deliveries` times (so it comes back
     /// `redelivered`, and a delivery limit survives restarts).
     fn mark_delivered(&self, queue: &str, seq: u64, deliveries: u32) -> Result<(), StoreError>;
@@ -49,11 +52,11 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     fn remove(&self, queue: &str, seq: u64) -> Result<(), StoreError>;
     /// Read one message record back.
     fn read(&self, queue: &str, seq: u64) -> Result<Option<Bytes>, StoreError>;
-    /// Visit every record of a queue, in sequence order (one at a time, so recovering a deep
-    /// queue never holds all its records at once).
+    /// Visit the index entry of every message of a queue, in sequence order, without reading
+    /// the records (recovering a deep queue reads a few bytes per message).
     fn recover(&self, queue: &str, visit: &mut dyn FnMut(StoredMessage)) -> Result<(), StoreError>;
 
-    /// Every record of a queue, in sequence order (for tests and small queues).
+    /// Every index entry of a queue, in sequence order (for tests and small queues).
     fn recover_all(&self, queue: &str) -> Result<Vec<StoredMessage>, StoreError> {
         let mut out = Vec::new();
         self.recover(queue, &mut |m| out.push(m))?;
@@ -77,10 +80,10 @@ pub(crate) mod conformance {
     use super::*;
 
     pub(crate) async fn run(store: &dyn Store) {
-        store.append("q", 1, b"one").unwrap();
-        store.append("q", 2, b"two").unwrap();
-        store.append("q", 3, b"three").unwrap();
-        store.append("other", 1, b"x").unwrap();
+        store.append("q", 1, b"one", b"m1").unwrap();
+        store.append("q", 2, b"two", b"m2").unwrap();
+        store.append("q", 3, b"three", b"m3").unwrap();
+        store.append("other", 1, b"x", b"").unwrap();
         store.sync().await.unwrap();
         store.remove("q", 2).unwrap();
         store.mark_delivered("q", 3, 1).unwrap();
@@ -99,6 +102,16 @@ pub(crate) mod conformance {
             .map(|m| m.seq)
             .collect();
         assert_eq!(seqs, vec![1, 3]);
+        let metas: Vec<Bytes> = store
+            .recover_all("q")
+            .unwrap()
+            .into_iter()
+            .map(|m| m.meta)
+            .collect();
+        assert_eq!(
+            metas,
+            vec![Bytes::from_static(b"m1"), Bytes::from_static(b"m3")]
+        );
         assert_eq!(store.read("q", 3).unwrap().as_deref(), Some(&b"three"[..]));
         assert_eq!(store.read("q", 2).unwrap(), None);
         store.delete_queue("q").unwrap();

@@ -6,8 +6,11 @@
 //! into chunks below that. A lock file keeps a second broker off the directory; a format marker
 //! keeps the broker off directories it did not write.
 //!
-//! Message keys: `[name length u8][queue name][seq u64 BE][chunk u16 BE]`, so a queue's records
-//! are one contiguous, ordered key range; chunk `0xFFFF` marks a delivered message.
+//! Message keys: `[queue prefix][seq u64 BE][chunk u16 BE]` in the `messages` tree, so a queue's
+//! records are one contiguous, ordered key range. The `index` tree holds, per message,
+//! `[queue prefix][seq][0]` → its metadata and `[queue prefix][seq][1]` → its delivery count:
+//! recovery scans only the index, a few bytes per message, never the bodies. Records are written
+//! before their index entry; sled's single log keeps that order through a crash.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -21,16 +24,23 @@ use super::{Store, StoreError, StoredMessage};
 
 /// Chunk size for records: safely below sled's 16 KB blob threshold.
 const CHUNK: usize = 12 * 1024;
-/// The chunk index that marks a delivered message.
-const DELIVERED: u16 = u16::MAX;
+/// Upper bound of a record's chunk numbers.
+const LAST_CHUNK: u16 = u16::MAX;
+/// Index key suffixes.
+const INDEX_META: u8 = 0;
+const INDEX_DELIVERIES: u8 = 1;
+/// sled's cache budget. sled's real use is a multiple of it (nodes are held deserialized), and a
+/// queue workload touches little beyond the head and tail of each queue, so it is kept small.
+const CACHE_BYTES: u64 = 8 * 1024 * 1024;
 /// Written to `FORMAT` in the data directory.
-const FORMAT: &str = "leveret-sled-1";
+const FORMAT: &str = "leveret-sled-2";
 
 /// A store in a directory, backed by sled.
 #[derive(Debug, Clone)]
 pub struct SledStore {
     db: sled::Db,
     messages: sled::Tree,
+    index: sled::Tree,
     definitions: sled::Tree,
     data_file: Arc<File>,
     // Held for the store's lifetime: the OS lock on it keeps other brokers out.
@@ -69,6 +79,13 @@ fn message_key(queue: &str, seq: u64, chunk: u16) -> Vec<u8> {
     let mut key = queue_prefix(queue);
     key.extend_from_slice(&seq.to_be_bytes());
     key.extend_from_slice(&chunk.to_be_bytes());
+    key
+}
+
+fn index_key(queue: &str, seq: u64, kind: u8) -> Vec<u8> {
+    let mut key = queue_prefix(queue);
+    key.extend_from_slice(&seq.to_be_bytes());
+    key.push(kind);
     key
 }
 
@@ -127,16 +144,18 @@ impl SledStore {
         let sled_dir = dir.join("sled");
         let db = sled::Config::new()
             .path(&sled_dir)
-            .cache_capacity(64 * 1024 * 1024)
+            .cache_capacity(CACHE_BYTES)
             .flush_every_ms(Some(500))
             .open()
             .map_err(|e| StoreError::Unusable(format!("opening {}: {e}", sled_dir.display())))?;
         let messages = db.open_tree("messages").map_err(sled_error)?;
+        let index = db.open_tree("index").map_err(sled_error)?;
         let definitions = db.open_tree("definitions").map_err(sled_error)?;
         let data_file = File::open(sled_dir.join("db")).map_err(io)?;
         Ok(Self {
             db,
             messages,
+            index,
             definitions,
             data_file: Arc::new(data_file),
             _lock: Arc::new(lock),
@@ -149,36 +168,40 @@ impl SledStore {
         &self.dir
     }
 
-    fn remove_range(&self, from: Vec<u8>, to: Vec<u8>) -> Result<(), StoreError> {
+    fn remove_range(tree: &sled::Tree, from: Vec<u8>, to: Vec<u8>) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
-        for item in self.messages.range(from..to) {
+        for item in tree.range(from..to) {
             let (key, _) = item.map_err(sled_error)?;
             batch.remove(key);
         }
-        self.messages.apply_batch(batch).map_err(sled_error)
+        tree.apply_batch(batch).map_err(sled_error)
     }
 }
 
 #[async_trait]
 impl Store for SledStore {
-    fn append(&self, queue: &str, seq: u64, record: &[u8]) -> Result<(), StoreError> {
+    fn append(&self, queue: &str, seq: u64, record: &[u8], meta: &[u8]) -> Result<(), StoreError> {
         if record.len() <= CHUNK {
             self.messages
                 .insert(message_key(queue, seq, 0), record)
                 .map_err(sled_error)?;
-            return Ok(());
+        } else {
+            let mut batch = sled::Batch::default();
+            for (i, chunk) in record.chunks(CHUNK).enumerate() {
+                batch.insert(message_key(queue, seq, i as u16), chunk);
+            }
+            self.messages.apply_batch(batch).map_err(sled_error)?;
         }
-        let mut batch = sled::Batch::default();
-        for (i, chunk) in record.chunks(CHUNK).enumerate() {
-            batch.insert(message_key(queue, seq, i as u16), chunk);
-        }
-        self.messages.apply_batch(batch).map_err(sled_error)
+        self.index
+            .insert(index_key(queue, seq, INDEX_META), meta)
+            .map_err(sled_error)?;
+        Ok(())
     }
 
     fn mark_delivered(&self, queue: &str, seq: u64, deliveries: u32) -> Result<(), StoreError> {
-        self.messages
+        self.index
             .insert(
-                message_key(queue, seq, DELIVERED),
+                index_key(queue, seq, INDEX_DELIVERIES),
                 &deliveries.to_be_bytes()[..],
             )
             .map_err(sled_error)?;
@@ -186,19 +209,24 @@ impl Store for SledStore {
     }
 
     fn remove(&self, queue: &str, seq: u64) -> Result<(), StoreError> {
-        // Most records are one chunk: two point removes, no scan. A full first chunk means there
-        // may be more.
+        // The index entry goes first: a crash in between leaves an unindexed record (space, not
+        // a resurrected message). Most records are one chunk: point removes, no scan (a sled
+        // batch measured four times slower than separate removes here).
+        self.index
+            .remove(index_key(queue, seq, INDEX_META))
+            .map_err(sled_error)?;
+        self.index
+            .remove(index_key(queue, seq, INDEX_DELIVERIES))
+            .map_err(sled_error)?;
         let first = self
             .messages
             .remove(message_key(queue, seq, 0))
             .map_err(sled_error)?;
-        self.messages
-            .remove(message_key(queue, seq, DELIVERED))
-            .map_err(sled_error)?;
         if first.is_some_and(|v| v.len() == CHUNK) {
-            self.remove_range(
+            Self::remove_range(
+                &self.messages,
                 message_key(queue, seq, 1),
-                message_key(queue, seq, DELIVERED),
+                message_key(queue, seq, LAST_CHUNK),
             )?;
         }
         Ok(())
@@ -209,7 +237,7 @@ impl Store for SledStore {
         let mut found = false;
         for item in self
             .messages
-            .range(message_key(queue, seq, 0)..message_key(queue, seq, DELIVERED))
+            .range(message_key(queue, seq, 0)..message_key(queue, seq, LAST_CHUNK))
         {
             let (_, value) = item.map_err(sled_error)?;
             out.extend_from_slice(&value);
@@ -220,41 +248,45 @@ impl Store for SledStore {
 
     fn recover(&self, queue: &str, visit: &mut dyn FnMut(StoredMessage)) -> Result<(), StoreError> {
         let prefix = queue_prefix(queue);
-        let mut current: Option<(u64, BytesMut, u32)> = None;
-        let mut emit = |entry: Option<(u64, BytesMut, u32)>| {
-            if let Some((seq, record, deliveries)) = entry {
-                if !record.is_empty() {
-                    visit(StoredMessage {
-                        seq,
-                        record: record.freeze(),
-                        deliveries,
-                    });
-                }
-            }
-        };
-        for item in self.messages.scan_prefix(&prefix) {
+        let mut current: Option<StoredMessage> = None;
+        for item in self.index.scan_prefix(&prefix) {
             let (key, value) = item.map_err(sled_error)?;
             let tail = &key[prefix.len()..];
-            if tail.len() != 10 {
+            let (Ok(seq), Some(&kind)) =
+                (<[u8; 8]>::try_from(&tail[..tail.len().min(8)]), tail.get(8))
+            else {
+                continue;
+            };
+            if tail.len() != 9 {
                 continue;
             }
-            let seq = u64::from_be_bytes(tail[..8].try_into().unwrap_or_default());
-            let chunk = u16::from_be_bytes([tail[8], tail[9]]);
-            if current.as_ref().is_some_and(|(s, _, _)| *s != seq) {
-                emit(current.take());
-            }
-            let entry = current.get_or_insert_with(|| (seq, BytesMut::new(), 0));
-            if chunk == DELIVERED {
-                // Markers written before delivery counts existed are empty: one delivery.
-                entry.2 = match <[u8; 4]>::try_from(&value[..]) {
-                    Ok(count) => u32::from_be_bytes(count).max(1),
-                    Err(_) => 1,
-                };
-            } else {
-                entry.1.extend_from_slice(&value);
+            let seq = u64::from_be_bytes(seq);
+            match kind {
+                INDEX_META => {
+                    if let Some(done) = current.take() {
+                        visit(done);
+                    }
+                    current = Some(StoredMessage {
+                        seq,
+                        meta: Bytes::copy_from_slice(&value),
+                        deliveries: 0,
+                    });
+                }
+                INDEX_DELIVERIES => {
+                    if let (Some(entry), Ok(count)) =
+                        (current.as_mut(), <[u8; 4]>::try_from(&value[..]))
+                    {
+                        if entry.seq == seq {
+                            entry.deliveries = u32::from_be_bytes(count);
+                        }
+                    }
+                }
+                _ => {}
             }
         }
-        emit(current);
+        if let Some(done) = current {
+            visit(done);
+        }
         Ok(())
     }
 
@@ -262,7 +294,8 @@ impl Store for SledStore {
         let from = queue_prefix(queue);
         let mut to = from.clone();
         to.extend_from_slice(&[0xFF; 10]);
-        self.remove_range(from, to.clone())?;
+        Self::remove_range(&self.index, from.clone(), to.clone())?;
+        Self::remove_range(&self.messages, from, to.clone())?;
         self.messages.remove(to).map_err(sled_error)?;
         Ok(())
     }
@@ -330,7 +363,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path()).unwrap();
         let record: Vec<u8> = (0..100_000u32).map(|i| (i % 253) as u8).collect();
-        store.append("q", 7, &record).unwrap();
+        store.append("q", 7, &record, b"m").unwrap();
         store.mark_delivered("q", 7, 1).unwrap();
         store.sync().await.unwrap();
         assert!(store
@@ -339,9 +372,11 @@ mod tests {
             .all(|kv| kv.map(|(_, v)| v.len() <= CHUNK).unwrap_or(false)));
         let back = store.recover_all("q").unwrap();
         assert_eq!(back.len(), 1);
-        assert_eq!(&back[0].record[..], &record[..]);
+        assert_eq!(&back[0].meta[..], b"m");
         assert_eq!(back[0].deliveries, 1);
-        assert_eq!(store.read("q", 7).unwrap().unwrap().len(), record.len());
+        assert_eq!(&store.read("q", 7).unwrap().unwrap()[..], &record[..]);
+        store.remove("q", 7).unwrap();
+        assert!(store.messages.is_empty() && store.index.is_empty());
     }
 
     #[tokio::test]
@@ -349,8 +384,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let store = SledStore::open(dir.path()).unwrap();
-            store.append("q", 1, b"kept").unwrap();
-            store.append("q", 2, b"acked").unwrap();
+            store.append("q", 1, b"kept", b"m").unwrap();
+            store.append("q", 2, b"acked", b"m").unwrap();
             store.remove("q", 2).unwrap();
             store.put_definition("queue", "/\0q", b"def").unwrap();
             store.sync().await.unwrap();
@@ -358,7 +393,10 @@ mod tests {
         let store = SledStore::open(dir.path()).unwrap();
         let back = store.recover_all("q").unwrap();
         assert_eq!(back.len(), 1);
-        assert_eq!(&back[0].record[..], b"kept");
+        assert_eq!(
+            store.read("q", back[0].seq).unwrap().as_deref(),
+            Some(&b"kept"[..])
+        );
         assert_eq!(back[0].deliveries, 0);
         assert_eq!(store.definitions("queue").unwrap().len(), 1);
     }
@@ -396,8 +434,8 @@ mod tests {
         let store = SledStore::open(dir.path()).unwrap();
         let base = "v".repeat(300);
         let (a, b) = (format!("{base}\0a"), format!("{base}\0b"));
-        store.append(&a, 1, b"A").unwrap();
-        store.append(&b, 1, b"B").unwrap();
+        store.append(&a, 1, b"A", b"").unwrap();
+        store.append(&b, 1, b"B", b"").unwrap();
         assert_eq!(store.recover_all(&a).unwrap().len(), 1);
         store.delete_queue(&a).unwrap();
         assert_eq!(store.read(&b, 1).unwrap().as_deref(), Some(&b"B"[..]));

@@ -21,7 +21,7 @@ use crate::broker::commit::Committer;
 use crate::broker::dead_letter::{self, DeathReason};
 use crate::broker::memory::MemoryPressure;
 use crate::broker::message::Message;
-use crate::broker::records::{decode_message, encode_message, RecordMeta};
+use crate::broker::records::{decode_message, encode_index, encode_message, RecordMeta};
 use crate::broker::vhost::VHost;
 use crate::protocol::AmqpError;
 use crate::store::Store;
@@ -396,10 +396,12 @@ impl Actor {
             expires_at,
             priority,
         };
-        if let Err(error) = storage
-            .store
-            .append(key, seq, &encode_message(&message, meta))
-        {
+        if let Err(error) = storage.store.append(
+            key,
+            seq,
+            &encode_message(&message, meta),
+            &encode_index(message.body.len() as u32, meta),
+        ) {
             tracing::error!(queue = %self.config.name, %error, "storing a message failed");
             if durable {
                 // Refused as a whole: not queued, and nacked if the publisher asked for confirms.
