@@ -43,6 +43,15 @@ impl Store for FailingStore {
     fn mark_delivered(&self, queue: &str, seq: u64, deliveries: u32) -> Result<(), StoreError> {
         self.inner.mark_delivered(queue, seq, deliveries)
     }
+    fn read_range(
+        &self,
+        queue: &str,
+        from: u64,
+        to: u64,
+        visit: &mut dyn FnMut(u64, Bytes) -> bool,
+    ) -> Result<(), StoreError> {
+        self.inner.read_range(queue, from, to, visit)
+    }
     fn remove(&self, queue: &str, seq: u64) -> Result<(), StoreError> {
         self.inner.remove(queue, seq)
     }

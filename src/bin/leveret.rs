@@ -159,6 +159,6 @@ async fn run(args: Args, workers: usize) -> anyhow::Result<()> {
     tracing::info!("shutting down");
     let _ = shutdown_tx.send(true);
     let _ = tokio::time::timeout(std::time::Duration::from_secs(10), server).await;
-    broker.close();
+    broker.shutdown(std::time::Duration::from_secs(10)).await;
     Ok(())
 }

@@ -146,12 +146,31 @@ impl Broker {
 
     /// Stop every queue actor so the store is released (call after the server has stopped).
     pub fn close(&self) {
+        self.stop_queues();
+    }
+
+    fn stop_queues(&self) -> Vec<queue::QueueHandle> {
         let vhosts = self
             .vhosts
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        for vhost in vhosts.values() {
-            vhost.close();
+        vhosts.values().flat_map(|vhost| vhost.close()).collect()
+    }
+
+    /// Stop every queue and wait (up to `limit`) until each has written what it owes the store
+    /// (delivery marks) and let go of it, then sync the store.
+    pub async fn shutdown(&self, limit: std::time::Duration) {
+        let queues = self.stop_queues();
+        let stopped = async {
+            for q in &queues {
+                q.stopped().await;
+            }
+        };
+        if tokio::time::timeout(limit, stopped).await.is_err() {
+            tracing::warn!("queues still stopping after {limit:?}; exiting anyway");
+        }
+        if let Err(error) = self.store.sync().await {
+            tracing::error!(%error, "final store sync failed");
         }
     }
 

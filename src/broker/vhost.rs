@@ -997,11 +997,16 @@ impl VHost {
     }
 
     /// Stop every queue actor (broker shutdown); stored state stays as it is.
-    pub fn close(&self) {
+    /// Returns the stopped queues' handles, to wait on.
+    pub fn close(&self) -> Vec<QueueHandle> {
         let mut t = self.write();
-        for (_, record) in t.queues.drain() {
-            record.handle.shutdown();
-        }
+        t.queues
+            .drain()
+            .map(|(_, record)| {
+                record.handle.shutdown();
+                record.handle
+            })
+            .collect()
     }
 
     /// Whether an exchange exists.

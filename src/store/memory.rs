@@ -71,6 +71,29 @@ impl Store for MemoryStore {
             .and_then(|q| q.get(&seq).map(|(record, _, _)| record.clone())))
     }
 
+    fn read_range(
+        &self,
+        queue: &str,
+        from: u64,
+        to: u64,
+        visit: &mut dyn FnMut(u64, Bytes) -> bool,
+    ) -> Result<(), StoreError> {
+        let records: Vec<(u64, Bytes)> = lock(&self.queues)
+            .get(queue)
+            .map(|q| {
+                q.range(from..to)
+                    .map(|(seq, (record, _, _))| (*seq, record.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for (seq, record) in records {
+            if !visit(seq, record) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     fn recover(&self, queue: &str, visit: &mut dyn FnMut(StoredMessage)) -> Result<(), StoreError> {
         let records: Vec<StoredMessage> = lock(&self.queues)
             .get(queue)

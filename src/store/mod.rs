@@ -52,6 +52,16 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     fn remove(&self, queue: &str, seq: u64) -> Result<(), StoreError>;
     /// Read one message record back.
     fn read(&self, queue: &str, seq: u64) -> Result<Option<Bytes>, StoreError>;
+    /// Visit the records of `queue` with sequence numbers in `from..to`, in order, stopping
+    /// when `visit` returns false (read-ahead of a deep queue: one scan instead of a lookup
+    /// per message).
+    fn read_range(
+        &self,
+        queue: &str,
+        from: u64,
+        to: u64,
+        visit: &mut dyn FnMut(u64, Bytes) -> bool,
+    ) -> Result<(), StoreError>;
     /// Visit the index entry of every message of a queue, in sequence order, without reading
     /// the records (recovering a deep queue reads a few bytes per message).
     fn recover(&self, queue: &str, visit: &mut dyn FnMut(StoredMessage)) -> Result<(), StoreError>;
@@ -114,6 +124,20 @@ pub(crate) mod conformance {
         );
         assert_eq!(store.read("q", 3).unwrap().as_deref(), Some(&b"three"[..]));
         assert_eq!(store.read("q", 2).unwrap(), None);
+        let mut ranged = Vec::new();
+        store
+            .read_range("q", 1, 10, &mut |seq, record| {
+                ranged.push((seq, record));
+                true
+            })
+            .unwrap();
+        assert_eq!(
+            ranged,
+            vec![
+                (1, Bytes::from_static(b"one")),
+                (3, Bytes::from_static(b"three"))
+            ]
+        );
         store.delete_queue("q").unwrap();
         assert!(store.recover_all("q").unwrap().is_empty());
         assert_eq!(store.recover_all("other").unwrap().len(), 1);

@@ -77,7 +77,7 @@ impl TestBroker {
     /// go of it).
     pub async fn restart_in(self, dir: &std::path::Path) -> Self {
         let _ = self.shutdown.send(true);
-        self.broker.close();
+        self.broker.shutdown(Duration::from_secs(10)).await;
         drop(self);
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         loop {

@@ -93,7 +93,57 @@ struct Actor {
     dying: Vec<Entry>,
     /// Messages went back to the head in this batch: length limits apply before delivery.
     requeued: bool,
+    /// Paged messages read back ahead of delivery.
+    read_ahead: ReadAhead,
+    /// Stored messages delivered since the last delivery marks were written.
+    unmarked: Vec<u64>,
+    /// When those marks are due.
+    mark_due: Option<Instant>,
 }
+
+/// How long a delivery of a stored message may go unrecorded in the store.
+const DELIVERY_MARK_DELAY: Duration = Duration::from_secs(1);
+
+/// Messages read ahead from the store, in sequence order; bounded by
+/// [`READ_AHEAD_MESSAGES`] and [`READ_AHEAD_BYTES`].
+#[derive(Default)]
+struct ReadAhead {
+    messages: std::collections::VecDeque<(u64, Arc<Message>)>,
+    bytes: u64,
+    /// Read from the queue's scratch space rather than its durable records.
+    scratch: bool,
+}
+
+impl ReadAhead {
+    /// The message for `seq`, dropping any read-ahead before it (delivered or gone meanwhile).
+    fn take(&mut self, seq: u64, scratch: bool) -> Option<Arc<Message>> {
+        if scratch != self.scratch {
+            return None;
+        }
+        while let Some((s, m)) = self.messages.front() {
+            if *s > seq {
+                return None;
+            }
+            let (s, m) = (*s, m.clone());
+            self.bytes -= m.body.len() as u64;
+            self.messages.pop_front();
+            if s == seq {
+                return Some(m);
+            }
+        }
+        None
+    }
+
+    fn clear(&mut self) {
+        self.messages.clear();
+        self.bytes = 0;
+    }
+}
+
+/// Most messages read ahead at once.
+const READ_AHEAD_MESSAGES: u64 = 256;
+/// Most body bytes read ahead at once.
+const READ_AHEAD_BYTES: u64 = 1024 * 1024;
 
 /// Answer a command the actor will not run because it is stopping. A deleted queue acks the
 /// publishes it still had (their messages went with it, as if unroutable); at shutdown nothing is
@@ -165,6 +215,9 @@ pub fn spawn(config: QueueConfig, vhost: Weak<VHost>, recovered: Vec<Entry>) -> 
         last_used: Instant::now(),
         dying: Vec::new(),
         requeued: false,
+        read_ahead: ReadAhead::default(),
+        unmarked: Vec::new(),
+        mark_due: None,
     };
     let span = tracing::debug_span!("queue", name = %actor.config.name);
     tokio::spawn(tracing::Instrument::instrument(
@@ -242,6 +295,9 @@ impl Actor {
                 Woken::Timer => {}
             }
             self.settle_dying();
+            if self.mark_due.is_some_and(|due| due <= Instant::now()) {
+                self.write_delivery_marks();
+            }
             // Checked after every batch: steady publishing does not count as use.
             if self.unused_too_long() {
                 tracing::debug!(queue = %self.config.name, "x-expires reached; deleting");
@@ -265,10 +321,7 @@ impl Actor {
             }
             _ => None,
         };
-        match (expiry, unused) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [expiry, unused, self.mark_due].into_iter().flatten().min()
     }
 
     fn unused_too_long(&self) -> bool {
@@ -529,27 +582,43 @@ impl Actor {
         self.scratch_registered = false;
     }
 
-    /// The message of an entry, read back from the store if it was paged out.
-    fn materialize(&self, entry: &Entry) -> Option<Arc<Message>> {
-        match &entry.message {
-            Slot::Resident(m) => Some(m.clone()),
-            Slot::Paged { .. } => {
-                let key = self.record_key(entry)?;
-                match self.config.storage.store.read(key, entry.seq) {
-                    Ok(Some(record)) => decode_message(&record).map(Arc::new),
-                    Ok(None) => None,
-                    Err(error) => {
-                        tracing::error!(queue = %self.config.name, %error, "reading a stored message failed");
-                        None
-                    }
-                }
-            }
+    /// The message of an entry, read back from the store if it was paged out. Paged messages
+    /// are read ahead in sequence order, a bounded batch at a time: a draining deep queue costs
+    /// one store scan per batch rather than a lookup per message.
+    fn materialize(&mut self, entry: &Entry) -> Option<Arc<Message>> {
+        let scratch = match &entry.message {
+            Slot::Resident(m) => return Some(m.clone()),
+            Slot::Paged { scratch, .. } => *scratch,
+        };
+        if let Some(m) = self.read_ahead.take(entry.seq, scratch) {
+            return Some(m);
         }
+        let key = self.record_key(entry)?.to_owned();
+        self.read_ahead.clear();
+        self.read_ahead.scratch = scratch;
+        let read_ahead = &mut self.read_ahead;
+        let result = self.config.storage.store.read_range(
+            &key,
+            entry.seq,
+            entry.seq.saturating_add(READ_AHEAD_MESSAGES),
+            &mut |seq, record| {
+                if let Some(m) = decode_message(&record) {
+                    read_ahead.bytes += m.body.len() as u64;
+                    read_ahead.messages.push_back((seq, Arc::new(m)));
+                }
+                read_ahead.bytes < READ_AHEAD_BYTES
+            },
+        );
+        if let Err(error) = result {
+            tracing::error!(queue = %self.config.name, %error, "reading stored messages failed");
+            return None;
+        }
+        self.read_ahead.take(entry.seq, scratch)
     }
 
     /// The message to hand out for an entry: with `x-delivery-count` on redeliveries when the
     /// queue has a delivery limit.
-    fn outgoing(&self, entry: &Entry) -> Option<Arc<Message>> {
+    fn outgoing(&mut self, entry: &Entry) -> Option<Arc<Message>> {
         let message = self.materialize(entry)?;
         if self.config.args.delivery_limit.is_some() && entry.deliveries > 1 {
             let count = i64::from(entry.deliveries - 1);
@@ -673,6 +742,7 @@ impl Actor {
                 let _ = reply.send(result);
             }
             Control::Purge(reply) => {
+                self.read_ahead.clear();
                 let purged = self.state.purge();
                 self.unstore(&purged);
                 let _ = reply.send(purged.len() as u32);
@@ -702,7 +772,10 @@ impl Actor {
                 let _ = reply.send(Ok(count));
                 return Flow::Deleted;
             }
-            Control::Shutdown => return Flow::Shutdown,
+            Control::Shutdown => {
+                self.write_delivery_marks();
+                return Flow::Shutdown;
+            }
             Control::Stats(reply) => {
                 let _ = reply.send(QueueStats {
                     messages: self.state.ready_len(),
@@ -729,25 +802,42 @@ impl Actor {
         }
     }
 
-    /// Record a delivery in the store: a no-ack delivery is gone for good; a first delivery
-    /// makes a restart bring the message back `redelivered`.
-    fn note_delivered(&self, entry: &Entry, no_ack: bool) {
+    /// Record a delivery in the store: a no-ack delivery is gone for good. Other deliveries of
+    /// stored messages are marked (so a restart brings them back `redelivered`, with their
+    /// delivery count) lazily, after [`DELIVERY_MARK_DELAY`]: most are acked before that and
+    /// never cost a write.
+    fn note_delivered(&mut self, entry: &Entry, no_ack: bool) {
         let Some(key) = self.record_key(entry) else {
             return;
         };
-        let store = &self.config.storage.store;
-        let result = if no_ack {
-            store.remove(key, entry.seq)
-        } else if key == self.config.storage.key
-            && self.config.storage.durable
-            && (entry.deliveries == 1 || self.config.args.delivery_limit.is_some())
-        {
-            store.mark_delivered(key, entry.seq, entry.deliveries)
-        } else {
-            Ok(())
-        };
-        if let Err(error) = result {
-            tracing::error!(queue = %self.config.name, %error, "recording a delivery failed");
+        if no_ack {
+            if let Err(error) = self.config.storage.store.remove(key, entry.seq) {
+                tracing::error!(queue = %self.config.name, %error, "recording a delivery failed");
+            }
+        } else if key == self.config.storage.key && self.config.storage.durable {
+            if self.unmarked.is_empty() {
+                self.mark_due = Some(Instant::now() + DELIVERY_MARK_DELAY);
+            }
+            self.unmarked.push(entry.seq);
+        }
+    }
+
+    /// Write the delivery marks that are due (or all of them, at shutdown), for messages still
+    /// in the queue: unacked, or requeued since.
+    fn write_delivery_marks(&mut self) {
+        self.mark_due = None;
+        for seq in std::mem::take(&mut self.unmarked) {
+            let Some(deliveries) = self.state.deliveries_of(seq) else {
+                continue;
+            };
+            if let Err(error) =
+                self.config
+                    .storage
+                    .store
+                    .mark_delivered(&self.config.storage.key, seq, deliveries)
+            {
+                tracing::error!(queue = %self.config.name, %error, "recording a delivery failed");
+            }
         }
     }
 

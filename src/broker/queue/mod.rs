@@ -467,6 +467,11 @@ impl QueueHandle {
         self.cast(Control::Shutdown);
     }
 
+    /// Resolves once the actor has stopped.
+    pub async fn stopped(&self) {
+        self.shared.control.closed().await;
+    }
+
     /// Current counts.
     pub async fn stats(&self) -> QueueStats {
         let (tx, rx) = oneshot::channel();

@@ -407,6 +407,17 @@ impl QueueState {
         self.ready.next_expiry()
     }
 
+    /// How often a message still in the queue (unacked or ready) has been delivered.
+    pub fn deliveries_of(&self, seq: u64) -> Option<u32> {
+        if let Some((entry, _)) = self.unacked.get(&seq) {
+            return Some(entry.deliveries);
+        }
+        self.ready.levels.iter().find_map(|level| {
+            let at = level.partition_point(|e| e.seq < seq);
+            level.get(at).filter(|e| e.seq == seq).map(|e| e.deliveries)
+        })
+    }
+
     /// Messages that went over the delivery limit since the last call.
     pub fn take_over_delivery_limit(&mut self) -> Vec<Entry> {
         std::mem::take(&mut self.over_delivery_limit)
