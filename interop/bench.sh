@@ -20,7 +20,8 @@ if ! command -v rabbitmq-server >/dev/null; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rabbitmq-server >/dev/null
 fi
 rabbitmqctl status >/dev/null 2>&1 || rabbitmq-server -detached
-rabbitmqctl await_startup >/dev/null
+# A freshly detached node is not reachable at once: await_startup fails until it registers.
+for _ in $(seq 1 60); do rabbitmqctl await_startup >/dev/null 2>&1 && break; sleep 1; done
 RABBIT_PID=$(pgrep -f 'beam.smp.*rabbit' | head -n1)
 RABBIT_VERSION=$(rabbitmqctl version 2>/dev/null || echo "?")
 

@@ -477,3 +477,146 @@ async fn a_requeued_head_over_the_length_limit_is_dropped_before_delivery() {
     // As RabbitMQ: h0 goes back to the head, the queue is over its limit, h0 is dropped.
     assert_eq!(text(&next_delivery(&mut c).await), "h3");
 }
+
+#[tokio::test]
+async fn x_consumer_timeout_on_a_queue_overrides_the_default() {
+    let b = TestBroker::start().await;
+    let (_c, ch) = b.channel().await;
+    declare_with(
+        &ch,
+        "qt",
+        &[("x-consumer-timeout", AMQPValue::LongInt(300))],
+    )
+    .await;
+    publish(&ch, "", "qt", b"m").await;
+    let (_c2, consumer_ch) = b.channel().await;
+    let mut c = consume(&consumer_ch, "qt", false, FieldTable::default()).await;
+    next_delivery(&mut c).await;
+    let closed = tokio::time::timeout(Duration::from_secs(5), futures::StreamExt::next(&mut c))
+        .await
+        .expect("closed by the queue's 300 ms timeout, not the 30-minute default");
+    let Some(Err(err)) = closed else {
+        panic!("expected the channel's close, got {closed:?}")
+    };
+    assert_eq!(
+        amqp_error(&err),
+        (
+            406,
+            "PRECONDITION_FAILED - delivery acknowledgement on channel 1 timed out. Timeout value \
+             used: 300 ms. This timeout value can be configured, see consumers doc guide to learn \
+             more"
+                .to_owned()
+        )
+    );
+}
+
+#[tokio::test]
+async fn a_second_reply_to_consumer_on_a_channel_is_refused() {
+    let b = TestBroker::start().await;
+    let (_c, ch) = b.channel().await;
+    let _first = consume(&ch, "amq.rabbitmq.reply-to", true, FieldTable::default()).await;
+    let err = ch
+        .basic_consume(
+            "amq.rabbitmq.reply-to".into(),
+            "again".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect_err("refused");
+    assert_eq!(
+        amqp_error(&err),
+        (
+            406,
+            "PRECONDITION_FAILED - reply consumer already set".to_owned()
+        )
+    );
+}
+
+#[tokio::test]
+async fn a_message_that_expired_while_unacked_dies_when_requeued() {
+    let b = TestBroker::start().await;
+    let (_c, ch) = b.channel().await;
+    declare(&ch, "expired-dead").await;
+    declare_with(
+        &ch,
+        "unacked-ttl",
+        &[
+            ("x-message-ttl", AMQPValue::LongInt(200)),
+            ("x-dead-letter-exchange", long("")),
+            ("x-dead-letter-routing-key", long("expired-dead")),
+        ],
+    )
+    .await;
+    publish(&ch, "", "unacked-ttl", b"slow").await;
+    let (_c2, holder) = b.channel().await;
+    let held = holder
+        .basic_get("unacked-ttl".into(), BasicGetOptions { no_ack: false })
+        .await
+        .unwrap()
+        .expect("message");
+    assert_eq!(held.delivery.data, b"slow");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        count(&ch, "expired-dead").await,
+        0,
+        "nothing expires while unacked"
+    );
+    holder.close(200, "bye".into()).await.unwrap();
+    let mut dead = None;
+    for _ in 0..100 {
+        dead = ch
+            .basic_get("expired-dead".into(), BasicGetOptions { no_ack: true })
+            .await
+            .unwrap();
+        if dead.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let dead = dead.expect("dead-lettered on requeue");
+    let headers = dead
+        .delivery
+        .properties
+        .headers()
+        .clone()
+        .unwrap_or_default();
+    let Some(AMQPValue::FieldArray(deaths)) = headers.inner().get("x-death") else {
+        panic!("no x-death")
+    };
+    let AMQPValue::FieldTable(death) = &deaths.as_slice()[0] else {
+        panic!("x-death entry")
+    };
+    assert_eq!(death.inner().get("reason"), Some(&long("expired")));
+    assert_eq!(count(&ch, "unacked-ttl").await, 0);
+}
+
+#[tokio::test]
+async fn rejecting_into_a_missing_dead_letter_exchange_drops_the_message() {
+    let b = TestBroker::start().await;
+    let (_c, ch) = b.channel().await;
+    declare_with(
+        &ch,
+        "nodlx",
+        &[("x-dead-letter-exchange", long("does-not-exist"))],
+    )
+    .await;
+    publish(&ch, "", "nodlx", b"m").await;
+    let m = ch
+        .basic_get("nodlx".into(), BasicGetOptions { no_ack: false })
+        .await
+        .unwrap()
+        .unwrap();
+    m.delivery
+        .reject(BasicRejectOptions { requeue: false })
+        .await
+        .unwrap();
+    assert_eq!(
+        count(&ch, "nodlx").await,
+        0,
+        "dropped, and the channel is still open"
+    );
+}
