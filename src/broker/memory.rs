@@ -40,7 +40,8 @@ impl MemoryPressure {
                 // walks the allocator's free lists, and freed pages come back as page faults.
                 ticks = ticks.wrapping_add(1);
                 if rss > TRIM_FLOOR && ticks.is_multiple_of(TRIM_EVERY_SECS) {
-                    release_freed_memory();
+                    // Off the async workers: a trim of a large heap takes milliseconds.
+                    tokio::task::spawn_blocking(release_freed_memory);
                 }
             }
         });

@@ -205,7 +205,13 @@ impl Ready {
     fn pop_front(&mut self) -> Option<Entry> {
         let level = self.levels.iter_mut().rev().find(|l| !l.is_empty())?;
         self.len -= 1;
-        level.pop_front()
+        let entry = level.pop_front();
+        // A drained deep queue gives its index memory back as it goes (amortized: each shrink
+        // halves what the last growth doubled).
+        if level.capacity() > 4096 && level.len() < level.capacity() / 4 {
+            level.shrink_to(level.len() * 2);
+        }
+        entry
     }
 
     /// Take the head of some level if it expires before `bound`.
