@@ -29,7 +29,7 @@ const LAST_CHUNK: u16 = u16::MAX;
 
 /// sled's cache budget. sled's real use is a multiple of it (nodes are held deserialized), and a
 /// queue workload touches little beyond the head and tail of each queue, so it is kept small.
-const CACHE_BYTES: u64 = 8 * 1024 * 1024;
+const CACHE_BYTES: u64 = 4 * 1024 * 1024;
 /// Written to `FORMAT` in the data directory.
 const FORMAT: &str = "leveret-sled-2";
 
