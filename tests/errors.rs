@@ -425,3 +425,40 @@ async fn unknown_vhost_is_530() {
         (530, "NOT_ALLOWED - vhost nope not found".into())
     );
 }
+
+#[tokio::test]
+async fn a_user_id_other_than_the_login_is_406() {
+    let b = TestBroker::start().await;
+    let (_c, ch) = b.channel().await;
+    declare(&ch, "uid").await;
+    publish_with(
+        &ch,
+        "",
+        "uid",
+        b"mine",
+        lapin::BasicProperties::default().with_user_id("guest".into()),
+    )
+    .await;
+    assert_eq!(get_body(&ch, "uid").await.as_deref(), Some(&b"mine"[..]));
+    publish_with(
+        &ch,
+        "",
+        "uid",
+        b"theirs",
+        lapin::BasicProperties::default().with_user_id("mallory".into()),
+    )
+    .await;
+    let err = ch
+        .basic_qos(1, BasicQosOptions::default())
+        .await
+        .expect_err("channel closed");
+    assert_eq!(
+        amqp_error(&err),
+        (
+            406,
+            "PRECONDITION_FAILED - user_id property set to 'mallory' but authenticated user was \
+             'guest'"
+                .to_owned()
+        )
+    );
+}

@@ -165,3 +165,14 @@ def test_inequivalent_missing_argument_names_the_type(conn, qname):
     assert (code, text) == (406, f"PRECONDITION_FAILED - inequivalent arg 'x-max-length' for queue '{qname}' "
                                  "in vhost '/': received none but current is the value '10' of type 'signedint'")
     conn.channel().queue_delete(qname)
+
+
+def test_user_id_must_match_the_authenticated_user(ch, qname):
+    ch.queue_declare(qname)
+    ch.basic_publish("", qname, b"mine", pika.BasicProperties(user_id="guest"))
+    ch.basic_publish("", qname, b"theirs", pika.BasicProperties(user_id="someoneelse"))
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as e:
+        ch.queue_declare(qname, passive=True)
+    assert e.value.reply_code == 406
+    assert e.value.reply_text == (
+        "PRECONDITION_FAILED - user_id property set to 'someoneelse' but authenticated user was 'guest'")

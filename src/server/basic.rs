@@ -110,6 +110,16 @@ impl Channel {
             )?;
             has_bcc
         };
+        // After routing (a missing exchange is 404 first), as in RabbitMQ.
+        if let Some(user_id) = content.properties.user_id() {
+            if user_id.as_str() != ctx.user {
+                return Err(AmqpError::precondition_failed(format!(
+                    "user_id property set to '{}' but authenticated user was '{}'",
+                    user_id.as_str(),
+                    ctx.user
+                )));
+            }
+        }
         let persistent = *content.properties.delivery_mode() == Some(2);
         let expiration = content
             .properties
