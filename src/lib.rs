@@ -10,6 +10,7 @@
 //! delivery → writer → socket.
 
 pub mod broker;
+pub mod config;
 pub mod protocol;
 pub mod server;
 pub mod store;

@@ -35,6 +35,12 @@ pub struct BrokerConfig {
     pub max_message_size: u64,
     /// Users allowed to log in only from loopback (RabbitMQ's `loopback_users`).
     pub loopback_users: Vec<String>,
+    /// The vhost created on first start.
+    pub default_vhost: String,
+    /// The user created at start, and its password.
+    pub default_user: String,
+    /// Its password.
+    pub default_pass: String,
     /// Resident memory above which deep queues page transient messages out to the store
     /// (0: always). Default: a fifth of the machine's memory, where RabbitMQ starts paging.
     pub paging_threshold: u64,
@@ -51,6 +57,9 @@ impl Default for BrokerConfig {
             heartbeat: 60,
             max_message_size: 128 * 1024 * 1024,
             loopback_users: vec!["guest".to_owned()],
+            default_vhost: "/".to_owned(),
+            default_user: "guest".to_owned(),
+            default_pass: "guest".to_owned(),
             paging_threshold: memory::total_memory().map_or(1 << 30, |total| total / 5),
             consumer_timeout: Some(std::time::Duration::from_secs(30 * 60)),
         }
@@ -91,7 +100,7 @@ impl Broker {
             committer,
             pressure,
         };
-        broker.add_user("guest", "guest");
+        broker.add_user(&broker.config.default_user, &broker.config.default_pass);
         // Scratch space of non-durable queues from the last run: nothing there survives.
         for (key, _) in broker.store.definitions(queue::SCRATCH)? {
             broker.store.delete_queue(&key)?;
@@ -104,7 +113,7 @@ impl Broker {
             .map(|(name, _)| name)
             .collect();
         if names.is_empty() {
-            names.push("/".to_owned());
+            names.push(broker.config.default_vhost.clone());
         }
         for name in names {
             broker.add_vhost(&name)?.recover()?;

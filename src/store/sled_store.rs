@@ -95,8 +95,14 @@ fn definition_key(kind: &str, name: &str) -> Vec<u8> {
 }
 
 impl SledStore {
-    /// Open (or create) a store in `dir`.
+    /// Open (or create) a store in `dir`, with sled's default 500 ms background flush.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        Self::open_with(dir, 500)
+    }
+
+    /// Open (or create) a store in `dir`; sled flushes in the background every
+    /// `flush_interval_ms` (acks become durable within that window; confirms never wait on it).
+    pub fn open_with(dir: &Path, flush_interval_ms: u64) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir).map_err(io)?;
         let marker = dir.join("FORMAT");
         let lock_path = dir.join("LOCK");
@@ -142,7 +148,7 @@ impl SledStore {
         let db = sled::Config::new()
             .path(&sled_dir)
             .cache_capacity(CACHE_BYTES)
-            .flush_every_ms(Some(500))
+            .flush_every_ms(Some(flush_interval_ms.max(1)))
             .open()
             .map_err(|e| StoreError::Unusable(format!("opening {}: {e}", sled_dir.display())))?;
         let messages = db.open_tree("messages").map_err(sled_error)?;

@@ -196,12 +196,18 @@ impl Drop for BrokerProcess {
 /// Start the `leveret` binary on an ephemeral loopback port with `dir` as its data directory;
 /// returns it once it logs readiness, with its port.
 pub fn spawn_leveret(dir: &std::path::Path) -> (BrokerProcess, u16) {
+    spawn_leveret_with(dir, &[])
+}
+
+/// [`spawn_leveret`] with more command-line arguments.
+pub fn spawn_leveret_with(dir: &std::path::Path, extra: &[&str]) -> (BrokerProcess, u16) {
     use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
     let mut broker = BrokerProcess(
         Command::new(env!("CARGO_BIN_EXE_leveret"))
             .args(["--bind", "127.0.0.1", "--port", "0", "--data-dir"])
             .arg(dir)
+            .args(extra)
             .current_dir(dir.parent().unwrap_or(dir))
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
