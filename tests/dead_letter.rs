@@ -11,25 +11,6 @@ use lapin::options::*;
 use lapin::types::{AMQPValue, FieldArray, FieldTable, ShortString};
 use lapin::{BasicProperties, ExchangeKind};
 
-fn args(pairs: &[(&str, AMQPValue)]) -> FieldTable {
-    let mut t = FieldTable::default();
-    for (k, v) in pairs {
-        t.insert((*k).into(), v.clone());
-    }
-    t
-}
-
-fn long(s: &str) -> AMQPValue {
-    AMQPValue::LongString(s.into())
-}
-
-fn durable() -> QueueDeclareOptions {
-    QueueDeclareOptions {
-        durable: true,
-        ..Default::default()
-    }
-}
-
 /// A fanout `dlx` bound to a queue `dead`, and `source` dead-lettering to it.
 async fn setup(ch: &lapin::Channel, source_args: &[(&str, AMQPValue)], persistent: bool) {
     let options = if persistent {
@@ -65,12 +46,6 @@ async fn setup(ch: &lapin::Channel, source_args: &[(&str, AMQPValue)], persisten
     ch.queue_declare("source".into(), options, args(&a))
         .await
         .unwrap();
-}
-
-async fn get(ch: &lapin::Channel, q: &str) -> Option<lapin::message::BasicGetMessage> {
-    ch.basic_get(q.into(), BasicGetOptions { no_ack: false })
-        .await
-        .unwrap()
 }
 
 /// Dead-lettering is asynchronous (as in RabbitMQ): poll for the copy.
@@ -373,7 +348,7 @@ async fn dead_letters_and_delivery_counts_survive_restarts() {
         // The dead-lettered copy is stored in `dead` before `source` forgets it.
         let mut stored = 0;
         for _ in 0..100 {
-            stored = declare_passive(&ch, "dead").await;
+            stored = message_count(&ch, "dead").await;
             if stored == 1 {
                 break;
             }
@@ -401,20 +376,6 @@ async fn dead_letters_and_delivery_counts_survive_restarts() {
         "the count survives the restart"
     );
     assert!(get(&ch, "source").await.is_none(), "to-die left the source");
-}
-
-async fn declare_passive(ch: &lapin::Channel, q: &str) -> u32 {
-    ch.queue_declare(
-        q.into(),
-        QueueDeclareOptions {
-            passive: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .unwrap()
-    .message_count()
 }
 
 #[tokio::test]

@@ -8,13 +8,6 @@ use lapin::options::*;
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, ExchangeKind};
 
-fn durable() -> QueueDeclareOptions {
-    QueueDeclareOptions {
-        durable: true,
-        ..Default::default()
-    }
-}
-
 async fn exists_queue(ch: &lapin::Channel, name: &str) -> bool {
     ch.queue_declare(
         name.into(),

@@ -12,36 +12,10 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::BasicProperties;
 use leveret::broker::BrokerConfig;
 
-fn args(pairs: &[(&str, AMQPValue)]) -> FieldTable {
-    let mut t = FieldTable::default();
-    for (k, v) in pairs {
-        t.insert((*k).into(), v.clone());
-    }
-    t
-}
-
-fn long(s: &str) -> AMQPValue {
-    AMQPValue::LongString(s.into())
-}
-
 async fn declare_with(ch: &lapin::Channel, name: &str, a: &[(&str, AMQPValue)]) -> lapin::Queue {
     ch.queue_declare(name.into(), QueueDeclareOptions::default(), args(a))
         .await
         .expect("queue.declare")
-}
-
-async fn count(ch: &lapin::Channel, name: &str) -> u32 {
-    ch.queue_declare(
-        name.into(),
-        QueueDeclareOptions {
-            passive: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .expect("passive declare")
-    .message_count()
 }
 
 async fn consume(
@@ -75,10 +49,10 @@ async fn queue_ttl_expires_head_messages_promptly() {
     for i in 0..3 {
         publish(&ch, "", "ttl", format!("m{i}").as_bytes()).await;
     }
-    assert_eq!(count(&ch, "ttl").await, 3);
+    assert_eq!(message_count(&ch, "ttl").await, 3);
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(
-        count(&ch, "ttl").await,
+        message_count(&ch, "ttl").await,
         0,
         "expired without any consumer or get"
     );
@@ -215,7 +189,11 @@ async fn unused_queues_expire_and_use_keeps_them() {
         .await
         .expect_err("expired queue is deleted");
     assert_eq!(amqp_error(&err).0, 404);
-    assert_eq!(count(&ch, "kept").await, 0, "a queue with a consumer stays");
+    assert_eq!(
+        message_count(&ch, "kept").await,
+        0,
+        "a queue with a consumer stays"
+    );
 }
 
 #[tokio::test]
@@ -467,7 +445,7 @@ async fn a_requeued_head_over_the_length_limit_is_dropped_before_delivery() {
     for m in ["h1", "h2", "h3", "h4"] {
         publish(&ch, "", "rq", m.as_bytes()).await;
     }
-    assert_eq!(count(&ch, "rq").await, 2);
+    assert_eq!(message_count(&ch, "rq").await, 2);
     h0.nack(BasicNackOptions {
         requeue: true,
         multiple: false,
@@ -561,7 +539,7 @@ async fn a_message_that_expired_while_unacked_dies_when_requeued() {
     assert_eq!(held.delivery.data, b"slow");
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(
-        count(&ch, "expired-dead").await,
+        message_count(&ch, "expired-dead").await,
         0,
         "nothing expires while unacked"
     );
@@ -591,7 +569,7 @@ async fn a_message_that_expired_while_unacked_dies_when_requeued() {
         panic!("x-death entry")
     };
     assert_eq!(death.inner().get("reason"), Some(&long("expired")));
-    assert_eq!(count(&ch, "unacked-ttl").await, 0);
+    assert_eq!(message_count(&ch, "unacked-ttl").await, 0);
 }
 
 #[tokio::test]
@@ -615,7 +593,7 @@ async fn rejecting_into_a_missing_dead_letter_exchange_drops_the_message() {
         .await
         .unwrap();
     assert_eq!(
-        count(&ch, "nodlx").await,
+        message_count(&ch, "nodlx").await,
         0,
         "dropped, and the channel is still open"
     );

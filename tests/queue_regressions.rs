@@ -91,31 +91,6 @@ mod engine {
     }
 }
 
-fn args(pairs: &[(&str, AMQPValue)]) -> FieldTable {
-    let mut t = FieldTable::default();
-    for (k, v) in pairs {
-        t.insert((*k).into(), v.clone());
-    }
-    t
-}
-
-fn long(s: &str) -> AMQPValue {
-    AMQPValue::LongString(s.into())
-}
-
-fn durable() -> QueueDeclareOptions {
-    QueueDeclareOptions {
-        durable: true,
-        ..Default::default()
-    }
-}
-
-async fn get(ch: &lapin::Channel, q: &str) -> Option<lapin::message::BasicGetMessage> {
-    ch.basic_get(q.into(), BasicGetOptions { no_ack: false })
-        .await
-        .unwrap()
-}
-
 async fn pubp(ch: &lapin::Channel, q: &str, body: &str, priority: u8) {
     ch.basic_publish(
         "".into(),

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use lapin::options::*;
-use lapin::types::FieldTable;
+use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use leveret::broker::{Broker, BrokerConfig};
 use leveret::store::MemoryStore;
@@ -235,4 +235,48 @@ pub fn spawn_leveret_with(dir: &std::path::Path, extra: &[&str]) -> (BrokerProce
             return (broker, port);
         }
     }
+}
+
+/// A field table from pairs.
+pub fn args(pairs: &[(&str, AMQPValue)]) -> FieldTable {
+    let mut t = FieldTable::default();
+    for (k, v) in pairs {
+        t.insert((*k).into(), v.clone());
+    }
+    t
+}
+
+/// A long-string field value.
+pub fn long(s: &str) -> AMQPValue {
+    AMQPValue::LongString(s.into())
+}
+
+/// Options of a durable queue.
+pub fn durable() -> QueueDeclareOptions {
+    QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    }
+}
+
+/// A queue's ready count, by passive declare.
+pub async fn message_count(ch: &Channel, name: &str) -> u32 {
+    ch.queue_declare(
+        name.into(),
+        QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .expect("passive declare")
+    .message_count()
+}
+
+/// `basic.get` with manual ack.
+pub async fn get(ch: &Channel, q: &str) -> Option<lapin::message::BasicGetMessage> {
+    ch.basic_get(q.into(), BasicGetOptions { no_ack: false })
+        .await
+        .expect("basic.get")
 }
