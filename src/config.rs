@@ -404,12 +404,6 @@ impl Config {
         if !self.listeners_ssl.is_empty() || !self.ssl_options.is_empty() {
             out.push("listeners.ssl / ssl_options (TLS)");
         }
-        if self.vm_memory_high_watermark != defaults.vm_memory_high_watermark {
-            out.push("vm_memory_high_watermark (memory alarm)");
-        }
-        if self.disk_free_limit != defaults.disk_free_limit {
-            out.push("disk_free_limit (disk alarm)");
-        }
         if self.management_port != defaults.management_port {
             out.push("management.tcp.port (HTTP API)");
         }
@@ -417,6 +411,31 @@ impl Config {
             out.push("prometheus.tcp.port (metrics)");
         }
         out
+    }
+
+    /// The memory high watermark in bytes (a relative one is a fraction of `total_memory`).
+    pub fn memory_high_watermark_bytes_of(&self, total_memory: u64) -> u64 {
+        match self.vm_memory_high_watermark {
+            Watermark::Relative(f) => (total_memory as f64 * f) as u64,
+            Watermark::Absolute(b) => b,
+        }
+    }
+
+    /// The memory high watermark in bytes, on this machine.
+    pub fn memory_high_watermark_bytes(&self) -> u64 {
+        crate::broker::memory::total_memory()
+            .map_or(u64::MAX, |total| self.memory_high_watermark_bytes_of(total))
+    }
+
+    /// The free-disk limit in bytes; a relative one is, as in RabbitMQ, a multiple of the
+    /// machine's memory.
+    pub fn disk_free_limit_bytes(&self) -> u64 {
+        match self.disk_free_limit {
+            Watermark::Absolute(b) => b,
+            Watermark::Relative(f) => {
+                crate::broker::memory::total_memory().map_or(0, |total| (total as f64 * f) as u64)
+            }
+        }
     }
 
     /// The consumer timeout as a duration.

@@ -127,6 +127,9 @@ async fn run(config: Config, workers: usize) -> anyhow::Result<()> {
         default_user: config.default_user.clone(),
         default_pass: config.default_pass.clone(),
         consumer_timeout: config.consumer_timeout(),
+        memory_high_watermark: config.memory_high_watermark_bytes(),
+        disk_free_limit: config.disk_free_limit_bytes(),
+        data_dir: Some(config.data_dir.clone()),
         ..BrokerConfig::default()
     };
     let data_dir = &config.data_dir;

@@ -3,6 +3,7 @@
 //! [`Broker`] is shared (`Arc`) by every connection. Its maps are behind short-held
 //! `std::sync::RwLock`s; queue state lives in queue actors, never here.
 
+pub mod alarms;
 pub mod commit;
 pub mod dead_letter;
 pub mod exchange;
@@ -44,6 +45,14 @@ pub struct BrokerConfig {
     /// Resident memory above which deep queues page transient messages out to the store
     /// (0: always). Default: a fifth of the machine's memory, where RabbitMQ starts paging.
     pub paging_threshold: u64,
+    /// Resident memory (bytes) at which the memory alarm blocks publishers (RabbitMQ's
+    /// `vm_memory_high_watermark`; default 0.4 of RAM; `u64::MAX`: never).
+    pub memory_high_watermark: u64,
+    /// Free disk bytes under which the disk alarm blocks publishers (`disk_free_limit`,
+    /// default 50 MB; 0: never).
+    pub disk_free_limit: u64,
+    /// The data directory whose file system the disk alarm watches (none: no disk alarm).
+    pub data_dir: Option<std::path::PathBuf>,
     /// How long a delivery may stay unacked before its channel is closed (RabbitMQ's
     /// `consumer_timeout`; a queue's `x-consumer-timeout` overrides it). `None`: never.
     pub consumer_timeout: Option<std::time::Duration>,
@@ -62,6 +71,10 @@ impl Default for BrokerConfig {
             default_pass: "guest".to_owned(),
             paging_threshold: memory::total_memory().map_or(1 << 30, |total| total / 5),
             consumer_timeout: Some(std::time::Duration::from_secs(30 * 60)),
+            memory_high_watermark: memory::total_memory()
+                .map_or(u64::MAX, |total| (total as f64 * 0.4) as u64),
+            disk_free_limit: 50_000_000,
+            data_dir: None,
         }
     }
 }
@@ -84,6 +97,7 @@ pub struct Broker {
     store: Arc<dyn Store>,
     committer: Committer,
     pressure: memory::MemoryPressure,
+    alarms: Arc<alarms::Alarms>,
 }
 
 impl Broker {
@@ -92,6 +106,11 @@ impl Broker {
     pub fn open(config: BrokerConfig, store: Arc<dyn Store>) -> Result<Arc<Self>, StoreError> {
         let committer = Committer::spawn(store.clone());
         let pressure = memory::MemoryPressure::watch(config.paging_threshold);
+        let alarms = alarms::Alarms::start(
+            config.memory_high_watermark,
+            config.disk_free_limit,
+            config.data_dir.clone(),
+        );
         let broker = Self {
             config,
             vhosts: RwLock::new(HashMap::new()),
@@ -99,6 +118,7 @@ impl Broker {
             store,
             committer,
             pressure,
+            alarms,
         };
         broker.add_user(&broker.config.default_user, &broker.config.default_pass);
         // Scratch space of non-durable queues from the last run: nothing there survives.
@@ -181,6 +201,11 @@ impl Broker {
         if let Err(error) = self.store.sync().await {
             tracing::error!(%error, "final store sync failed");
         }
+    }
+
+    /// The resource alarms (memory and disk).
+    pub fn alarms(&self) -> &alarms::Alarms {
+        &self.alarms
     }
 
     /// Look up a vhost.

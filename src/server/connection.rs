@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, watch};
 use super::channel::Channel;
 use super::handshake::{handshake, ClientCapabilities, HandshakeFailure};
 use super::writer::{self, WriterHandle, BACKLOG_HIGH};
+use crate::broker::alarms::AlarmState;
 use crate::broker::queue::{ClientEvent, ClientSink, QueueHandle};
 use crate::broker::{Broker, VHost};
 use crate::protocol::codec::{
@@ -210,6 +211,12 @@ struct Connection {
     channels: HashMap<u16, Channel>,
     channel_max: u16,
     heartbeat: u16,
+    /// Resource alarms, watched.
+    alarms: watch::Receiver<AlarmState>,
+    /// This connection has published: an alarm blocks it (RabbitMQ leaves consumers alone).
+    publishes: bool,
+    /// Blocked by an alarm: its socket is not read until the alarm clears.
+    blocked: bool,
 }
 
 /// Serve one accepted socket to the end.
@@ -242,6 +249,7 @@ pub(super) async fn run(
     };
     tracing::debug!(%peer, id, user = %session.user, vhost = session.vhost.name(), "connection open");
     let (sink, inbox) = mpsc::unbounded_channel();
+    let alarms = broker.alarms().subscribe();
     let mut conn = Connection {
         ctx: ConnCtx {
             id,
@@ -260,6 +268,9 @@ pub(super) async fn run(
         channels: HashMap::new(),
         channel_max: session.channel_max,
         heartbeat: session.heartbeat,
+        alarms,
+        publishes: false,
+        blocked: false,
     };
     let outcome = conn.serve(&mut reader, inbox, shutdown).await;
     conn.close_channels().await;
@@ -353,7 +364,8 @@ impl Connection {
                         self.on_event(event);
                     }
                 }
-                read = reader.fill() => {
+                // While blocked by an alarm the socket is not read: TCP pushes back on the client.
+                read = reader.fill(), if !self.blocked => {
                     match read {
                         Ok(0) | Err(_) => return Outcome::Eof,
                         Ok(_) => last_recv = Instant::now(),
@@ -364,8 +376,16 @@ impl Connection {
                             Ok(None) => break,
                             Err(error) => return Outcome::Close(error),
                         };
+                        let publish = matches!(
+                            &frame,
+                            Frame::Method(_, m) if m.get_amqp_class_id() == 60 && m.get_amqp_method_id() == 40
+                        );
                         if let Some(outcome) = self.on_frame(frame).await {
                             return outcome;
+                        }
+                        if publish && !self.publishes {
+                            self.publishes = true;
+                            self.on_alarm_change();
                         }
                         if !self.ctx.deferred.is_empty() {
                             self.run_deferred(&mut inbox, &mut events);
@@ -375,8 +395,16 @@ impl Connection {
                         }
                     }
                 }
+                changed = self.alarms.changed() => {
+                    if changed.is_err() {
+                        continue;
+                    }
+                    self.on_alarm_change();
+                    // Not reading while blocked is not the client's silence.
+                    last_recv = Instant::now();
+                }
                 _ = ticker.tick(), if self.heartbeat > 0 => {
-                    if last_recv.elapsed() > heartbeat * 2 {
+                    if !self.blocked && last_recv.elapsed() > heartbeat * 2 {
                         tracing::warn!(id = self.ctx.id, "missed heartbeats from client, timeout: {}s", self.heartbeat);
                         return Outcome::Eof;
                     }
@@ -398,6 +426,28 @@ impl Connection {
             }
             sent_since_tick |= self.flush();
         }
+    }
+
+    /// Block or unblock this connection as the alarms say: a publishing connection stops being
+    /// read while an alarm is on, and clients that understand it are told why.
+    fn on_alarm_change(&mut self) {
+        let state = *self.alarms.borrow_and_update();
+        let block = state.any() && self.publishes;
+        if block == self.blocked {
+            return;
+        }
+        self.blocked = block;
+        if !self.ctx.capabilities.connection_blocked {
+            return;
+        }
+        let method = if block {
+            connection::AMQPMethod::Blocked(connection::Blocked {
+                reason: state.reason().into(),
+            })
+        } else {
+            connection::AMQPMethod::Unblocked(connection::Unblocked {})
+        };
+        self.ctx.send_method(0, &Method::Connection(method));
     }
 
     /// Flush batched work; returns whether anything went to the socket.

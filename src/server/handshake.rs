@@ -21,7 +21,6 @@ use crate::protocol::{connection, AMQPValue, AmqpError, FieldTable, Frame, LongS
 #[derive(Debug, Clone, Copy, Default)]
 pub(super) struct ClientCapabilities {
     pub(super) consumer_cancel_notify: bool,
-    #[allow(dead_code)] // used by the memory and disk alarms
     pub(super) connection_blocked: bool,
     pub(super) authentication_failure_close: bool,
 }
