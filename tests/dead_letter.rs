@@ -13,39 +13,7 @@ use lapin::{BasicProperties, ExchangeKind};
 
 /// A fanout `dlx` bound to a queue `dead`, and `source` dead-lettering to it.
 async fn setup(ch: &lapin::Channel, source_args: &[(&str, AMQPValue)], persistent: bool) {
-    let options = if persistent {
-        durable()
-    } else {
-        QueueDeclareOptions::default()
-    };
-    ch.exchange_declare(
-        "dlx".into(),
-        ExchangeKind::Fanout,
-        ExchangeDeclareOptions {
-            durable: persistent,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
-    ch.queue_declare("dead".into(), options, FieldTable::default())
-        .await
-        .unwrap();
-    ch.queue_bind(
-        "dead".into(),
-        "dlx".into(),
-        "".into(),
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
-    let mut a = vec![("x-dead-letter-exchange", long("dlx"))];
-    a.extend(source_args.iter().cloned());
-    ch.queue_declare("source".into(), options, args(&a))
-        .await
-        .unwrap();
+    dead_letter_pair(ch, source_args, FieldTable::default(), persistent).await;
 }
 
 /// Dead-lettering is asynchronous (as in RabbitMQ): poll for the copy.

@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::*;
 use lapin::options::*;
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, ExchangeKind};
+use lapin::BasicProperties;
 
 mod engine {
     use bytes::Bytes;
@@ -108,36 +108,7 @@ async fn pubp(ch: &lapin::Channel, q: &str, body: &str, priority: u8) {
 }
 
 async fn dlx_setup(ch: &lapin::Channel, dead_args: FieldTable) {
-    ch.exchange_declare(
-        "dlx".into(),
-        ExchangeKind::Fanout,
-        ExchangeDeclareOptions {
-            durable: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
-    ch.queue_declare("dead".into(), durable(), dead_args)
-        .await
-        .unwrap();
-    ch.queue_bind(
-        "dead".into(),
-        "dlx".into(),
-        "".into(),
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
-    ch.queue_declare(
-        "source".into(),
-        durable(),
-        args(&[("x-dead-letter-exchange", long("dlx"))]),
-    )
-    .await
-    .unwrap();
+    dead_letter_pair(ch, &[], dead_args, true).await;
 }
 
 /// A recovered (decoded from the store) message loses its priority when dead-lettered.

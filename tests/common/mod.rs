@@ -280,3 +280,46 @@ pub async fn get(ch: &Channel, q: &str) -> Option<lapin::message::BasicGetMessag
         .await
         .expect("basic.get")
 }
+
+/// A fanout exchange `dlx` bound to a queue `dead` (declared with `dead_args`), and a queue
+/// `source` (declared with `source_args`) dead-lettering to `dlx`; durable when `durable_all`.
+pub async fn dead_letter_pair(
+    ch: &Channel,
+    source_args: &[(&str, AMQPValue)],
+    dead_args: FieldTable,
+    durable_all: bool,
+) {
+    let options = if durable_all {
+        durable()
+    } else {
+        QueueDeclareOptions::default()
+    };
+    ch.exchange_declare(
+        "dlx".into(),
+        lapin::ExchangeKind::Fanout,
+        ExchangeDeclareOptions {
+            durable: durable_all,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .expect("exchange.declare dlx");
+    ch.queue_declare("dead".into(), options, dead_args)
+        .await
+        .expect("queue.declare dead");
+    ch.queue_bind(
+        "dead".into(),
+        "dlx".into(),
+        "".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .expect("queue.bind dead");
+    let mut source = vec![("x-dead-letter-exchange", long("dlx"))];
+    source.extend(source_args.iter().cloned());
+    ch.queue_declare("source".into(), options, args(&source))
+        .await
+        .expect("queue.declare source");
+}

@@ -638,6 +638,16 @@ mod tests {
     }
 
     fn consumer(id: u64, prefetch: u32, no_ack: bool) -> Consumer {
+        consumer_with_priority(id, prefetch, no_ack, 0)
+    }
+
+    /// A consumer on channel 1 of connection 1, tagged `c{id}`.
+    pub(super) fn consumer_with_priority(
+        id: u64,
+        prefetch: u32,
+        no_ack: bool,
+        priority: i32,
+    ) -> Consumer {
         let (tx, _rx) = mpsc::unbounded_channel();
         Consumer::from(ConsumeRequest {
             consumer_id: id,
@@ -647,13 +657,13 @@ mod tests {
             prefetch,
             no_ack,
             exclusive: false,
-            priority: 0,
+            priority,
             limiter: Arc::new(ChannelLimiter::default()),
             sink: tx,
         })
     }
 
-    fn in_use() -> AmqpError {
+    pub(super) fn in_use() -> AmqpError {
         AmqpError::access_refused("in exclusive use")
     }
 
@@ -756,9 +766,9 @@ mod tests {
 
 #[cfg(test)]
 mod policy_tests {
+    use super::tests::in_use;
     use super::*;
     use bytes::Bytes;
-    use tokio::sync::mpsc;
 
     fn slot(body: &'static str) -> Slot {
         Slot::Resident(Arc::new(Message::new(
@@ -778,23 +788,7 @@ mod policy_tests {
     }
 
     fn consumer(id: u64, prefetch: u32, priority: i32) -> Consumer {
-        let (tx, _rx) = mpsc::unbounded_channel();
-        Consumer::from(ConsumeRequest {
-            consumer_id: id,
-            connection_id: 1,
-            channel: 1,
-            tag: Arc::from(format!("c{id}")),
-            prefetch,
-            no_ack: false,
-            exclusive: false,
-            priority,
-            limiter: Arc::new(ChannelLimiter::default()),
-            sink: tx,
-        })
-    }
-
-    fn in_use() -> AmqpError {
-        AmqpError::access_refused("in use")
+        tests::consumer_with_priority(id, prefetch, false, priority)
     }
 
     #[test]
