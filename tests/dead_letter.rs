@@ -285,17 +285,8 @@ async fn dead_letters_and_delivery_counts_survive_restarts() {
             .await
             .unwrap();
         for body in ["to-die", "counted"] {
-            ch.basic_publish(
-                "".into(),
-                "source".into(),
-                BasicPublishOptions::default(),
-                body.as_bytes(),
-                BasicProperties::default().with_delivery_mode(2),
-            )
-            .await
-            .unwrap()
-            .await
-            .unwrap();
+            let props = BasicProperties::default().with_delivery_mode(2);
+            assert!(publish_confirmed(&ch, "", "source", body.as_bytes(), props).await);
         }
         let m = get(&ch, "source").await.unwrap();
         m.delivery
@@ -368,17 +359,7 @@ async fn expiry_and_priorities_hold_across_restarts() {
             if let Some(e) = expiration {
                 props = props.with_expiration(e.into());
             }
-            ch.basic_publish(
-                "".into(),
-                "source".into(),
-                BasicPublishOptions::default(),
-                body.as_bytes(),
-                props,
-            )
-            .await
-            .unwrap()
-            .await
-            .unwrap();
+            assert!(publish_confirmed(&ch, "", "source", body.as_bytes(), props).await);
         }
     }
     // The stored expiry is absolute: the recovered queue expires the message on time.

@@ -431,25 +431,23 @@ async fn a_user_id_other_than_the_login_is_406() {
     let b = TestBroker::start().await;
     let (_c, ch) = b.channel().await;
     declare(&ch, "uid").await;
-    publish_with(
-        &ch,
-        "",
-        "uid",
-        b"mine",
-        lapin::BasicProperties::default().with_user_id("guest".into()),
-    )
-    .await;
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let mine = lapin::BasicProperties::default().with_user_id("guest".into());
+    assert!(publish_confirmed(&ch, "", "uid", b"mine", mine).await);
     assert_eq!(get_body(&ch, "uid").await.as_deref(), Some(&b"mine"[..]));
-    publish_with(
-        &ch,
-        "",
-        "uid",
-        b"theirs",
-        lapin::BasicProperties::default().with_user_id("mallory".into()),
-    )
-    .await;
+    // Under confirms the close reaches this publish's confirm, with no race against a next call.
     let err = ch
-        .basic_qos(1, BasicQosOptions::default())
+        .basic_publish(
+            "".into(),
+            "uid".into(),
+            BasicPublishOptions::default(),
+            b"theirs",
+            lapin::BasicProperties::default().with_user_id("mallory".into()),
+        )
+        .await
+        .unwrap()
         .await
         .expect_err("channel closed");
     assert_eq!(

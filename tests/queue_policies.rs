@@ -102,21 +102,20 @@ async fn invalid_expirations_close_the_channel_with_rabbitmq_texts() {
         ),
     ] {
         let ch = conn.create_channel().await.unwrap();
-        ch.basic_publish(
-            "".into(),
-            "e".into(),
-            BasicPublishOptions::default(),
-            b"x",
-            BasicProperties::default().with_expiration(expiration.into()),
-        )
-        .await
-        .unwrap();
+        // Under confirms the close reaches the publish's confirm: no race with a next call.
+        ch.confirm_select(ConfirmSelectOptions::default())
+            .await
+            .unwrap();
         let err = ch
-            .queue_declare(
+            .basic_publish(
+                "".into(),
                 "e".into(),
-                QueueDeclareOptions::default(),
-                FieldTable::default(),
+                BasicPublishOptions::default(),
+                b"x",
+                BasicProperties::default().with_expiration(expiration.into()),
             )
+            .await
+            .unwrap()
             .await
             .expect_err("channel closed");
         assert_eq!(
@@ -232,17 +231,9 @@ async fn reject_publish_nacks_under_confirms_and_drops_silently_without() {
         .unwrap();
     let mut outcomes = Vec::new();
     for m in ["a", "b", "c"] {
-        let confirm = cch
-            .basic_publish(
-                "".into(),
-                "rp".into(),
-                BasicPublishOptions::default(),
-                m.as_bytes(),
-                BasicProperties::default(),
-            )
-            .await
-            .unwrap();
-        outcomes.push(confirm.await.unwrap().is_ack());
+        outcomes.push(
+            publish_confirmed(&cch, "", "rp", m.as_bytes(), BasicProperties::default()).await,
+        );
     }
     assert_eq!(outcomes, vec![true, false, false]);
     assert_eq!(drain(&ch, "rp").await, vec!["plain", "a"]);

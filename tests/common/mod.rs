@@ -323,3 +323,25 @@ pub async fn dead_letter_pair(
         .await
         .expect("queue.declare source");
 }
+
+/// Publish on a channel in confirm mode and wait for the broker's answer; true for an ack.
+pub async fn publish_confirmed(
+    ch: &Channel,
+    exchange: &str,
+    key: &str,
+    body: &[u8],
+    props: BasicProperties,
+) -> bool {
+    ch.basic_publish(
+        exchange.into(),
+        key.into(),
+        BasicPublishOptions::default(),
+        body,
+        props,
+    )
+    .await
+    .expect("basic.publish")
+    .await
+    .expect("publisher confirm")
+    .is_ack()
+}
