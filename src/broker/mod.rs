@@ -3,8 +3,10 @@
 //! [`Broker`] is shared (`Arc`) by every connection. Its maps are behind short-held
 //! `std::sync::RwLock`s; queue state lives in queue actors, never here.
 
+pub mod access;
 pub mod alarms;
 pub mod commit;
+pub mod connections;
 pub mod dead_letter;
 pub mod exchange;
 pub mod memory;
@@ -13,12 +15,16 @@ pub mod queue;
 mod records;
 pub mod vhost;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
+
+use serde::{Deserialize, Serialize};
 
 use crate::store::{Store, StoreError};
 
+use access::{AccessControl, AdminError, PermissionRecord, UserRecord};
 use commit::Committer;
+use connections::{ConnectionRegistry, MessageCounters};
 
 pub use message::Message;
 pub use vhost::VHost;
@@ -79,13 +85,25 @@ impl Default for BrokerConfig {
     }
 }
 
-/// A user account.
-#[derive(Debug, Clone)]
-pub struct User {
-    /// Name.
-    pub name: String,
-    /// Password (plain for now; hashing arrives with user management).
-    pub password: String,
+/// A vhost's description, tags and limits, as RabbitMQ keeps them.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct VhostMeta {
+    /// Free text.
+    #[serde(default)]
+    pub description: String,
+    /// Free-form tags.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// `max-connections` and `max-queues` (negative: no limit).
+    #[serde(default)]
+    pub limits: BTreeMap<String, i64>,
+}
+
+impl VhostMeta {
+    /// A limit, if set and not negative.
+    pub fn limit(&self, name: &str) -> Option<u64> {
+        self.limits.get(name).and_then(|&v| u64::try_from(v).ok())
+    }
 }
 
 /// The whole broker.
@@ -93,7 +111,9 @@ pub struct User {
 pub struct Broker {
     config: BrokerConfig,
     vhosts: RwLock<HashMap<String, Arc<VHost>>>,
-    users: RwLock<HashMap<String, User>>,
+    access: AccessControl,
+    connections: ConnectionRegistry,
+    counters: MessageCounters,
     store: Arc<dyn Store>,
     committer: Committer,
     pressure: memory::MemoryPressure,
@@ -111,32 +131,64 @@ impl Broker {
             config.disk_free_limit,
             config.data_dir.clone(),
         );
+        let access = AccessControl::load(store.clone())?;
         let broker = Self {
             config,
             vhosts: RwLock::new(HashMap::new()),
-            users: RwLock::new(HashMap::new()),
+            access,
+            connections: ConnectionRegistry::default(),
+            counters: MessageCounters::default(),
             store,
             committer,
             pressure,
             alarms,
         };
-        broker.add_user(&broker.config.default_user, &broker.config.default_pass);
         // Scratch space of non-durable queues from the last run: nothing there survives.
         for (key, _) in broker.store.definitions(queue::SCRATCH)? {
             broker.store.delete_queue(&key)?;
             broker.store.remove_definition(queue::SCRATCH, &key)?;
         }
-        let mut names: Vec<String> = broker
+        let mut vhosts: Vec<(String, VhostMeta)> = broker
             .store
             .definitions("vhost")?
             .into_iter()
-            .map(|(name, _)| name)
+            .map(|(name, value)| (name, serde_json::from_slice(&value).unwrap_or_default()))
             .collect();
-        if names.is_empty() {
-            names.push(broker.config.default_vhost.clone());
+        let fresh = vhosts.is_empty();
+        if fresh {
+            let meta = VhostMeta {
+                description: "Default virtual host".to_owned(),
+                ..VhostMeta::default()
+            };
+            vhosts.push((broker.config.default_vhost.clone(), meta));
         }
-        for name in names {
-            broker.add_vhost(&name)?.recover()?;
+        for (name, meta) in vhosts {
+            broker.put_vhost(&name, meta)?.recover()?;
+        }
+        // RabbitMQ creates its default user on first boot only; Leveret also when no user is
+        // left, so a database can never lock everyone out.
+        if broker.access.is_empty() {
+            let config = &broker.config;
+            let user = UserRecord::new(
+                &config.default_user,
+                Some(&config.default_pass),
+                vec![access::ADMINISTRATOR.to_owned()],
+            );
+            let grant = PermissionRecord {
+                user: config.default_user.clone(),
+                vhost: config.default_vhost.clone(),
+                configure: ".*".to_owned(),
+                write: ".*".to_owned(),
+                read: ".*".to_owned(),
+            };
+            broker
+                .access
+                .put_user(user)
+                .and_then(|()| broker.access.set_permissions(grant))
+                .map_err(|e| match e {
+                    AdminError::Store(e) => e,
+                    other => StoreError::Unusable(other.to_string()),
+                })?;
         }
         // Recovery reads every stored record once; what it freed goes back to the kernel.
         memory::release_freed_memory();
@@ -153,14 +205,15 @@ impl Broker {
         &self.store
     }
 
-    /// Create a vhost (idempotent, durable).
-    pub fn add_vhost(&self, name: &str) -> Result<Arc<VHost>, StoreError> {
-        self.store.put_definition("vhost", name, &[])?;
+    /// Create a vhost, or update an existing one's metadata (durable).
+    pub fn put_vhost(&self, name: &str, meta: VhostMeta) -> Result<Arc<VHost>, StoreError> {
+        let value = serde_json::to_vec(&meta).unwrap_or_default();
+        self.store.put_definition("vhost", name, &value)?;
         let mut vhosts = self
             .vhosts
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        Ok(vhosts
+        let vhost = vhosts
             .entry(name.to_owned())
             .or_insert_with(|| {
                 VHost::new(
@@ -170,7 +223,80 @@ impl Broker {
                     self.pressure.clone(),
                 )
             })
-            .clone())
+            .clone();
+        vhost.set_meta(meta);
+        Ok(vhost)
+    }
+
+    /// Create a vhost with default metadata if it does not exist.
+    pub fn add_vhost(&self, name: &str) -> Result<Arc<VHost>, StoreError> {
+        match self.vhost(name) {
+            Some(vhost) => Ok(vhost),
+            None => self.put_vhost(name, VhostMeta::default()),
+        }
+    }
+
+    /// Delete a vhost and everything in it; its connections are closed first, as RabbitMQ does.
+    pub async fn delete_vhost(&self, name: &str) -> Result<(), AdminError> {
+        let vhost = self
+            .vhosts
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(name)
+            .ok_or_else(|| AdminError::NotFound(format!("no such vhost: '{name}'")))?;
+        self.connections
+            .close_where(|c| c.vhost == name, &format!("vhost '{name}' is deleted"));
+        vhost.destroy().await;
+        self.store.remove_definition("vhost", name)?;
+        self.access.forget_vhost(name)?;
+        Ok(())
+    }
+
+    /// Every vhost, by name.
+    pub fn vhosts(&self) -> Vec<Arc<VHost>> {
+        let mut all: Vec<Arc<VHost>> = self
+            .vhosts
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect();
+        all.sort_by(|a, b| a.name().cmp(b.name()));
+        all
+    }
+
+    /// Users and permissions.
+    pub fn access(&self) -> &AccessControl {
+        &self.access
+    }
+
+    /// Live connections.
+    pub fn connections(&self) -> &ConnectionRegistry {
+        &self.connections
+    }
+
+    /// Broker-wide message counters.
+    pub fn counters(&self) -> &MessageCounters {
+        &self.counters
+    }
+
+    /// Set permissions, checking that the vhost exists.
+    pub fn set_permissions(&self, record: PermissionRecord) -> Result<(), AdminError> {
+        if self.vhost(&record.vhost).is_none() {
+            return Err(AdminError::NotFound(format!(
+                "no such vhost: '{}'",
+                record.vhost
+            )));
+        }
+        self.access.set_permissions(record)
+    }
+
+    /// Delete a user; its connections are closed, as RabbitMQ does.
+    pub fn delete_user(&self, name: &str) -> Result<(), AdminError> {
+        self.access.delete_user(name)?;
+        self.connections
+            .close_where(|c| c.user == name, &format!("user '{name}' is deleted"));
+        Ok(())
     }
 
     /// Stop every queue actor so the store is released (call after the server has stopped).
@@ -217,29 +343,14 @@ impl Broker {
             .cloned()
     }
 
-    /// Create or replace a user.
-    pub fn add_user(&self, name: &str, password: &str) {
-        self.users
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(
-                name.to_owned(),
-                User {
-                    name: name.to_owned(),
-                    password: password.to_owned(),
-                },
-            );
-    }
-
     /// Check credentials; `from_loopback` says whether the client connected over loopback.
-    pub fn authenticate(&self, name: &str, password: &str, from_loopback: bool) -> bool {
-        if !from_loopback && self.config.loopback_users.iter().any(|u| u == name) {
-            return false;
-        }
-        self.users
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(name)
-            .is_some_and(|u| u.password == password)
+    pub fn authenticate(
+        &self,
+        name: &str,
+        password: &str,
+        from_loopback: bool,
+    ) -> Option<UserRecord> {
+        self.access
+            .authenticate(name, password, from_loopback, &self.config.loopback_users)
     }
 }

@@ -34,6 +34,23 @@ pub struct QueueRecord {
     pub arguments: FieldTable,
 }
 
+/// A snapshot of an exchange, for management.
+#[derive(Debug, Clone)]
+pub struct ExchangeInfo {
+    /// Name ("" for the default exchange).
+    pub name: String,
+    /// Type name.
+    pub kind: &'static str,
+    /// Survives restarts.
+    pub durable: bool,
+    /// Deleted with its last binding.
+    pub auto_delete: bool,
+    /// Not publishable by clients.
+    pub internal: bool,
+    /// Declaration arguments.
+    pub arguments: FieldTable,
+}
+
 #[derive(Debug, Default)]
 struct Topology {
     exchanges: HashMap<String, Exchange>,
@@ -107,6 +124,7 @@ pub struct VHost {
     store: Arc<dyn Store>,
     committer: Committer,
     pressure: MemoryPressure,
+    meta: RwLock<super::VhostMeta>,
 }
 
 fn store_failed(error: StoreError) -> AmqpError {
@@ -169,6 +187,7 @@ impl VHost {
             store,
             committer,
             pressure,
+            meta: RwLock::new(super::VhostMeta::default()),
         });
         {
             let mut t = vhost.write();
@@ -200,6 +219,21 @@ impl VHost {
     /// The vhost's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Description, tags and limits.
+    pub fn meta(&self) -> super::VhostMeta {
+        self.meta
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    pub(super) fn set_meta(&self, meta: super::VhostMeta) {
+        *self
+            .meta
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = meta;
     }
 
     /// The store key of an entity in this vhost.
@@ -430,7 +464,8 @@ impl VHost {
         ))
     }
 
-    fn default_exchange_refused() -> AmqpError {
+    /// RabbitMQ's refusal of any operation on the default exchange.
+    pub fn default_exchange_refused() -> AmqpError {
         AmqpError::access_refused("operation not permitted on the default exchange")
     }
 
@@ -672,16 +707,20 @@ impl VHost {
                 record.handle.touch();
                 record.handle.clone()
             } else {
+                // Names are checked (and generated) by the caller, before permissions.
                 let name = if d.name.is_empty() {
                     random_name("amq.gen-")
-                } else if d.name.starts_with("amq.") {
-                    return Err(AmqpError::access_refused(format!(
-                        "queue name '{}' contains reserved prefix 'amq.*'",
-                        d.name
-                    )));
                 } else {
                     d.name.clone()
                 };
+                if let Some(limit) = self.meta().limit("max-queues") {
+                    if t.queues.len() as u64 >= limit {
+                        return Err(AmqpError::precondition_failed(format!(
+                            "cannot declare queue '{name}': queue limit in vhost '{}' ({limit}) is reached",
+                            self.name
+                        )));
+                    }
+                }
                 let args = args::parse(&d.arguments, &self.queue_resource(&name))?;
                 // Exclusive queues never survive a restart, so they are never stored.
                 let stored = d.durable && !d.exclusive;
@@ -1009,6 +1048,14 @@ impl VHost {
             .collect()
     }
 
+    /// Whether an exchange exists and is a topic exchange.
+    pub fn is_topic(&self, name: &str) -> bool {
+        self.read()
+            .exchanges
+            .get(name)
+            .is_some_and(|x| x.kind == ExchangeKind::Topic)
+    }
+
     /// Whether an exchange exists.
     pub fn has_exchange(&self, name: &str) -> bool {
         self.read().exchanges.contains_key(name)
@@ -1017,6 +1064,89 @@ impl VHost {
     /// Names of every queue.
     pub fn queue_names(&self) -> Vec<String> {
         self.read().queues.keys().cloned().collect()
+    }
+
+    /// Every queue's name and record, by name (for management).
+    pub fn queues(&self) -> Vec<(String, QueueRecord)> {
+        let mut queues: Vec<(String, QueueRecord)> = self
+            .read()
+            .queues
+            .iter()
+            .map(|(n, r)| (n.clone(), r.clone()))
+            .collect();
+        queues.sort_by(|a, b| a.0.cmp(&b.0));
+        queues
+    }
+
+    /// Every exchange, by name (for management).
+    pub fn exchanges(&self) -> Vec<ExchangeInfo> {
+        let mut exchanges: Vec<ExchangeInfo> = self
+            .read()
+            .exchanges
+            .values()
+            .map(|x| ExchangeInfo {
+                name: x.name.clone(),
+                kind: x.kind.as_str(),
+                durable: x.durable,
+                auto_delete: x.auto_delete,
+                internal: x.internal,
+                arguments: x.arguments.clone(),
+            })
+            .collect();
+        exchanges.sort_by(|a, b| a.name.cmp(&b.name));
+        exchanges
+    }
+
+    /// Every explicit binding as (source, binding), by source (for management). The default
+    /// exchange's implicit bindings are not included.
+    pub fn bindings(&self) -> Vec<(String, Binding)> {
+        let t = self.read();
+        let mut all: Vec<(String, Binding)> = t
+            .exchanges
+            .values()
+            .flat_map(|x| x.bindings().iter().map(|b| (x.name.clone(), b.clone())))
+            .collect();
+        all.sort_by(|a, b| {
+            (&a.0, &a.1.destination, &a.1.routing_key).cmp(&(
+                &b.0,
+                &b.1.destination,
+                &b.1.routing_key,
+            ))
+        });
+        all
+    }
+
+    /// Delete everything in this vhost: queues with their messages, exchanges, bindings, and
+    /// their stored definitions (the vhost itself is being deleted).
+    pub async fn destroy(&self) {
+        let queues: Vec<QueueHandle> = self
+            .read()
+            .queues
+            .values()
+            .map(|r| r.handle.clone())
+            .collect();
+        for handle in queues {
+            let _ = handle.delete(false, false).await;
+            self.forget_queue(handle.name(), handle.id());
+        }
+        let mut t = self.write();
+        let names: Vec<String> = t
+            .exchanges
+            .keys()
+            .filter(|n| !n.is_empty() && !n.starts_with("amq."))
+            .cloned()
+            .collect();
+        for name in names {
+            self.remove_exchange(&mut t, &name);
+        }
+        let amq: Vec<String> = t.exchanges.keys().cloned().collect();
+        for name in amq {
+            if let Some(x) = t.exchanges.get_mut(&name) {
+                for b in x.bindings().to_vec() {
+                    self.forget_binding(&name, &b);
+                }
+            }
+        }
     }
 }
 
@@ -1044,6 +1174,16 @@ fn validate_x_match(arguments: &FieldTable) -> Result<(), AmqpError> {
             display_value(other)
         ))),
     }
+}
+
+/// RabbitMQ's reserved prefix rule for client-named queues.
+pub fn check_queue_name(name: &str) -> Result<(), AmqpError> {
+    if name.starts_with("amq.") {
+        return Err(AmqpError::access_refused(format!(
+            "queue name '{name}' contains reserved prefix 'amq.*'"
+        )));
+    }
+    Ok(())
 }
 
 /// A name with a random 22-character suffix, as RabbitMQ generates for queues and consumer tags.

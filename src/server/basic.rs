@@ -13,6 +13,7 @@ use super::channel::{
     by_queue, delivery_deadline, unimplemented_method, Channel, ConsumerEntry, TxSettle, Unacked,
 };
 use super::connection::{ConnCtx, Deferred};
+use crate::broker::access::{Permission, Resource};
 use crate::broker::queue::args::{parse_consumer_priority, parse_expiration};
 use crate::broker::queue::{ConfirmTarget, ConsumeRequest, Delivery, QueueHandle};
 use crate::broker::vhost::random_name;
@@ -86,6 +87,34 @@ impl Channel {
         }
     }
 
+    /// Write permission on the exchange (cached for the channel's last exchange while no
+    /// permission changes), and the topic permission on the routing key.
+    fn authorize_publish(
+        &mut self,
+        ctx: &ConnCtx,
+        exchange: &str,
+        routing_key: &str,
+    ) -> Result<(), AmqpError> {
+        let access = ctx.broker.access();
+        let generation = access.generation();
+        let cached =
+            matches!(&self.write_allowed, Some((g, x)) if *g == generation && &**x == exchange);
+        if !cached {
+            ctx.authorize(Resource::Exchange(exchange), Permission::Write)?;
+            self.write_allowed = Some((generation, Arc::from(exchange)));
+        }
+        if access.has_topic_permissions() && ctx.vhost.is_topic(exchange) {
+            access.check_topic(
+                &ctx.user,
+                ctx.vhost.name(),
+                exchange,
+                routing_key,
+                Permission::Write,
+            )?;
+        }
+        Ok(())
+    }
+
     async fn on_basic_publish(
         &mut self,
         ctx: &mut ConnCtx,
@@ -95,6 +124,7 @@ impl Channel {
         if p.immediate {
             return Err(AmqpError::not_implemented("immediate=true"));
         }
+        self.authorize_publish(ctx, p.exchange.as_str(), p.routing_key.as_str())?;
         let confirm_seq = self.confirms.as_mut().map(|c| c.next_seq());
         let mut queues: Vec<QueueHandle> = Vec::new();
         let has_bcc = {
@@ -112,7 +142,7 @@ impl Channel {
         };
         // After routing (a missing exchange is 404 first), as in RabbitMQ.
         if let Some(user_id) = content.properties.user_id() {
-            if user_id.as_str() != ctx.user {
+            if user_id.as_str() != ctx.user && !ctx.may_impersonate() {
                 return Err(AmqpError::precondition_failed(format!(
                     "user_id property set to '{}' but authenticated user was '{}'",
                     user_id.as_str(),
@@ -259,6 +289,7 @@ impl Channel {
             ctx.vhost.declare_reply_queue(ctx.id)
         } else {
             let name = self.queue_name(c.queue.as_str())?;
+            ctx.authorize(Resource::Queue(&name), Permission::Read)?;
             ctx.vhost.queue(&name, ctx.id)?
         };
         let priority = parse_consumer_priority(
@@ -419,6 +450,7 @@ impl Channel {
 
     async fn on_basic_get(&mut self, ctx: &mut ConnCtx, g: basic::Get) -> Result<(), AmqpError> {
         let name = self.queue_name(g.queue.as_str())?;
+        ctx.authorize(Resource::Queue(&name), Permission::Read)?;
         let queue = ctx.vhost.queue(&name, ctx.id)?;
         match queue.get(g.no_ack).await {
             Some(r) => {

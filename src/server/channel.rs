@@ -13,14 +13,17 @@ use std::time::{Duration, Instant};
 use super::basic::DIRECT_REPLY_TO;
 use super::confirm::{ConfirmFrame, ConfirmTracker};
 use super::connection::ConnCtx;
+use crate::broker::access::{Permission, Resource};
+use crate::broker::connections::ChannelInfo;
 use crate::broker::exchange::Destination;
 use crate::broker::queue::{ChannelLimiter, QueueHandle, QueueStats};
-use crate::broker::vhost::{ExchangeDeclare, QueueDeclare};
+use crate::broker::vhost::{check_queue_name, random_name, ExchangeDeclare, QueueDeclare, VHost};
 use crate::broker::Message;
 use crate::protocol::codec::encode_confirm;
+use crate::protocol::table::{as_str, lookup};
 use crate::protocol::{
-    access, channel, confirm, exchange, queue, tx, AmqpError, Command, CommandAssembler, Frame,
-    Method,
+    access, channel, confirm, exchange, queue, tx, AmqpError, Command, CommandAssembler,
+    FieldTable, Frame, Method,
 };
 
 /// What became of a channel after a frame.
@@ -98,6 +101,74 @@ pub(super) struct Channel {
     /// The queue behind this channel's direct reply-to consumer.
     pub(super) reply_queue: Option<String>,
     confirm_frames: Vec<ConfirmFrame>,
+    /// What management sees of this channel.
+    pub(super) info: Arc<ChannelInfo>,
+    /// The last exchange a publish was allowed to write to, and the permission generation
+    /// that allowed it: most publishers use one exchange, so the regex runs once.
+    pub(super) write_allowed: Option<(u64, Arc<str>)>,
+}
+
+/// `exchange.bind`/`unbind`: write on the destination, read on the source, the default
+/// exchange refused at either end (RabbitMQ's order).
+fn authorize_exchange_binding(
+    ctx: &ConnCtx,
+    source: &str,
+    destination: &str,
+) -> Result<(), AmqpError> {
+    if destination.is_empty() || source.is_empty() {
+        return Err(VHost::default_exchange_refused());
+    }
+    ctx.authorize(Resource::Exchange(destination), Permission::Write)?;
+    ctx.authorize(Resource::Exchange(source), Permission::Read)
+}
+
+/// `queue.bind`/`unbind`: write on the queue, then read on the exchange (and its topic
+/// permissions for the binding key), all before anything is looked up.
+fn authorize_queue_binding(
+    ctx: &ConnCtx,
+    queue: &str,
+    exchange: &str,
+    key: &str,
+) -> Result<(), AmqpError> {
+    ctx.authorize(Resource::Queue(queue), Permission::Write)?;
+    if exchange.is_empty() {
+        return Err(VHost::default_exchange_refused());
+    }
+    ctx.authorize(Resource::Exchange(exchange), Permission::Read)?;
+    if ctx.vhost.is_topic(exchange) {
+        ctx.broker.access().check_topic(
+            &ctx.user,
+            ctx.vhost.name(),
+            exchange,
+            key,
+            Permission::Read,
+        )?;
+    }
+    Ok(())
+}
+
+/// A non-passive `queue.declare`: the reserved prefix, then configure on the (possibly
+/// generated) name, then, for a new queue with a dead-letter exchange, read on the queue and
+/// write on that exchange. Returns the name to declare.
+fn authorize_queue_declare(
+    ctx: &ConnCtx,
+    name: String,
+    arguments: &FieldTable,
+) -> Result<String, AmqpError> {
+    let name = if name.is_empty() {
+        random_name("amq.gen-")
+    } else {
+        check_queue_name(&name)?;
+        name
+    };
+    ctx.authorize(Resource::Queue(&name), Permission::Configure)?;
+    if ctx.vhost.queue_record(&name).is_none() {
+        if let Some(dlx) = lookup(Some(arguments), "x-dead-letter-exchange").and_then(as_str) {
+            ctx.authorize(Resource::Queue(&name), Permission::Read)?;
+            ctx.authorize(Resource::Exchange(&dlx), Permission::Write)?;
+        }
+    }
+    Ok(name)
 }
 
 fn no_previous_queue() -> AmqpError {
@@ -121,6 +192,8 @@ impl Channel {
             last_queue: None,
             reply_queue: None,
             confirm_frames: Vec::new(),
+            info: Arc::new(ChannelInfo::new(id)),
+            write_allowed: None,
         }
     }
 
@@ -343,6 +416,18 @@ impl Channel {
     ) -> Result<(), AmqpError> {
         let reply = match method {
             exchange::AMQPMethod::Declare(d) => {
+                let name = d.exchange.as_str();
+                if !name.is_empty() && !d.passive {
+                    ctx.authorize(Resource::Exchange(name), Permission::Configure)?;
+                    // Only a new exchange's alternate exchange is checked, as in RabbitMQ.
+                    if let Some(ae) = lookup(Some(&d.arguments), "alternate-exchange")
+                        .and_then(as_str)
+                        .filter(|_| !ctx.vhost.has_exchange(name))
+                    {
+                        ctx.authorize(Resource::Exchange(name), Permission::Read)?;
+                        ctx.authorize(Resource::Exchange(&ae), Permission::Write)?;
+                    }
+                }
                 ctx.vhost.declare_exchange(&ExchangeDeclare {
                     name: d.exchange.to_string(),
                     kind: d.kind.to_string(),
@@ -355,11 +440,18 @@ impl Channel {
                 (!d.nowait).then_some(exchange::AMQPMethod::DeclareOk(exchange::DeclareOk {}))
             }
             exchange::AMQPMethod::Delete(d) => {
+                if !d.exchange.as_str().is_empty() {
+                    ctx.authorize(
+                        Resource::Exchange(d.exchange.as_str()),
+                        Permission::Configure,
+                    )?;
+                }
                 ctx.vhost
                     .delete_exchange(d.exchange.as_str(), d.if_unused)?;
                 (!d.nowait).then_some(exchange::AMQPMethod::DeleteOk(exchange::DeleteOk {}))
             }
             exchange::AMQPMethod::Bind(b) => {
+                authorize_exchange_binding(ctx, b.source.as_str(), b.destination.as_str())?;
                 ctx.vhost.set_binding(
                     b.source.as_str(),
                     Destination::Exchange(b.destination.to_string()),
@@ -371,6 +463,7 @@ impl Channel {
                 (!b.nowait).then_some(exchange::AMQPMethod::BindOk(exchange::BindOk {}))
             }
             exchange::AMQPMethod::Unbind(b) => {
+                authorize_exchange_binding(ctx, b.source.as_str(), b.destination.as_str())?;
                 ctx.vhost.set_binding(
                     b.source.as_str(),
                     Destination::Exchange(b.destination.to_string()),
@@ -410,6 +503,11 @@ impl Channel {
                     };
                     (name, stats)
                 } else {
+                    let name = if d.passive {
+                        name
+                    } else {
+                        authorize_queue_declare(ctx, name, &d.arguments)?
+                    };
                     ctx.vhost
                         .declare_queue(
                             &QueueDeclare {
@@ -433,6 +531,7 @@ impl Channel {
             }
             queue::AMQPMethod::Bind(b) => {
                 let (name, key) = self.binding_target(b.queue.as_str(), b.routing_key.as_str())?;
+                authorize_queue_binding(ctx, &name, b.exchange.as_str(), &key)?;
                 ctx.vhost.set_binding(
                     b.exchange.as_str(),
                     Destination::Queue(name),
@@ -445,6 +544,7 @@ impl Channel {
             }
             queue::AMQPMethod::Unbind(b) => {
                 let (name, key) = self.binding_target(b.queue.as_str(), b.routing_key.as_str())?;
+                authorize_queue_binding(ctx, &name, b.exchange.as_str(), &key)?;
                 ctx.vhost.set_binding(
                     b.exchange.as_str(),
                     Destination::Queue(name),
@@ -457,6 +557,7 @@ impl Channel {
             }
             queue::AMQPMethod::Purge(p) => {
                 let name = self.queue_name(p.queue.as_str())?;
+                ctx.authorize(Resource::Queue(&name), Permission::Read)?;
                 let count = ctx.vhost.queue(&name, ctx.id)?.purge().await;
                 (!p.nowait).then_some(queue::AMQPMethod::PurgeOk(queue::PurgeOk {
                     message_count: count,
@@ -464,6 +565,7 @@ impl Channel {
             }
             queue::AMQPMethod::Delete(d) => {
                 let name = self.queue_name(d.queue.as_str())?;
+                ctx.authorize(Resource::Queue(&name), Permission::Configure)?;
                 let count = ctx
                     .vhost
                     .delete_queue(&name, d.if_unused, d.if_empty, ctx.id)

@@ -18,7 +18,9 @@ use tokio::sync::{mpsc, watch};
 use super::channel::Channel;
 use super::handshake::{handshake, ClientCapabilities, HandshakeFailure};
 use super::writer::{self, WriterHandle, BACKLOG_HIGH};
+use crate::broker::access::{Permission, Resource};
 use crate::broker::alarms::AlarmState;
+use crate::broker::connections::ConnectionInfo;
 use crate::broker::queue::{ClientEvent, ClientSink, QueueHandle};
 use crate::broker::{Broker, VHost};
 use crate::protocol::codec::{
@@ -114,8 +116,9 @@ pub(super) struct ConnCtx {
     pub(super) id: u64,
     pub(super) broker: Arc<Broker>,
     pub(super) vhost: Arc<VHost>,
-    #[allow(dead_code)] // used by access control (permissions) and the management API
     pub(super) user: String,
+    /// What management sees of this connection.
+    pub(super) info: Arc<ConnectionInfo>,
     pub(super) frame_max: u32,
     pub(super) capabilities: ClientCapabilities,
     pub(super) out: BytesMut,
@@ -131,11 +134,23 @@ impl ConnCtx {
     #[cfg(test)]
     pub(super) fn for_tests(broker: Arc<Broker>, sink: ClientSink, writer: WriterHandle) -> Self {
         let vhost = broker.vhost("/").expect("default vhost");
+        let addr: SocketAddr = "127.0.0.1:5672".parse().expect("address");
+        let (info, _) = ConnectionInfo::new(
+            1,
+            addr,
+            addr,
+            "guest".to_owned(),
+            "/".to_owned(),
+            "PLAIN".to_owned(),
+            Default::default(),
+            (131_072, 2047, 60),
+        );
         Self {
             id: 1,
             broker,
             vhost,
             user: "guest".to_owned(),
+            info,
             frame_max: 131_072,
             capabilities: ClientCapabilities {
                 consumer_cancel_notify: true,
@@ -192,8 +207,30 @@ impl ConnCtx {
     fn flush_out(&mut self) {
         if !self.out.is_empty() {
             let bytes = self.out.split().freeze();
+            self.info
+                .send_oct
+                .fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
             self.writer.send(bytes);
         }
+    }
+
+    /// Whether the user has the `impersonator` tag (may publish with any `user_id`).
+    pub(super) fn may_impersonate(&self) -> bool {
+        self.broker
+            .access()
+            .user(&self.user)
+            .is_some_and(|u| u.has_tag(crate::broker::access::IMPERSONATOR))
+    }
+
+    /// Check a permission of this connection's user, with RabbitMQ's 403 text.
+    pub(super) fn authorize(
+        &self,
+        resource: Resource<'_>,
+        permission: Permission,
+    ) -> Result<(), AmqpError> {
+        self.broker
+            .access()
+            .check(&self.user, self.vhost.name(), resource, permission)
     }
 }
 
@@ -227,6 +264,7 @@ pub(super) async fn run(
     shutdown: watch::Receiver<bool>,
     id: u64,
 ) {
+    let local = stream.local_addr().unwrap_or(peer);
     let socket = Arc::new(stream);
     let (writer, writer_task) = writer::spawn(socket.clone());
     let mut reader = FrameReader::new(socket, broker.config().frame_max);
@@ -248,6 +286,17 @@ pub(super) async fn run(
         }
     };
     tracing::debug!(%peer, id, user = %session.user, vhost = session.vhost.name(), "connection open");
+    let (info, killed) = ConnectionInfo::new(
+        id,
+        peer,
+        local,
+        session.user.clone(),
+        session.vhost.name().to_owned(),
+        session.mechanism,
+        session.client_properties,
+        (session.frame_max, session.channel_max, session.heartbeat),
+    );
+    broker.connections().register(info.clone());
     let (sink, inbox) = mpsc::unbounded_channel();
     let alarms = broker.alarms().subscribe();
     let mut conn = Connection {
@@ -256,6 +305,7 @@ pub(super) async fn run(
             broker,
             vhost: session.vhost,
             user: session.user,
+            info: info.clone(),
             frame_max: session.frame_max,
             capabilities: session.capabilities,
             out: BytesMut::with_capacity(OUT_CHUNK),
@@ -272,7 +322,8 @@ pub(super) async fn run(
         publishes: false,
         blocked: false,
     };
-    let outcome = conn.serve(&mut reader, inbox, shutdown).await;
+    let outcome = conn.serve(&mut reader, inbox, shutdown, killed).await;
+    conn.ctx.broker.connections().unregister(id);
     conn.close_channels().await;
     match outcome {
         Outcome::Close(error) => close_with(&mut reader, &writer, error).await,
@@ -333,6 +384,7 @@ impl Connection {
         reader: &mut FrameReader,
         mut inbox: mpsc::UnboundedReceiver<ClientEvent>,
         mut shutdown: watch::Receiver<bool>,
+        mut killed: mpsc::UnboundedReceiver<AmqpError>,
     ) -> Outcome {
         let mut events = Vec::with_capacity(256);
         let heartbeat = Duration::from_secs(u64::from(self.heartbeat));
@@ -356,6 +408,7 @@ impl Connection {
                         "broker forced connection closure with reason 'shutdown'",
                     ));
                 }
+                Some(error) = killed.recv() => return Outcome::Close(error),
                 n = inbox.recv_many(&mut events, 256) => {
                     if n == 0 {
                         return Outcome::Eof;
@@ -368,7 +421,10 @@ impl Connection {
                 read = reader.fill(), if !self.blocked => {
                     match read {
                         Ok(0) | Err(_) => return Outcome::Eof,
-                        Ok(_) => last_recv = Instant::now(),
+                        Ok(n) => {
+                            last_recv = Instant::now();
+                            self.ctx.info.recv_oct.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+                        }
                     }
                     loop {
                         let frame = match reader.decode() {
@@ -437,6 +493,10 @@ impl Connection {
             return;
         }
         self.blocked = block;
+        self.ctx
+            .info
+            .blocked
+            .store(block, std::sync::atomic::Ordering::Relaxed);
         if !self.ctx.capabilities.connection_blocked {
             return;
         }
@@ -553,6 +613,7 @@ impl Connection {
                             Ok(super::channel::ChannelFate::Open) => None,
                             Ok(super::channel::ChannelFate::Closed) => {
                                 self.channels.remove(&channel_id);
+                                self.ctx.info.remove_channel(channel_id);
                                 None
                             }
                             Err(error) => Some(Outcome::Close(error)),
@@ -572,7 +633,9 @@ impl Connection {
                 self.channel_max
             ))));
         }
-        self.channels.insert(id, Channel::new(id, &self.ctx));
+        let channel = Channel::new(id, &self.ctx);
+        self.ctx.info.add_channel(channel.info.clone());
+        self.channels.insert(id, channel);
         self.ctx.send_method(
             id,
             &Method::Channel(channel::AMQPMethod::OpenOk(channel::OpenOk {})),

@@ -34,6 +34,8 @@ pub(super) struct Session {
     pub(super) channel_max: u16,
     pub(super) heartbeat: u16,
     pub(super) capabilities: ClientCapabilities,
+    pub(super) mechanism: String,
+    pub(super) client_properties: FieldTable,
 }
 
 /// Why a handshake did not complete.
@@ -169,8 +171,8 @@ pub(super) async fn handshake(
     };
     let authenticated = credentials
         .as_ref()
-        .is_some_and(|(user, pass)| broker.authenticate(user, pass, peer.ip().is_loopback()));
-    let Some((user, _)) = credentials.filter(|_| authenticated) else {
+        .and_then(|(user, pass)| broker.authenticate(user, pass, peer.ip().is_loopback()));
+    let Some(user) = authenticated.map(|u| u.name) else {
         tracing::warn!(%peer, mechanism, "login refused");
         if !capabilities.authentication_failure_close {
             return Err(HandshakeFailure::Silent);
@@ -227,6 +229,30 @@ pub(super) async fn handshake(
             AmqpError::not_allowed(format!("vhost {vhost_name} not found")).with_method(10, 40),
         ));
     };
+    if !broker.access().may_open_vhost(&user, vhost_name) {
+        return Err(HandshakeFailure::Refused(
+            AmqpError::not_allowed(format!(
+                "access to vhost '{vhost_name}' refused for user '{user}'"
+            ))
+            .with_method(10, 40),
+        ));
+    }
+    if let Some(limit) = vhost.meta().limit("max-connections") {
+        let open = broker
+            .connections()
+            .all()
+            .iter()
+            .filter(|c| c.vhost == vhost_name)
+            .count() as u64;
+        if open >= limit {
+            return Err(HandshakeFailure::Refused(
+                AmqpError::not_allowed(format!(
+                    "access to vhost '{vhost_name}' refused for user '{user}': connection limit ({limit}) is reached"
+                ))
+                .with_method(10, 40),
+            ));
+        }
+    }
     send_method(
         writer,
         Method::Connection(connection::AMQPMethod::OpenOk(connection::OpenOk {})),
@@ -238,5 +264,7 @@ pub(super) async fn handshake(
         channel_max,
         heartbeat: tune_ok.heartbeat,
         capabilities,
+        mechanism: mechanism.to_owned(),
+        client_properties: start_ok.client_properties,
     })
 }
