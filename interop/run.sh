@@ -32,7 +32,7 @@ case "$AGAINST" in
     BIN="${LEVERET_BIN:-$ROOT/target/debug/leveret}"
     [ -x "$BIN" ] || cargo build --quiet --bin leveret
     rm -rf "$LOGS/data"
-    "$BIN" --bind 127.0.0.1 --port 0 --data-dir "$LOGS/data" >"$LOGS/broker.log" 2>&1 &
+    "$BIN" --bind 127.0.0.1 --port 0 --management-port 0 --prometheus-port 0 --data-dir "$LOGS/data" >"$LOGS/broker.log" 2>&1 &
     BROKER_PID=$!
     PORT=""
     for _ in $(seq 1 100); do

@@ -399,16 +399,9 @@ impl Config {
     /// Keys set to something Leveret does not act on yet (their features are still to come),
     /// so the binary can say so instead of silently ignoring them.
     pub fn not_yet_supported(&self) -> Vec<&'static str> {
-        let defaults = Self::default();
         let mut out = Vec::new();
         if !self.listeners_ssl.is_empty() || !self.ssl_options.is_empty() {
             out.push("listeners.ssl / ssl_options (TLS)");
-        }
-        if self.management_port != defaults.management_port {
-            out.push("management.tcp.port (HTTP API)");
-        }
-        if self.prometheus_port != defaults.prometheus_port {
-            out.push("prometheus.tcp.port (metrics)");
         }
         out
     }

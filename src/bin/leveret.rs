@@ -1,5 +1,5 @@
-//! The Leveret broker binary: flags and config → tracing → store → broker → AMQP listener,
-//! until SIGINT/SIGTERM.
+//! The Leveret broker binary: flags and config → tracing → store → broker → HTTP API,
+//! metrics and AMQP listeners, until SIGINT/SIGTERM.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -30,6 +30,12 @@ struct Args {
     /// Heartbeat offered to clients, seconds (overrides `heartbeat`).
     #[arg(long, env = "LEVERET_HEARTBEAT")]
     heartbeat: Option<u16>,
+    /// HTTP management API port (overrides `management.tcp.port`; 0: any free port).
+    #[arg(long, env = "LEVERET_MANAGEMENT_PORT")]
+    management_port: Option<u16>,
+    /// Prometheus metrics port (overrides `prometheus.tcp.port`; 0: any free port).
+    #[arg(long, env = "LEVERET_PROMETHEUS_PORT")]
+    prometheus_port: Option<u16>,
     /// Log level (overrides `log.console.level`; RUST_LOG overrides both).
     #[arg(long, env = "LEVERET_LOG_LEVEL")]
     log_level: Option<String>,
@@ -68,6 +74,12 @@ fn effective_config(args: &Args) -> anyhow::Result<Config> {
     }
     if let Some(dir) = &args.data_dir {
         config.data_dir = dir.clone();
+    }
+    if let Some(port) = args.management_port {
+        config.management_port = port;
+    }
+    if let Some(port) = args.prometheus_port {
+        config.prometheus_port = port;
     }
     if let Some(h) = args.heartbeat {
         config.heartbeat = h;
@@ -144,6 +156,50 @@ async fn run(config: Config, workers: usize) -> anyhow::Result<()> {
     );
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let mut servers = Vec::new();
+    // The HTTP listeners bind on the AMQP listener's address, and before it: once the AMQP
+    // "ready" line is logged, everything is.
+    let bind_ip = config
+        .listeners_tcp
+        .values()
+        .next()
+        .map_or(IpAddr::from([0, 0, 0, 0]), SocketAddr::ip);
+    let admin = Arc::new(leveret::admin::AdminState {
+        broker: broker.clone(),
+        rates: Default::default(),
+        amqp_ports: config
+            .listeners_tcp
+            .values()
+            .map(SocketAddr::port)
+            .collect(),
+    });
+    let http = tokio::net::TcpListener::bind((bind_ip, config.management_port))
+        .await
+        .with_context(|| {
+            format!(
+                "listening on port {} (management.tcp.port)",
+                config.management_port
+            )
+        })?;
+    tracing::info!(http = %http.local_addr()?, "management API listening");
+    servers.push(tokio::spawn(leveret::admin::serve(
+        http,
+        admin.clone(),
+        shutdown_rx.clone(),
+    )));
+    let metrics = tokio::net::TcpListener::bind((bind_ip, config.prometheus_port))
+        .await
+        .with_context(|| {
+            format!(
+                "listening on port {} (prometheus.tcp.port)",
+                config.prometheus_port
+            )
+        })?;
+    tracing::info!(metrics = %metrics.local_addr()?, "Prometheus metrics listening");
+    servers.push(tokio::spawn(leveret::admin::serve_metrics(
+        metrics,
+        admin,
+        shutdown_rx.clone(),
+    )));
     for (name, addr) in &config.listeners_tcp {
         let (local, server) = leveret::server::start(*addr, broker.clone(), shutdown_rx.clone())
             .await

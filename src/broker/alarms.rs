@@ -79,6 +79,16 @@ impl Alarms {
         self.memory_limit.store(bytes, Ordering::Relaxed);
     }
 
+    /// The memory high watermark in bytes (`u64::MAX`: off).
+    pub fn memory_limit(&self) -> u64 {
+        self.memory_limit.load(Ordering::Relaxed)
+    }
+
+    /// The free-disk limit in bytes.
+    pub fn disk_limit(&self) -> u64 {
+        self.disk_limit.load(Ordering::Relaxed)
+    }
+
     /// Change the free-disk limit (bytes).
     pub fn set_disk_limit(&self, bytes: u64) {
         self.disk_limit.store(bytes, Ordering::Relaxed);

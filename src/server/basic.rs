@@ -14,6 +14,7 @@ use super::channel::{
 };
 use super::connection::{ConnCtx, Deferred};
 use crate::broker::access::{Permission, Resource};
+use crate::broker::connections::ConsumerInfo;
 use crate::broker::queue::args::{parse_consumer_priority, parse_expiration};
 use crate::broker::queue::{ConfirmTarget, ConsumeRequest, Delivery, QueueHandle};
 use crate::broker::vhost::random_name;
@@ -200,7 +201,9 @@ impl Channel {
             )
             .with_queue_properties(priority, expiration),
         );
+        ctx.count(&self.info, |c| &c.publish, 1);
         if queues.is_empty() {
+            ctx.count(&self.info, |c| &c.unroutable, 1);
             if p.mandatory {
                 ctx.send_method(
                     self.id,
@@ -323,6 +326,14 @@ impl Channel {
         if reply_to {
             self.reply_queue = Some(queue.name().to_owned());
         }
+        self.info.add_consumer(ConsumerInfo {
+            tag: tag.to_string(),
+            queue: queue.name().to_owned(),
+            ack_required: !c.no_ack,
+            exclusive: c.exclusive,
+            prefetch_count: self.prefetch_count,
+            arguments: c.arguments.clone(),
+        });
         self.consumers
             .insert(tag.clone(), ConsumerEntry { id, queue });
         if !c.nowait {
@@ -371,6 +382,7 @@ impl Channel {
 
     /// After the inbox is drained: forget the consumer and confirm the cancel.
     pub(super) fn finish_cancel(&mut self, ctx: &mut ConnCtx, tag: &Arc<str>, nowait: bool) {
+        self.info.remove_consumer(tag);
         if let Some(consumer) = self.consumers.remove(tag) {
             if self.reply_queue.as_deref() == Some(consumer.queue.name()) {
                 self.reply_queue = None;
@@ -391,6 +403,7 @@ impl Channel {
     /// The queue dropped a consumer (it was deleted): tell clients that understand it.
     pub(super) fn on_consumer_cancelled(&mut self, ctx: &mut ConnCtx, tag: &Arc<str>) {
         let removed = self.consumers.remove(tag);
+        self.info.remove_consumer(tag);
         if let Some(consumer) = &removed {
             if self.reply_queue.as_deref() == Some(consumer.queue.name()) {
                 self.reply_queue = None;
@@ -413,6 +426,10 @@ impl Channel {
             // The consumer is gone (its channel closed, or its queue was deleted): the queue
             // already took back everything it held, this delivery included.
             return;
+        }
+        ctx.count(&self.info, |c| &c.deliver, 1);
+        if d.redelivered {
+            ctx.count(&self.info, |c| &c.redeliver, 1);
         }
         let tag = self.next_delivery_tag;
         self.next_delivery_tag += 1;
@@ -454,6 +471,7 @@ impl Channel {
         let queue = ctx.vhost.queue(&name, ctx.id)?;
         match queue.get(g.no_ack).await {
             Some(r) => {
+                ctx.count(&self.info, |c| &c.get, 1);
                 let tag = self.next_delivery_tag;
                 self.next_delivery_tag += 1;
                 let m = &r.message;
@@ -541,6 +559,7 @@ impl Channel {
     ) -> Result<(), AmqpError> {
         let settled = self.take_settled(tag, multiple)?;
         self.release_limiter(&settled);
+        ctx.count(&self.info, |c| &c.ack, settled.len() as u64);
         if let Some(tx) = self.tx.as_mut() {
             tx.settles
                 .extend(settled.into_iter().map(|(t, u)| (t, u, TxSettle::Ack)));
@@ -581,6 +600,12 @@ impl Channel {
 
     fn on_basic_qos(&mut self, ctx: &mut ConnCtx, q: basic::Qos) -> Result<(), AmqpError> {
         // prefetch_size != 0 is refused in the codec: amq-protocol does not expose the field.
+        let counter = if q.global {
+            &self.info.global_prefetch_count
+        } else {
+            &self.info.prefetch_count
+        };
+        counter.store(u32::from(q.prefetch_count), Ordering::Relaxed);
         if q.global {
             self.limiter.set_limit(u32::from(q.prefetch_count));
             for c in self.consumers.values() {

@@ -319,6 +319,8 @@ impl Channel {
             return;
         }
         confirms.take_frames(&mut self.confirm_frames);
+        let acks = self.confirm_frames.iter().filter(|f| f.2).count() as u64;
+        ctx.count(&self.info, |c| &c.confirm, acks);
         for (tag, multiple, ack) in self.confirm_frames.drain(..) {
             encode_confirm(&mut ctx.out, self.id, tag, multiple, ack);
         }
@@ -599,6 +601,9 @@ impl Channel {
                     ));
                 }
                 self.tx.get_or_insert_with(TxState::default);
+                self.info
+                    .transactional
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
                 tx::AMQPMethod::SelectOk(tx::SelectOk {})
             }
             tx::AMQPMethod::Commit(_) => {
@@ -653,6 +658,9 @@ impl Channel {
             ));
         }
         self.confirms.get_or_insert_with(ConfirmTracker::new);
+        self.info
+            .confirm
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         if !select.nowait {
             ctx.send_method(
                 self.id,

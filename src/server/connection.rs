@@ -20,7 +20,7 @@ use super::handshake::{handshake, ClientCapabilities, HandshakeFailure};
 use super::writer::{self, WriterHandle, BACKLOG_HIGH};
 use crate::broker::access::{Permission, Resource};
 use crate::broker::alarms::AlarmState;
-use crate::broker::connections::ConnectionInfo;
+use crate::broker::connections::{ChannelInfo, ConnectionInfo, MessageCounters};
 use crate::broker::queue::{ClientEvent, ClientSink, QueueHandle};
 use crate::broker::{Broker, VHost};
 use crate::protocol::codec::{
@@ -212,6 +212,17 @@ impl ConnCtx {
                 .fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
             self.writer.send(bytes);
         }
+    }
+
+    /// Add `n` to one of a channel's message counters and the broker's.
+    pub(super) fn count(
+        &self,
+        channel: &ChannelInfo,
+        counter: fn(&MessageCounters) -> &std::sync::atomic::AtomicU64,
+        n: u64,
+    ) {
+        MessageCounters::add(counter(&channel.counters), n);
+        MessageCounters::add(counter(self.broker.counters()), n);
     }
 
     /// Whether the user has the `impersonator` tag (may publish with any `user_id`).
@@ -516,6 +527,10 @@ impl Connection {
         self.ctx.flush_credit();
         for ch in self.channels.values_mut() {
             ch.flush_confirms(&mut self.ctx);
+            ch.info.unacked.store(
+                ch.unacked.len() as u64,
+                std::sync::atomic::Ordering::Relaxed,
+            );
         }
         let wrote = !self.ctx.out.is_empty();
         self.ctx.flush_out();

@@ -203,10 +203,16 @@ pub fn spawn_leveret(dir: &std::path::Path) -> (BrokerProcess, u16) {
 pub fn spawn_leveret_with(dir: &std::path::Path, extra: &[&str]) -> (BrokerProcess, u16) {
     use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
+    let ports: &[&str] = if extra.contains(&"--management-port") {
+        &[]
+    } else {
+        &["--management-port", "0", "--prometheus-port", "0"]
+    };
     let mut broker = BrokerProcess(
         Command::new(env!("CARGO_BIN_EXE_leveret"))
             .args(["--bind", "127.0.0.1", "--port", "0", "--data-dir"])
             .arg(dir)
+            .args(ports)
             .args(extra)
             .current_dir(dir.parent().unwrap_or(dir))
             .stdout(Stdio::null())

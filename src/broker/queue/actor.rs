@@ -15,7 +15,7 @@ use super::args::{Overflow, QueueArgs};
 use super::state::{Consumer, Entry, QueueState, Slot, StateConfig};
 use super::{
     ClientEvent, ConfirmTarget, Control, DeadLetterTicket, Delivery, GetResult, Publish,
-    QueueHandle, QueueStats, Shared, NEXT_QUEUE_ID, WORK_LANE_CAPACITY,
+    QueueGauges, QueueHandle, QueueStats, Shared, NEXT_QUEUE_ID, WORK_LANE_CAPACITY,
 };
 use crate::broker::commit::Committer;
 use crate::broker::dead_letter::{self, DeathReason};
@@ -197,6 +197,7 @@ pub fn spawn(config: QueueConfig, vhost: Weak<VHost>, recovered: Vec<Entry>) -> 
             consumer_timeout: config.args.consumer_timeout,
             work: work_tx,
             control: control_tx,
+            gauges: QueueGauges::default(),
         }),
     };
     let state_config = StateConfig {
@@ -295,6 +296,7 @@ impl Actor {
                 Woken::Timer => {}
             }
             self.settle_dying();
+            self.update_gauges();
             if self.mark_due.is_some_and(|due| due <= Instant::now()) {
                 self.write_delivery_marks();
             }
@@ -308,6 +310,18 @@ impl Actor {
                 return;
             }
         }
+    }
+
+    fn update_gauges(&self) {
+        let g = self.handle.gauges();
+        g.ready
+            .store(u64::from(self.state.ready_len()), Ordering::Relaxed);
+        g.ready_bytes
+            .store(self.state.ready_bytes(), Ordering::Relaxed);
+        g.unacked
+            .store(u64::from(self.state.unacked_len()), Ordering::Relaxed);
+        g.consumers
+            .store(self.state.consumers().len() as u64, Ordering::Relaxed);
     }
 
     /// When the actor must wake without a command: the next head expiry, or `x-expires`.
@@ -384,6 +398,10 @@ impl Actor {
     /// next group commit. Deep in the queue, persistent messages (and, under memory pressure,
     /// transient ones, as scratch) live only in the store, keeping just their place in memory.
     fn on_publish(&mut self, Publish { message, confirm }: Publish) {
+        self.handle
+            .gauges()
+            .published
+            .fetch_add(1, Ordering::Relaxed);
         let args = &self.config.args;
         if args.overflow != Overflow::DropHead
             && self.state.would_overflow(
@@ -696,6 +714,10 @@ impl Actor {
             }
             Control::Ack(seqs) => {
                 let settled = self.state.settle(&seqs);
+                self.handle
+                    .gauges()
+                    .acked
+                    .fetch_add(settled.len() as u64, Ordering::Relaxed);
                 self.unstore(&settled);
             }
             Control::Reject(seqs) => {
@@ -807,6 +829,11 @@ impl Actor {
     /// delivery count) lazily, after [`DELIVERY_MARK_DELAY`]: most are acked before that and
     /// never cost a write.
     fn note_delivered(&mut self, entry: &Entry, no_ack: bool) {
+        let g = self.handle.gauges();
+        g.delivered.fetch_add(1, Ordering::Relaxed);
+        if entry.redelivered {
+            g.redelivered.fetch_add(1, Ordering::Relaxed);
+        }
         let Some(key) = self.record_key(entry) else {
             return;
         };

@@ -222,6 +222,35 @@ pub struct QueueStats {
     pub consumers: u32,
 }
 
+/// A queue's counts as its actor last left them (after each batch), for management and
+/// metrics: reading them never waits on the actor.
+#[derive(Debug, Default)]
+pub struct QueueGauges {
+    /// Ready messages.
+    pub ready: AtomicU64,
+    /// Body bytes of ready messages.
+    pub ready_bytes: AtomicU64,
+    /// Delivered, not yet acked.
+    pub unacked: AtomicU64,
+    /// Consumers.
+    pub consumers: AtomicU64,
+    /// Messages enqueued, ever.
+    pub published: AtomicU64,
+    /// Messages delivered to consumers or fetched by `basic.get`, ever.
+    pub delivered: AtomicU64,
+    /// Deliveries that were redeliveries, ever.
+    pub redelivered: AtomicU64,
+    /// Deliveries acknowledged, ever.
+    pub acked: AtomicU64,
+}
+
+impl QueueGauges {
+    /// Read one gauge.
+    pub fn get(gauge: &AtomicU64) -> u64 {
+        gauge.load(Ordering::Relaxed)
+    }
+}
+
 /// Control-lane commands.
 #[derive(Debug)]
 pub(crate) enum Control {
@@ -296,6 +325,7 @@ struct Shared {
     consumer_timeout: Option<u64>,
     work: mpsc::Sender<Publish>,
     control: mpsc::UnboundedSender<Control>,
+    gauges: QueueGauges,
 }
 
 /// A cheap, cloneable door to a queue actor.
@@ -470,6 +500,11 @@ impl QueueHandle {
     /// Resolves once the actor has stopped.
     pub async fn stopped(&self) {
         self.shared.control.closed().await;
+    }
+
+    /// Counts as of the actor's last batch, without asking it.
+    pub fn gauges(&self) -> &QueueGauges {
+        &self.shared.gauges
     }
 
     /// Current counts.

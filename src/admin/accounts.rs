@@ -1,0 +1,461 @@
+//! Vhosts, users, permissions and vhost limits through the API (administrators only for
+//! writes), durable through the broker and effective at once on live connections.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{json, Map, Value};
+
+use super::objects::{body_object, vhost};
+use super::{created, ApiError, Auth};
+use crate::broker::access::{PermissionRecord, UserRecord, SHA256};
+use crate::broker::{VHost, VhostMeta};
+
+type St = State<Arc<super::AdminState>>;
+
+pub(super) fn routes() -> Router<Arc<super::AdminState>> {
+    Router::new()
+        .route("/api/whoami", get(whoami))
+        .route("/api/vhosts", get(list_vhosts))
+        .route(
+            "/api/vhosts/{vhost}",
+            get(get_vhost).put(put_vhost).delete(delete_vhost),
+        )
+        .route("/api/vhosts/{vhost}/permissions", get(vhost_permissions))
+        .route("/api/users", get(list_users))
+        .route(
+            "/api/users/{user}",
+            get(get_user).put(put_user).delete(delete_user),
+        )
+        .route("/api/users/{user}/permissions", get(user_permissions))
+        .route("/api/permissions", get(list_permissions))
+        .route(
+            "/api/permissions/{vhost}/{user}",
+            get(get_permission)
+                .put(put_permission)
+                .delete(delete_permission),
+        )
+        .route("/api/vhost-limits", get(list_limits))
+        .route("/api/vhost-limits/{vhost}", get(vhost_limits))
+        .route(
+            "/api/vhost-limits/{vhost}/{name}",
+            axum::routing::put(put_limit).delete(delete_limit),
+        )
+}
+
+/// Tags as RabbitMQ accepts them: a list, or one comma-separated string.
+pub(super) fn tags(value: Option<&Value>) -> Vec<String> {
+    match value {
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect(),
+        Some(Value::String(s)) => s
+            .split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+async fn whoami(auth: Auth) -> Json<Value> {
+    Json(json!({ "name": auth.0.name, "tags": auth.0.tags }))
+}
+
+pub(super) fn vhost_json(v: &VHost) -> Value {
+    let meta = v.meta();
+    let (mut ready, mut unacked) = (0, 0);
+    for (_, record) in v.queues() {
+        let g = record.handle.gauges();
+        ready += crate::broker::queue::QueueGauges::get(&g.ready);
+        unacked += crate::broker::queue::QueueGauges::get(&g.unacked);
+    }
+    json!({
+        "name": v.name(),
+        "description": meta.description,
+        "tags": meta.tags,
+        "default_queue_type": "undefined",
+        "metadata": { "description": meta.description, "tags": meta.tags },
+        "tracing": false,
+        "cluster_state": { super::NODE: "running" },
+        "messages": ready + unacked,
+        "messages_ready": ready,
+        "messages_unacknowledged": unacked,
+    })
+}
+
+async fn list_vhosts(State(state): St, auth: Auth) -> Json<Vec<Value>> {
+    Json(
+        state
+            .broker
+            .vhosts()
+            .iter()
+            .filter(|v| auth.sees_vhost(&state.broker, v.name()))
+            .map(|v| vhost_json(v))
+            .collect(),
+    )
+}
+
+async fn get_vhost(
+    State(state): St,
+    auth: Auth,
+    Path(vh): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let v = vhost(&state, &vh)?;
+    if !auth.sees_vhost(&state.broker, &vh) {
+        return Err(ApiError::not_authorised("Access refused."));
+    }
+    Ok(Json(vhost_json(&v)))
+}
+
+async fn put_vhost(
+    State(state): St,
+    auth: Auth,
+    Path(vh): Path<String>,
+    body: Bytes,
+) -> Result<StatusCode, ApiError> {
+    auth.require_admin()?;
+    let map = body_object(&body)?;
+    let existing = state.broker.vhost(&vh);
+    let mut meta = existing.as_ref().map(|v| v.meta()).unwrap_or_default();
+    if let Some(d) = map.get("description").and_then(Value::as_str) {
+        meta.description = d.to_owned();
+    }
+    if map.contains_key("tags") {
+        meta.tags = tags(map.get("tags"));
+    }
+    state
+        .broker
+        .put_vhost(&vh, meta)
+        .map_err(|e| ApiError::from(crate::broker::access::AdminError::Store(e)))?;
+    if existing.is_none() {
+        // As RabbitMQ: the creating user gets full permissions on the new vhost.
+        state.broker.set_permissions(PermissionRecord {
+            user: auth.0.name.clone(),
+            vhost: vh,
+            configure: ".*".into(),
+            write: ".*".into(),
+            read: ".*".into(),
+        })?;
+    }
+    Ok(created(existing.is_none()))
+}
+
+async fn delete_vhost(
+    State(state): St,
+    auth: Auth,
+    Path(vh): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    auth.require_admin()?;
+    state.broker.delete_vhost(&vh).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub(super) fn user_json(u: &UserRecord) -> Value {
+    json!({
+        "name": u.name,
+        "password_hash": u.password_hash,
+        "hashing_algorithm": u.hashing_algorithm,
+        "tags": u.tags,
+        "limits": {},
+    })
+}
+
+async fn list_users(State(state): St, auth: Auth) -> Result<Json<Vec<Value>>, ApiError> {
+    auth.require_admin()?;
+    Ok(Json(
+        state
+            .broker
+            .access()
+            .users()
+            .iter()
+            .map(user_json)
+            .collect(),
+    ))
+}
+
+async fn get_user(
+    State(state): St,
+    auth: Auth,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    auth.require_admin()?;
+    let u = state
+        .broker
+        .access()
+        .user(&name)
+        .ok_or_else(ApiError::not_found)?;
+    Ok(Json(user_json(&u)))
+}
+
+/// A user from the API's (or definitions') JSON: `password` is hashed, `password_hash` taken
+/// as it is.
+pub(super) fn user_from(name: &str, map: &Map<String, Value>) -> UserRecord {
+    let tags = tags(map.get("tags"));
+    match (
+        map.get("password").and_then(Value::as_str),
+        map.get("password_hash").and_then(Value::as_str),
+    ) {
+        (Some(password), _) => UserRecord::new(name, Some(password), tags),
+        (None, Some(hash)) => UserRecord {
+            name: name.to_owned(),
+            password_hash: hash.to_owned(),
+            hashing_algorithm: map
+                .get("hashing_algorithm")
+                .and_then(Value::as_str)
+                .unwrap_or(SHA256)
+                .to_owned(),
+            tags,
+        },
+        (None, None) => UserRecord::new(name, None, tags),
+    }
+}
+
+async fn put_user(
+    State(state): St,
+    auth: Auth,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<StatusCode, ApiError> {
+    auth.require_admin()?;
+    let map = body_object(&body)?;
+    let access = state.broker.access();
+    let existing = access.user(&name);
+    let mut user = user_from(&name, &map);
+    if let Some(old) = &existing {
+        // Updating tags alone keeps the password.
+        if !map.contains_key("password") && !map.contains_key("password_hash") {
+            user.password_hash = old.password_hash.clone();
+            user.hashing_algorithm = old.hashing_algorithm.clone();
+        }
+        if !map.contains_key("tags") {
+            user.tags = old.tags.clone();
+        }
+    }
+    access.put_user(user)?;
+    Ok(created(existing.is_none()))
+}
+
+async fn delete_user(
+    State(state): St,
+    auth: Auth,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    auth.require_admin()?;
+    state.broker.delete_user(&name)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub(super) fn permission_json(p: &PermissionRecord) -> Value {
+    json!({
+        "user": p.user,
+        "vhost": p.vhost,
+        "configure": p.configure,
+        "write": p.write,
+        "read": p.read,
+    })
+}
+
+async fn list_permissions(State(state): St, auth: Auth) -> Result<Json<Vec<Value>>, ApiError> {
+    auth.require_admin()?;
+    Ok(Json(
+        state
+            .broker
+            .access()
+            .permissions()
+            .iter()
+            .map(permission_json)
+            .collect(),
+    ))
+}
+
+async fn vhost_permissions(
+    State(state): St,
+    auth: Auth,
+    Path(vh): Path<String>,
+) -> Result<Json<Vec<Value>>, ApiError> {
+    auth.require_admin()?;
+    vhost(&state, &vh)?;
+    Ok(Json(
+        state
+            .broker
+            .access()
+            .permissions()
+            .iter()
+            .filter(|p| p.vhost == vh)
+            .map(|p| {
+                json!({"vhost": p.vhost, "user": p.user, "configure": p.configure, "write": p.write, "read": p.read})
+            })
+            .collect(),
+    ))
+}
+
+async fn user_permissions(
+    State(state): St,
+    auth: Auth,
+    Path(name): Path<String>,
+) -> Result<Json<Vec<Value>>, ApiError> {
+    auth.require_admin()?;
+    let access = state.broker.access();
+    access.user(&name).ok_or_else(ApiError::not_found)?;
+    Ok(Json(
+        access
+            .permissions()
+            .iter()
+            .filter(|p| p.user == name)
+            .map(permission_json)
+            .collect(),
+    ))
+}
+
+async fn get_permission(
+    State(state): St,
+    auth: Auth,
+    Path((vh, user)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    auth.require_admin()?;
+    let p = state
+        .broker
+        .access()
+        .permission(&vh, &user)
+        .ok_or_else(ApiError::not_found)?;
+    Ok(Json(permission_json(&p)))
+}
+
+async fn put_permission(
+    State(state): St,
+    auth: Auth,
+    Path((vh, user)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<StatusCode, ApiError> {
+    auth.require_admin()?;
+    let map = body_object(&body)?;
+    let missing: Vec<String> = ["configure", "write", "read"]
+        .iter()
+        .filter(|k| !map.contains_key(**k))
+        .map(|k| format!("{{key_missing,{k}}}"))
+        .collect();
+    if !missing.is_empty() {
+        return Err(ApiError::bad_request(format!("[{}]", missing.join(","))));
+    }
+    let access = state.broker.access();
+    if state.broker.vhost(&vh).is_none() || access.user(&user).is_none() {
+        return Err(ApiError::bad_request("vhost_or_user_not_found"));
+    }
+    let existed = access.permission(&vh, &user).is_some();
+    let regex = |k: &str| {
+        map.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    state.broker.set_permissions(PermissionRecord {
+        user,
+        vhost: vh,
+        configure: regex("configure"),
+        write: regex("write"),
+        read: regex("read"),
+    })?;
+    Ok(created(!existed))
+}
+
+async fn delete_permission(
+    State(state): St,
+    auth: Auth,
+    Path((vh, user)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    auth.require_admin()?;
+    let access = state.broker.access();
+    access
+        .permission(&vh, &user)
+        .ok_or_else(ApiError::not_found)?;
+    access.clear_permissions(&vh, &user)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn limits_json(v: &VHost) -> Value {
+    json!({ "vhost": v.name(), "value": v.meta().limits })
+}
+
+async fn list_limits(State(state): St, auth: Auth) -> Result<Json<Vec<Value>>, ApiError> {
+    auth.require_admin()?;
+    Ok(Json(
+        state
+            .broker
+            .vhosts()
+            .iter()
+            .filter(|v| !v.meta().limits.is_empty())
+            .map(|v| limits_json(v))
+            .collect(),
+    ))
+}
+
+async fn vhost_limits(
+    State(state): St,
+    auth: Auth,
+    Path(vh): Path<String>,
+) -> Result<Json<Vec<Value>>, ApiError> {
+    auth.require_admin()?;
+    let v = vhost(&state, &vh)?;
+    let meta = v.meta();
+    Ok(Json(if meta.limits.is_empty() {
+        Vec::new()
+    } else {
+        vec![limits_json(&v)]
+    }))
+}
+
+fn update_limits(
+    state: &super::AdminState,
+    vh: &str,
+    change: impl FnOnce(&mut VhostMeta),
+) -> Result<(), ApiError> {
+    let v = vhost(state, vh)?;
+    let mut meta = v.meta();
+    change(&mut meta);
+    state
+        .broker
+        .put_vhost(vh, meta)
+        .map_err(|e| ApiError::from(crate::broker::access::AdminError::Store(e)))?;
+    Ok(())
+}
+
+async fn put_limit(
+    State(state): St,
+    auth: Auth,
+    Path((vh, name)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<StatusCode, ApiError> {
+    auth.require_admin()?;
+    if name != "max-connections" && name != "max-queues" {
+        return Err(ApiError::bad_request(format!(
+            "Validation failed\n\n[{{<<\"{name}\">>,...}}] are not recognised vhost limits\n"
+        )));
+    }
+    let map = body_object(&body)?;
+    let value = super::objects::integer(&map, "value")
+        .ok_or_else(|| ApiError::bad_request("[{key_missing,value}]"))?;
+    update_limits(&state, &vh, |m| {
+        m.limits.insert(name, value);
+    })?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn delete_limit(
+    State(state): St,
+    auth: Auth,
+    Path((vh, name)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    auth.require_admin()?;
+    update_limits(&state, &vh, |m| {
+        m.limits.remove(&name);
+    })?;
+    Ok(StatusCode::NO_CONTENT)
+}

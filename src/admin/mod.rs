@@ -1,0 +1,291 @@
+//! The HTTP management API, shaped like RabbitMQ's management plugin, and Prometheus metrics.
+//!
+//! Routes, JSON fields, status codes and error bodies follow RabbitMQ 3.10
+//! (`interop/rabbitmq-3.10.8-management-api.md`), so `rabbitmqadmin`, client test suites and
+//! operators' scripts work unchanged. Every request authenticates with HTTP basic auth against
+//! the broker's users; a user needs one of the management tags, and writes to users, vhosts,
+//! permissions and definitions need `administrator`. Handlers only call the broker: nothing
+//! here holds state of its own but the rate sampler.
+
+mod accounts;
+mod metrics;
+mod objects;
+mod overview;
+pub mod rates;
+pub mod render;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use base64::Engine as _;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::broker::access::{AdminError, UserRecord, ADMINISTRATOR};
+use crate::broker::Broker;
+use crate::protocol::AmqpError;
+
+/// The node name the API reports (RabbitMQ's `rabbit@host`).
+pub const NODE: &str = "leveret@localhost";
+
+/// The RabbitMQ version Leveret's API answers as, so version checks in tools pass.
+pub const COMPATIBLE_VERSION: &str = "3.10.8";
+
+/// What every handler sees.
+#[derive(Debug)]
+pub struct AdminState {
+    /// The broker.
+    pub broker: Arc<Broker>,
+    /// Message rates, sampled every few seconds.
+    pub rates: rates::Rates,
+    /// The AMQP listener ports (for `/api/overview`).
+    pub amqp_ports: Vec<u16>,
+}
+
+type State = Arc<AdminState>;
+
+/// An error response with RabbitMQ's body.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    body: Option<Value>,
+    challenge: bool,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, error: &str, reason: impl Into<Value>) -> Self {
+        Self {
+            status,
+            body: Some(json!({ "error": error, "reason": reason.into() })),
+            challenge: false,
+        }
+    }
+
+    /// 404 `Object Not Found`.
+    pub fn not_found() -> Self {
+        Self::new(StatusCode::NOT_FOUND, "Object Not Found", "Not Found")
+    }
+
+    /// 400 `bad_request`.
+    pub fn bad_request(reason: impl Into<Value>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", reason)
+    }
+
+    /// 401 `not_authorised` (RabbitMQ never answers 403).
+    pub fn not_authorised(reason: impl Into<Value>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "not_authorised", reason)
+    }
+
+    fn login_failed() -> Self {
+        Self {
+            challenge: true,
+            ..Self::new(StatusCode::UNAUTHORIZED, "not_authorized", "Login failed")
+        }
+    }
+
+    fn no_credentials() -> Self {
+        Self {
+            status: StatusCode::UNAUTHORIZED,
+            body: None,
+            challenge: true,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = match self.body {
+            Some(body) => (self.status, axum::Json(body)).into_response(),
+            None => self.status.into_response(),
+        };
+        if self.challenge {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"RabbitMQ Management\""),
+            );
+        }
+        response
+    }
+}
+
+impl From<AdminError> for ApiError {
+    fn from(error: AdminError) -> Self {
+        match error {
+            AdminError::NotFound(_) => Self::not_found(),
+            AdminError::BadRequest(reason) => Self::bad_request(reason),
+            AdminError::Store(e) => Self::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_server_error",
+                e.to_string(),
+            ),
+        }
+    }
+}
+
+impl From<AmqpError> for ApiError {
+    /// An AMQP refusal as RabbitMQ's API reports it: 403s are 401 `not_authorised`, 404s are
+    /// `Object Not Found`, the rest `bad_request` with the text after the code name.
+    fn from(error: AmqpError) -> Self {
+        match error.code as u16 {
+            403 => Self::not_authorised(error.text),
+            404 => Self::not_found(),
+            _ => {
+                let reason = error
+                    .text
+                    .split_once(" - ")
+                    .map_or(error.text.as_str(), |(_, r)| r)
+                    .to_owned();
+                Self::bad_request(reason)
+            }
+        }
+    }
+}
+
+/// The authenticated user of a request.
+#[derive(Debug)]
+pub struct Auth(pub UserRecord);
+
+const MANAGEMENT_TAGS: &[&str] = &[ADMINISTRATOR, "monitoring", "management", "policymaker"];
+
+impl Auth {
+    fn is_admin(&self) -> bool {
+        self.0.has_tag(ADMINISTRATOR)
+    }
+
+    /// Administrators only.
+    pub fn require_admin(&self) -> Result<(), ApiError> {
+        if self.is_admin() {
+            Ok(())
+        } else {
+            Err(ApiError::not_authorised("Not administrator user"))
+        }
+    }
+
+    /// Whether this user may see everything (administrators and monitoring users).
+    pub fn sees_all(&self) -> bool {
+        self.is_admin() || self.0.has_tag("monitoring")
+    }
+
+    /// Whether this user may see (and, with permissions, act in) `vhost`.
+    pub fn sees_vhost(&self, broker: &Broker, vhost: &str) -> bool {
+        self.sees_all() || broker.access().may_open_vhost(&self.0.name, vhost)
+    }
+
+    /// Policy changes: administrators and policymakers with access to the vhost.
+    pub fn require_policymaker(&self, broker: &Broker, vhost: &str) -> Result<(), ApiError> {
+        if self.is_admin()
+            || (self.0.has_tag("policymaker")
+                && broker.access().may_open_vhost(&self.0.name, vhost))
+        {
+            Ok(())
+        } else {
+            Err(ApiError::not_authorised("Access refused."))
+        }
+    }
+
+    /// Writes to queues, exchanges and bindings of a vhost: administrators, or users with
+    /// access to it (their AMQP permissions are then checked per resource).
+    pub fn require_vhost(&self, broker: &Broker, vhost: &str) -> Result<(), ApiError> {
+        if self.is_admin() || broker.access().may_open_vhost(&self.0.name, vhost) {
+            Ok(())
+        } else {
+            Err(ApiError::not_authorised("Access refused."))
+        }
+    }
+}
+
+impl FromRequestParts<State> for Auth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &State) -> Result<Self, ApiError> {
+        let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
+            return Err(ApiError::no_credentials());
+        };
+        let credentials = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Basic "))
+            .and_then(|b| {
+                base64::engine::general_purpose::STANDARD
+                    .decode(b.trim())
+                    .ok()
+            })
+            .and_then(|raw| String::from_utf8(raw).ok());
+        let Some((name, password)) = credentials.as_deref().and_then(|c| c.split_once(':')) else {
+            return Err(ApiError::login_failed());
+        };
+        let loopback = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .is_none_or(|ConnectInfo(peer)| peer.ip().is_loopback());
+        let user = state
+            .broker
+            .authenticate(name, password, loopback)
+            .ok_or_else(ApiError::login_failed)?;
+        if !MANAGEMENT_TAGS.iter().any(|t| user.has_tag(t)) {
+            return Err(ApiError::not_authorised("Not management user"));
+        }
+        Ok(Auth(user))
+    }
+}
+
+/// 201 when something was created, 204 when it already existed.
+fn created(was_new: bool) -> StatusCode {
+    if was_new {
+        StatusCode::CREATED
+    } else {
+        StatusCode::NO_CONTENT
+    }
+}
+
+async fn fallback() -> ApiError {
+    ApiError::not_found()
+}
+
+/// The API's routes.
+pub fn router(state: State) -> Router {
+    Router::new()
+        .merge(overview::routes())
+        .merge(objects::routes())
+        .merge(accounts::routes())
+        .fallback(fallback)
+        .with_state(state)
+}
+
+/// Serve the management API on `listener` until `shutdown` turns true.
+pub async fn serve(listener: TcpListener, state: State, mut shutdown: watch::Receiver<bool>) {
+    let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let sampler = tokio::spawn(rates::sample(state));
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            let _ = shutdown.changed().await;
+        })
+        .await;
+    sampler.abort();
+    if let Err(error) = result {
+        tracing::error!(%error, "management API failed");
+    }
+}
+
+/// Serve Prometheus metrics (`GET /metrics`) on `listener` until `shutdown` turns true.
+pub async fn serve_metrics(
+    listener: TcpListener,
+    state: State,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let app = metrics::router(state);
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            let _ = shutdown.changed().await;
+        })
+        .await;
+    if let Err(error) = result {
+        tracing::error!(%error, "metrics endpoint failed");
+    }
+}
