@@ -23,6 +23,14 @@ if [ ! -x "$VENV/bin/pytest" ]; then
   "$VENV/bin/pip" install -q "pika==$PIKA_VERSION" "pytest==$PYTEST_VERSION"
 fi
 
+# rabbitmqadmin from Debian's rabbitmq-server package: only the script is needed, not Erlang.
+ADMIN="$CACHE/rabbitmqadmin-3.10.8/usr/bin/rabbitmqadmin"
+if [ ! -f "$ADMIN" ]; then
+  ( cd "$CACHE" && rm -f rabbitmq-server_*.deb \
+      && { apt-get download rabbitmq-server 2>/dev/null || { apt-get update -qq && apt-get download rabbitmq-server; }; } \
+      && dpkg-deb -x rabbitmq-server_*.deb "$CACHE/rabbitmqadmin-3.10.8" && rm -f rabbitmq-server_*.deb )
+fi
+
 BROKER_PID=""
 cleanup() { if [ -n "$BROKER_PID" ]; then kill "$BROKER_PID" 2>/dev/null || true; wait "$BROKER_PID" 2>/dev/null || true; fi; }
 trap cleanup EXIT
@@ -41,6 +49,7 @@ case "$AGAINST" in
       sleep 0.1
     done
     [ -n "$PORT" ] || { echo "leveret did not start:"; cat "$LOGS/broker.log"; exit 1; }
+    MGMT_PORT=$(sed -n 's/.*management API listening.*http=[0-9.]*:\([0-9]*\).*/\1/p' "$LOGS/broker.log" | head -n1)
     export LEVERET_BIN="$BIN"
     ;;
   rabbitmq)
@@ -51,6 +60,8 @@ case "$AGAINST" in
     # A freshly detached node is not reachable at once: await_startup fails until it registers.
     for _ in $(seq 1 60); do rabbitmqctl await_startup >/dev/null 2>&1 && break; sleep 1; done
     PORT=5672
+    rabbitmq-plugins enable rabbitmq_management >/dev/null
+    MGMT_PORT=15672
     ;;
   *) echo "unknown broker: $AGAINST" >&2; exit 2 ;;
 esac
@@ -73,6 +84,8 @@ run_suite() {  # name, command...
 
 export AMQP_HOST=127.0.0.1 AMQP_PORT=$PORT
 run_suite pika "$VENV/bin/pytest" -q -p no:cacheprovider "$ROOT/interop/python"
+RABBITMQADMIN="$ADMIN" MGMT_PORT="$MGMT_PORT" \
+  run_suite rabbitmqadmin "$VENV/bin/pytest" -q -p no:cacheprovider "$ROOT/interop/rabbitmqadmin"
 
 echo "total: $total_pass passed, $total_fail failed, $total_skip skipped"
 if [ "$status" -ne 0 ]; then

@@ -273,6 +273,11 @@ pub async fn serve(listener: TcpListener, state: State, mut shutdown: watch::Rec
     }
 }
 
+/// The Prometheus metrics text, as `GET /metrics` returns it.
+pub fn render_metrics(state: &AdminState) -> String {
+    metrics::render(state)
+}
+
 /// Serve Prometheus metrics (`GET /metrics`) on `listener` until `shutdown` turns true.
 pub async fn serve_metrics(
     listener: TcpListener,

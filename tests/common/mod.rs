@@ -184,7 +184,7 @@ pub async fn assert_no_delivery(consumer: &mut lapin::Consumer, ms: u64) {
 }
 
 /// A `leveret` binary running as a child process, killed (SIGKILL) when dropped.
-pub struct BrokerProcess(pub std::process::Child);
+pub struct BrokerProcess(pub std::process::Child, pub u16);
 
 impl Drop for BrokerProcess {
     fn drop(&mut self) {
@@ -219,6 +219,7 @@ pub fn spawn_leveret_with(dir: &std::path::Path, extra: &[&str]) -> (BrokerProce
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn leveret"),
+        0,
     );
     let stderr = broker.0.stderr.take().expect("stderr");
     let (tx, rx) = std::sync::mpsc::channel();
@@ -227,10 +228,18 @@ pub fn spawn_leveret_with(dir: &std::path::Path, extra: &[&str]) -> (BrokerProce
             let _ = tx.send(line);
         }
     });
+    let port_after = |line: &str, key: &str| -> Option<u16> {
+        let rest = line.split(key).nth(1)?;
+        let addr = rest.split_whitespace().next()?;
+        addr.rsplit(':').next()?.parse().ok()
+    };
     loop {
         let line = rx
             .recv_timeout(Duration::from_secs(20))
             .expect("broker logs readiness");
+        if let Some(http) = port_after(&line, "http=") {
+            broker.1 = http;
+        }
         if let Some(rest) = line.split("local=").nth(1) {
             let addr = rest.split_whitespace().next().expect("address");
             let port = addr
@@ -241,6 +250,22 @@ pub fn spawn_leveret_with(dir: &std::path::Path, extra: &[&str]) -> (BrokerProce
             return (broker, port);
         }
     }
+}
+
+/// Serve the management API of an in-process broker on an ephemeral port.
+pub async fn start_admin(b: &TestBroker) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let state = Arc::new(leveret::admin::AdminState {
+        broker: b.broker.clone(),
+        rates: Default::default(),
+        amqp_ports: vec![b.addr.port()],
+    });
+    let (_tx, rx) = watch::channel(false);
+    // The sender lives as long as the test: leak it so the server is never told to stop.
+    std::mem::forget(_tx);
+    tokio::spawn(leveret::admin::serve(listener, state, rx));
+    addr
 }
 
 /// A field table from pairs.

@@ -1,0 +1,652 @@
+//! The HTTP management API over real HTTP (ureq) against an in-process broker, with lapin
+//! clients where the API acts on AMQP connections. Expected bodies and codes are RabbitMQ
+//! 3.10.8's (interop/rabbitmq-3.10.8-management-api.md).
+
+mod common;
+
+use std::net::SocketAddr;
+
+use common::*;
+use lapin::options::*;
+use lapin::types::FieldTable;
+use lapin::BasicProperties;
+use leveret::broker::access::UserRecord;
+use serde_json::{json, Value};
+
+struct Http {
+    base: String,
+    agent: ureq::Agent,
+}
+
+struct Reply {
+    status: u16,
+    body: Value,
+    headers: Vec<(String, String)>,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+impl Http {
+    fn new(addr: SocketAddr) -> Self {
+        Self {
+            base: format!("http://{addr}"),
+            agent: ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .build()
+                .into(),
+        }
+    }
+
+    /// A request as `user:pass` (None: no credentials).
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        auth: Option<(&str, &str)>,
+        body: Option<Value>,
+    ) -> Reply {
+        let agent = self.agent.clone();
+        let url = format!("{}{path}", self.base);
+        let method = method.to_owned();
+        let auth = auth.map(|(u, p)| {
+            use base64::Engine as _;
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))
+            )
+        });
+        tokio::task::spawn_blocking(move || {
+            let builder = ureq::http::Request::builder()
+                .method(method.as_str())
+                .uri(&url);
+            let builder = match &auth {
+                Some(a) => builder.header("Authorization", a),
+                None => builder,
+            };
+            let text = body.map(|b| b.to_string()).unwrap_or_default();
+            let request = builder.body(text).unwrap();
+            let mut response = agent.run(request).expect("HTTP");
+            let status = response.status().as_u16();
+            let headers = response
+                .headers()
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned()))
+                .collect();
+            let text = response.body_mut().read_to_string().unwrap_or_default();
+            Reply {
+                status,
+                body: serde_json::from_str(&text).unwrap_or(Value::Null),
+                headers,
+            }
+        })
+        .await
+        .unwrap()
+    }
+
+    async fn guest(&self, method: &str, path: &str, body: Option<Value>) -> Reply {
+        self.call(method, path, Some(("guest", "guest")), body)
+            .await
+    }
+}
+
+async fn setup() -> (TestBroker, Http) {
+    let b = TestBroker::start().await;
+    let addr = start_admin(&b).await;
+    (b, Http::new(addr))
+}
+
+fn not_found() -> Value {
+    json!({"error": "Object Not Found", "reason": "Not Found"})
+}
+
+#[tokio::test]
+async fn authentication_and_tags_as_rabbitmq() {
+    let (b, api) = setup().await;
+    let r = api.call("GET", "/api/overview", None, None).await;
+    assert_eq!(r.status, 401);
+    assert_eq!(
+        r.header("www-authenticate"),
+        Some("Basic realm=\"RabbitMQ Management\"")
+    );
+    let r = api
+        .call("GET", "/api/overview", Some(("guest", "wrong")), None)
+        .await;
+    assert_eq!(
+        (r.status, r.body),
+        (
+            401,
+            json!({"error": "not_authorized", "reason": "Login failed"})
+        )
+    );
+    let access = b.broker.access();
+    access
+        .put_user(UserRecord::new("notag", Some("pw"), vec![]))
+        .unwrap();
+    access
+        .put_user(UserRecord::new(
+            "mon",
+            Some("pw"),
+            vec!["monitoring".into()],
+        ))
+        .unwrap();
+    let r = api
+        .call("GET", "/api/whoami", Some(("notag", "pw")), None)
+        .await;
+    assert!(r.header("www-authenticate").is_none());
+    assert_eq!(
+        (r.status, r.body),
+        (
+            401,
+            json!({"error": "not_authorised", "reason": "Not management user"})
+        )
+    );
+    let r = api
+        .call("GET", "/api/whoami", Some(("mon", "pw")), None)
+        .await;
+    assert_eq!(r.body, json!({"name": "mon", "tags": ["monitoring"]}));
+    assert_eq!(
+        api.call("GET", "/api/queues", Some(("mon", "pw")), None)
+            .await
+            .status,
+        200
+    );
+    let r = api
+        .call("GET", "/api/users", Some(("mon", "pw")), None)
+        .await;
+    assert_eq!(
+        (r.status, r.body),
+        (
+            401,
+            json!({"error": "not_authorised", "reason": "Not administrator user"})
+        )
+    );
+    let r = api.guest("GET", "/api/nosuch", None).await;
+    assert_eq!((r.status, r.body), (404, not_found()));
+}
+
+#[tokio::test]
+async fn queues_declare_publish_get_purge_and_delete() {
+    let (_b, api) = setup().await;
+    let put = |args: Value| {
+        api.guest(
+            "PUT",
+            "/api/queues/%2F/q2",
+            Some(json!({"durable": true, "arguments": args})),
+        )
+    };
+    assert_eq!(put(json!({})).await.status, 201);
+    assert_eq!(put(json!({})).await.status, 204);
+    let r = put(json!({"x-max-length": 5})).await;
+    assert_eq!(
+        (r.status, r.body),
+        (
+            400,
+            json!({"error": "bad_request", "reason": "inequivalent arg 'x-max-length' for queue 'q2' in vhost '/': received the value '5' of type 'long' but current is none"})
+        )
+    );
+    // rabbitmqadmin's string booleans.
+    let r = api
+        .guest(
+            "PUT",
+            "/api/queues/%2F/q3",
+            Some(json!({"durable": "true"})),
+        )
+        .await;
+    assert_eq!(r.status, 201);
+    assert_eq!(
+        api.guest("GET", "/api/queues/%2F/q3", None).await.body["durable"],
+        json!(true)
+    );
+    for (i, payload) in ["hi", "\u{1}\u{2}"].iter().enumerate() {
+        let r = api
+            .guest(
+                "POST",
+                "/api/exchanges/%2F/amq.default/publish",
+                Some(json!({"properties": if i == 0 { json!({}) } else { json!({"delivery_mode": 2, "headers": {"k": "v"}}) }, "routing_key": "q2", "payload": payload, "payload_encoding": "string"})),
+            )
+            .await;
+        assert_eq!(r.body, json!({"routed": true}));
+    }
+    let r = api
+        .guest(
+            "POST",
+            "/api/exchanges/%2F/amq.default/publish",
+            Some(json!({"properties": {}, "routing_key": "nope", "payload": "x", "payload_encoding": "string"})),
+        )
+        .await;
+    assert_eq!(r.body, json!({"routed": false}));
+    let r = api
+        .guest(
+            "POST",
+            "/api/exchanges/%2F/nosuch/publish",
+            Some(json!({"properties": {}, "routing_key": "q2", "payload": "x", "payload_encoding": "string"})),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.body),
+        (
+            400,
+            json!({"error": "bad_request", "reason": "404 NOT_FOUND - no exchange 'nosuch' in vhost '/'"})
+        )
+    );
+    let get = |ackmode: &str| {
+        api.guest(
+            "POST",
+            "/api/queues/%2F/q2/get",
+            Some(json!({"count": 5, "ackmode": ackmode, "encoding": "auto"})),
+        )
+    };
+    let r = get("ack_requeue_true").await;
+    assert_eq!(
+        r.body[0],
+        json!({"payload_bytes": 2, "redelivered": false, "exchange": "", "routing_key": "q2", "message_count": 1, "properties": [], "payload": "hi", "payload_encoding": "string"})
+    );
+    assert_eq!(
+        r.body[1]["properties"],
+        json!({"delivery_mode": 2, "headers": {"k": "v"}})
+    );
+    let q = api.guest("GET", "/api/queues/%2F/q2", None).await.body;
+    assert_eq!(
+        (q["messages"].clone(), q["messages_ready"].clone()),
+        (json!(2), json!(2))
+    );
+    let r = get("ack_requeue_true").await;
+    assert_eq!(
+        r.body[0]["redelivered"],
+        json!(true),
+        "requeued ones come back first"
+    );
+    let r = api
+        .guest(
+            "POST",
+            "/api/queues/%2F/q2/get",
+            Some(json!({"count": 1, "encoding": "auto"})),
+        )
+        .await;
+    assert_eq!(
+        r.body,
+        json!({"error": "bad_request", "reason": "[{key_missing,ackmode}]"})
+    );
+    assert_eq!(
+        api.guest("DELETE", "/api/queues/%2F/q2/contents", None)
+            .await
+            .status,
+        204
+    );
+    assert_eq!(get("ack_requeue_false").await.body, json!([]));
+    assert_eq!(
+        api.guest("DELETE", "/api/queues/%2F/q2", None).await.status,
+        204
+    );
+    let r = api.guest("DELETE", "/api/queues/%2F/q2", None).await;
+    assert_eq!((r.status, r.body), (404, not_found()));
+    let r = api.guest("GET", "/api/queues/nosuchvhost", None).await;
+    assert_eq!(r.status, 404);
+}
+
+#[tokio::test]
+async fn exchanges_and_bindings() {
+    let (_b, api) = setup().await;
+    let x = json!({"type": "topic", "durable": true});
+    assert_eq!(
+        api.guest("PUT", "/api/exchanges/%2F/x1", Some(x.clone()))
+            .await
+            .status,
+        201
+    );
+    assert_eq!(
+        api.guest("PUT", "/api/exchanges/%2F/x1", Some(x))
+            .await
+            .status,
+        204
+    );
+    let r = api
+        .guest(
+            "PUT",
+            "/api/exchanges/%2F/x1",
+            Some(json!({"type": "fanout", "durable": true})),
+        )
+        .await;
+    assert_eq!(r.body["reason"], json!("inequivalent arg 'type' for exchange 'x1' in vhost '/': received 'fanout' but current is 'topic'"));
+    let r = api
+        .guest("PUT", "/api/exchanges/%2F/amq.foo", Some(json!({})))
+        .await;
+    assert_eq!(
+        (r.status, r.body),
+        (
+            401,
+            json!({"error": "not_authorised", "reason": "Access refused."})
+        )
+    );
+    api.guest("PUT", "/api/queues/%2F/q1", Some(json!({})))
+        .await;
+    let r = api
+        .guest(
+            "POST",
+            "/api/bindings/%2F/e/x1/q/q1",
+            Some(json!({"routing_key": "a.*", "arguments": {}})),
+        )
+        .await;
+    assert_eq!((r.status, r.header("location")), (201, Some("q1/a.%2A")));
+    let r = api
+        .guest(
+            "POST",
+            "/api/bindings/%2F/e/x1/q/nosuchq",
+            Some(json!({"routing_key": "k"})),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.body),
+        (
+            404,
+            json!({"error": "not_found", "reason": "no queue 'nosuchq' in vhost '/'"})
+        )
+    );
+    let r = api
+        .guest("GET", "/api/bindings/%2F/e/x1/q/q1/a.%2A", None)
+        .await;
+    assert_eq!(
+        r.body,
+        json!({"source": "x1", "vhost": "/", "destination": "q1", "destination_type": "queue", "routing_key": "a.*", "arguments": {}, "properties_key": "a.%2A"})
+    );
+    let r = api.guest("GET", "/api/queues/%2F/q1/bindings", None).await;
+    assert_eq!(
+        r.body.as_array().unwrap().len(),
+        2,
+        "default binding plus x1's"
+    );
+    let r = api
+        .guest("POST", "/api/exchanges/%2F/x1/publish", Some(json!({"properties": {}, "routing_key": "a.b", "payload": "via x1", "payload_encoding": "string"})))
+        .await;
+    assert_eq!(r.body, json!({"routed": true}));
+    assert_eq!(
+        api.guest("DELETE", "/api/bindings/%2F/e/x1/q/q1/a.%2A", None)
+            .await
+            .status,
+        204
+    );
+    assert_eq!(
+        api.guest("DELETE", "/api/bindings/%2F/e/x1/q/q1/a.%2A", None)
+            .await
+            .status,
+        404
+    );
+    assert_eq!(
+        api.guest("DELETE", "/api/exchanges/%2F/x1", None)
+            .await
+            .status,
+        204
+    );
+    assert_eq!(
+        api.guest("DELETE", "/api/exchanges/%2F/x1", None)
+            .await
+            .status,
+        404
+    );
+}
+
+#[tokio::test]
+async fn vhosts_users_and_permissions_work_for_amqp_clients() {
+    let (b, api) = setup().await;
+    assert_eq!(api.guest("PUT", "/api/vhosts/v", None).await.status, 201);
+    assert_eq!(api.guest("PUT", "/api/vhosts/v", None).await.status, 204);
+    let r = api
+        .guest(
+            "PUT",
+            "/api/users/u",
+            Some(json!({"password": "pw", "tags": "management"})),
+        )
+        .await;
+    assert_eq!(r.status, 201);
+    let r = api.guest("GET", "/api/users/u", None).await;
+    assert_eq!(r.body["tags"], json!(["management"]));
+    assert_eq!(
+        r.body["hashing_algorithm"],
+        json!("rabbit_password_hashing_sha256")
+    );
+    let r = api
+        .guest(
+            "PUT",
+            "/api/permissions/v/u",
+            Some(json!({"configure": "("})),
+        )
+        .await;
+    assert_eq!(
+        r.body["reason"],
+        json!("[{key_missing,write},{key_missing,read}]")
+    );
+    let r = api
+        .guest(
+            "PUT",
+            "/api/permissions/nosuch/u",
+            Some(json!({"configure": ".*", "write": ".*", "read": ".*"})),
+        )
+        .await;
+    assert_eq!(r.body["reason"], json!("vhost_or_user_not_found"));
+    let r = api
+        .guest(
+            "PUT",
+            "/api/permissions/v/u",
+            Some(json!({"configure": ".*", "write": ".*", "read": ".*"})),
+        )
+        .await;
+    assert_eq!(r.status, 201);
+    let uri = format!("amqp://u:pw@{}/v", b.addr);
+    let conn = lapin::Connection::connect(&uri, Default::default())
+        .await
+        .expect("u logs in to v");
+    let ch = conn.create_channel().await.unwrap();
+    declare(&ch, "uq").await;
+    let r = api.guest("GET", "/api/queues/v/uq", None).await;
+    assert_eq!(r.body["vhost"], json!("v"));
+    assert_eq!(api.guest("DELETE", "/api/users/u", None).await.status, 204);
+    assert_eq!(api.guest("DELETE", "/api/users/u", None).await.status, 404);
+    tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        while conn.status().connected() {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("deleting the user closed its connection");
+    assert_eq!(api.guest("DELETE", "/api/vhosts/v", None).await.status, 204);
+    assert_eq!(api.guest("GET", "/api/vhosts/v", None).await.status, 404);
+}
+
+#[tokio::test]
+async fn connections_channels_and_consumers_are_live() {
+    let (b, api) = setup().await;
+    let (conn, ch) = b.channel().await;
+    ch.basic_qos(7, BasicQosOptions::default()).await.unwrap();
+    declare(&ch, "cq").await;
+    let _consumer = ch
+        .basic_consume(
+            "cq".into(),
+            "ctag".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    ch.confirm_select(Default::default()).await.unwrap();
+    assert!(publish_confirmed(&ch, "", "nowhere", b"x", BasicProperties::default()).await);
+    let connections = api.guest("GET", "/api/connections", None).await.body;
+    let c = &connections[0];
+    assert_eq!(c["user"], json!("guest"));
+    assert_eq!(c["vhost"], json!("/"));
+    assert_eq!(c["protocol"], json!("AMQP 0-9-1"));
+    assert_eq!(c["channels"], json!(1));
+    let channels = api.guest("GET", "/api/channels", None).await.body;
+    assert_eq!(channels[0]["prefetch_count"], json!(7));
+    assert_eq!(channels[0]["confirm"], json!(true));
+    assert_eq!(channels[0]["consumer_count"], json!(1));
+    assert_eq!(channels[0]["message_stats"]["publish"], json!(1));
+    let consumers = api.guest("GET", "/api/consumers", None).await.body;
+    assert_eq!(consumers[0]["consumer_tag"], json!("ctag"));
+    assert_eq!(consumers[0]["queue"], json!({"name": "cq", "vhost": "/"}));
+    let q = api.guest("GET", "/api/queues/%2F/cq", None).await.body;
+    assert_eq!(q["consumers"], json!(1));
+    let overview = api.guest("GET", "/api/overview", None).await.body;
+    assert_eq!(overview["object_totals"]["connections"], json!(1));
+    assert_eq!(overview["message_stats"]["publish"], json!(1));
+    // Closing a connection through the API: 320 with the X-Reason text.
+    let name = c["name"].as_str().unwrap().to_owned();
+    let path = format!(
+        "/api/connections/{}",
+        leveret::admin::render::percent_encode(&name)
+    );
+    let agent = api.agent.clone();
+    let url = format!("{}{path}", api.base);
+    let status = tokio::task::spawn_blocking(move || {
+        use base64::Engine as _;
+        agent
+            .delete(&url)
+            .header(
+                "Authorization",
+                format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode("guest:guest")
+                ),
+            )
+            .header("X-Reason", "closed by test")
+            .call()
+            .unwrap()
+            .status()
+            .as_u16()
+    })
+    .await
+    .unwrap();
+    assert_eq!(status, 204);
+    let err = ch
+        .queue_declare("after".into(), Default::default(), FieldTable::default())
+        .await
+        .unwrap_err();
+    let text = format!("{err:?}");
+    assert!(
+        text.contains("closed by test") || !conn.status().connected(),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn definitions_exported_by_rabbitmq_import_and_round_trip() {
+    let (b, api) = setup().await;
+    // Shapes and a password hash from RabbitMQ 3.10.8's export (interop/*access-control.md).
+    let rabbit = json!({
+        "rabbit_version": "3.10.8", "rabbitmq_version": "3.10.8",
+        "users": [{"hashing_algorithm": "rabbit_password_hashing_sha256", "limits": {}, "name": "hashme",
+                   "password_hash": "Vjv7Z5hj9HemysbPQ5untXB5uFjeDx4lJrj63itGaOa7UiYv", "tags": ["monitoring", "policymaker"]},
+                  {"name": "csv", "password_hash": "", "tags": "monitoring,management"}],
+        "vhosts": [{"limits": [], "metadata": {"description": "Default virtual host", "tags": []}, "name": "/"},
+                   {"limits": [["max-connections", 100]], "metadata": {"description": "", "tags": ""}, "name": "v"}],
+        "permissions": [{"configure": ".*", "read": ".*", "user": "hashme", "vhost": "v", "write": ".*"}],
+        "topic_permissions": [], "parameters": [], "global_parameters": [], "policies": [],
+        "queues": [{"arguments": {"x-max-length": 3}, "auto_delete": false, "durable": true, "name": "qdef", "type": "classic", "vhost": "v"}],
+        "exchanges": [{"arguments": {}, "auto_delete": false, "durable": true, "internal": false, "name": "xdef", "type": "fanout", "vhost": "v"}],
+        "bindings": [{"arguments": {}, "destination": "qdef", "destination_type": "queue", "routing_key": "", "source": "xdef", "vhost": "v"}]
+    });
+    let r = api.guest("POST", "/api/definitions", Some(rabbit)).await;
+    assert_eq!(r.status, 204, "{:?}", r.body);
+    let r = api.guest("POST", "/api/definitions", None).await;
+    assert_eq!(r.body["reason"], json!("failed_to_parse_json"));
+    // The imported user logs in with RabbitMQ's password, and the topology routes.
+    let uri = format!("amqp://hashme:secret@{}/v", b.addr);
+    let conn = lapin::Connection::connect(&uri, Default::default())
+        .await
+        .expect("hashme logs in");
+    let ch = conn.create_channel().await.unwrap();
+    ch.confirm_select(Default::default()).await.unwrap();
+    assert!(publish_confirmed(&ch, "xdef", "", b"m", BasicProperties::default()).await);
+    assert_eq!(message_count(&ch, "qdef").await, 1);
+    assert_eq!(
+        b.broker.access().user("csv").unwrap().tags,
+        vec!["monitoring", "management"]
+    );
+    assert_eq!(
+        b.broker.vhost("v").unwrap().meta().limit("max-connections"),
+        Some(100)
+    );
+    // Export, wipe, import, export again: the same definitions.
+    let first = api.guest("GET", "/api/definitions", None).await.body;
+    assert_eq!(api.guest("DELETE", "/api/vhosts/v", None).await.status, 204);
+    let r = api
+        .guest("POST", "/api/definitions", Some(first.clone()))
+        .await;
+    assert_eq!(r.status, 204);
+    let second = api.guest("GET", "/api/definitions", None).await.body;
+    for key in [
+        "users",
+        "vhosts",
+        "permissions",
+        "queues",
+        "exchanges",
+        "bindings",
+    ] {
+        assert_eq!(first[key], second[key], "{key}");
+    }
+}
+
+#[tokio::test]
+async fn health_checks_alarms_aliveness_and_metrics() {
+    let (b, api) = setup().await;
+    assert_eq!(
+        api.guest("GET", "/api/health/checks/alarms", None)
+            .await
+            .body,
+        json!({"status": "ok"})
+    );
+    assert_eq!(
+        api.guest("GET", "/api/aliveness-test/%2F", None).await.body,
+        json!({"status": "ok"})
+    );
+    assert_eq!(
+        api.guest("GET", "/api/aliveness-test/nosuch", None)
+            .await
+            .status,
+        404
+    );
+    assert_eq!(
+        api.guest(
+            "PUT",
+            "/api/leveret/vm_memory_high_watermark",
+            Some(json!({"bytes": 1}))
+        )
+        .await
+        .status,
+        204
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let r = loop {
+        let r = api.guest("GET", "/api/health/checks/alarms", None).await;
+        if r.status == 503 || std::time::Instant::now() > deadline {
+            break r;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        (r.status, r.body),
+        (
+            503,
+            json!({"alarms": [{"node": "leveret@localhost", "resource": "memory"}], "reason": "There are alarms in effect in the cluster", "status": "failed"})
+        )
+    );
+    let text = leveret::admin::render_metrics(&leveret::admin::AdminState {
+        broker: b.broker.clone(),
+        rates: Default::default(),
+        amqp_ports: vec![],
+    });
+    assert!(
+        text.contains("rabbitmq_alarms_memory_used_watermark 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("rabbitmq_queue_messages_ready{vhost=\"/\",queue=\"aliveness-test\"} 0"),
+        "{text}"
+    );
+}
