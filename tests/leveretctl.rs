@@ -96,6 +96,25 @@ async fn rabbitmqctl_commands_manage_a_running_broker() {
         .unwrap_err();
     assert_eq!(amqp_error(&err).0, 406);
     ctl.ok(&["clear_vhost_limits", "-p", "v"]);
+    ctl.ok(&[
+        "set_policy",
+        "-p",
+        "v",
+        "cap",
+        "^c-",
+        r#"{"max-length": 1}"#,
+        "--apply-to",
+        "queues",
+        "--priority",
+        "2",
+    ]);
+    assert_eq!(
+        ctl.ok(&["list_policies", "-p", "v", "-q"]),
+        "vhost\tname\tpattern\tapply-to\tdefinition\tpriority\nv\tcap\t^c-\tqueues\t{\"max-length\":1}\t2\n"
+    );
+    let (code, _, err) = ctl.run(&["set_policy", "-p", "v", "bad", "^c-", r#"{"nope": 1}"#]);
+    assert_eq!(code, 70, "{err}");
+    ctl.ok(&["clear_policy", "-p", "v", "cap"]);
     let defs = dir.path().join("defs.json");
     ctl.ok(&["export_definitions", defs.to_str().unwrap()]);
     // Deleting the user closes its connection; the exported definitions bring it back.
@@ -170,6 +189,9 @@ fn every_command_has_help() {
         "set_vm_memory_high_watermark",
         "set_disk_free_limit",
         "set_vhost_limits",
+        "set_policy",
+        "clear_policy",
+        "list_policies",
     ] {
         assert!(help.contains(command), "{command} missing from --help");
         let sub = Command::new(env!("CARGO_BIN_EXE_leveretctl"))

@@ -650,3 +650,204 @@ async fn health_checks_alarms_aliveness_and_metrics() {
         "{text}"
     );
 }
+
+async fn wait_for_count(ch: &lapin::Channel, queue: &str, expected: u32) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let n = message_count(ch, queue).await;
+        if n == expected {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{queue}: {n} messages, expected {expected}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn policies_apply_at_once_with_rabbitmqs_precedence_and_revert_when_cleared() {
+    let (b, api) = setup().await;
+    let (_c, ch) = b.channel().await;
+    declare(&ch, "pq").await;
+    ch.queue_declare(
+        "pq-arg".into(),
+        Default::default(),
+        args(&[("x-max-length", lapin::types::AMQPValue::LongInt(1))]),
+    )
+    .await
+    .unwrap();
+    ch.confirm_select(Default::default()).await.unwrap();
+    for i in 0..5 {
+        for q in ["pq", "pq-arg"] {
+            assert!(
+                publish_confirmed(
+                    &ch,
+                    "",
+                    q,
+                    format!("m{i}").as_bytes(),
+                    BasicProperties::default()
+                )
+                .await
+            );
+        }
+    }
+    wait_for_count(&ch, "pq", 5).await;
+    let policy = json!({"pattern": "^pq", "definition": {"max-length": 2}, "apply-to": "queues", "priority": 1});
+    assert_eq!(
+        api.guest("PUT", "/api/policies/%2F/p1", Some(policy.clone()))
+            .await
+            .status,
+        201
+    );
+    assert_eq!(
+        api.guest("PUT", "/api/policies/%2F/p1", Some(policy))
+            .await
+            .status,
+        204
+    );
+    // Applied to the existing queue at once: drop-head down to the policy's limit...
+    wait_for_count(&ch, "pq", 2).await;
+    assert_eq!(get_body(&ch, "pq").await.as_deref(), Some(&b"m3"[..]));
+    // ...while the smaller argument still wins where both are set.
+    wait_for_count(&ch, "pq-arg", 1).await;
+    let q = api.guest("GET", "/api/queues/%2F/pq", None).await.body;
+    assert_eq!(q["policy"], json!("p1"));
+    assert_eq!(q["effective_policy_definition"], json!({"max-length": 2}));
+    let listed = api.guest("GET", "/api/policies", None).await.body;
+    assert_eq!(
+        listed,
+        json!([{"vhost": "/", "name": "p1", "pattern": "^pq", "apply-to": "queues", "definition": {"max-length": 2}, "priority": 1}])
+    );
+    // A higher-priority policy replaces it; clearing everything lifts the limit.
+    let bigger = json!({"pattern": "^pq$", "definition": {"max-length": 3}, "priority": 5});
+    assert_eq!(
+        api.guest("PUT", "/api/policies/%2F/p2", Some(bigger))
+            .await
+            .status,
+        201
+    );
+    assert_eq!(
+        api.guest("GET", "/api/queues/%2F/pq", None).await.body["policy"],
+        json!("p2")
+    );
+    assert_eq!(
+        api.guest("DELETE", "/api/policies/%2F/p2", None)
+            .await
+            .status,
+        204
+    );
+    assert_eq!(
+        api.guest("DELETE", "/api/policies/%2F/p1", None)
+            .await
+            .status,
+        204
+    );
+    assert_eq!(
+        api.guest("DELETE", "/api/policies/%2F/p1", None)
+            .await
+            .status,
+        404
+    );
+    for i in 0..4 {
+        assert!(
+            publish_confirmed(
+                &ch,
+                "",
+                "pq",
+                format!("n{i}").as_bytes(),
+                BasicProperties::default()
+            )
+            .await
+        );
+    }
+    wait_for_count(&ch, "pq", 5).await;
+    // Validation with RabbitMQ's texts.
+    let r = api
+        .guest(
+            "PUT",
+            "/api/policies/%2F/bad",
+            Some(json!({"pattern": "^q", "definition": {"max-length": "x"}})),
+        )
+        .await;
+    assert_eq!(
+        r.body["reason"],
+        json!("Validation failed\n\n&lt;&lt;\"x\"&gt;&gt; is not a valid maximum length\n")
+    );
+    let r = api
+        .guest(
+            "PUT",
+            "/api/policies/%2F/bad",
+            Some(json!({"pattern": "^q"})),
+        )
+        .await;
+    assert_eq!(r.body["reason"], json!("[{key_missing,definition}]"));
+}
+
+#[tokio::test]
+async fn policy_dead_letter_and_alternate_exchanges_route() {
+    let (b, api) = setup().await;
+    let (_c, ch) = b.channel().await;
+    for q in ["src", "dead", "unrouted"] {
+        declare(&ch, q).await;
+    }
+    ch.exchange_declare(
+        "ax".into(),
+        lapin::ExchangeKind::Direct,
+        Default::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    api.guest("PUT", "/api/policies/%2F/dlx", Some(json!({"pattern": "^src$", "apply-to": "queues", "definition": {"dead-letter-exchange": "", "dead-letter-routing-key": "dead", "message-ttl": 0}}))).await;
+    api.guest("PUT", "/api/policies/%2F/ae", Some(json!({"pattern": "^ax$", "apply-to": "exchanges", "definition": {"alternate-exchange": "amq.fanout"}}))).await;
+    ch.queue_bind(
+        "unrouted".into(),
+        "amq.fanout".into(),
+        "".into(),
+        Default::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    ch.confirm_select(Default::default()).await.unwrap();
+    assert!(publish_confirmed(&ch, "", "src", b"expired", BasicProperties::default()).await);
+    wait_for_count(&ch, "dead", 1).await;
+    assert!(publish_confirmed(&ch, "ax", "nobody", b"alt", BasicProperties::default()).await);
+    wait_for_count(&ch, "unrouted", 1).await;
+}
+
+#[tokio::test]
+async fn policies_survive_a_restart_and_round_trip_through_definitions() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = TestBroker::start_in(dir.path()).await;
+    let policy = json!({"pattern": "^d", "definition": {"max-length": 1}, "apply-to": "queues", "priority": 0});
+    b.broker
+        .vhost("/")
+        .unwrap()
+        .set_policy(serde_json::from_value(json!({"vhost": "/", "name": "keep", "pattern": policy["pattern"], "apply-to": "queues", "definition": policy["definition"], "priority": 0})).unwrap())
+        .unwrap();
+    let b = b.restart_in(dir.path()).await;
+    let api = Http::new(start_admin(&b).await);
+    let defs = api.guest("GET", "/api/definitions", None).await.body;
+    assert_eq!(defs["policies"][0]["name"], json!("keep"));
+    let (_c, ch) = b.channel().await;
+    ch.queue_declare("durable-q".into(), durable(), FieldTable::default())
+        .await
+        .unwrap();
+    ch.confirm_select(Default::default()).await.unwrap();
+    for i in 0..3 {
+        assert!(
+            publish_confirmed(
+                &ch,
+                "",
+                "durable-q",
+                format!("{i}").as_bytes(),
+                BasicProperties::default()
+            )
+            .await
+        );
+    }
+    wait_for_count(&ch, "durable-q", 1).await;
+}

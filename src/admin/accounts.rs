@@ -13,6 +13,7 @@ use serde_json::{json, Map, Value};
 use super::objects::{body_object, vhost};
 use super::{created, ApiError, Auth};
 use crate::broker::access::{PermissionRecord, UserRecord, SHA256};
+use crate::broker::policy::PolicyRecord;
 use crate::broker::{VHost, VhostMeta};
 
 type St = State<Arc<super::AdminState>>;
@@ -38,6 +39,12 @@ pub(super) fn routes() -> Router<Arc<super::AdminState>> {
             get(get_permission)
                 .put(put_permission)
                 .delete(delete_permission),
+        )
+        .route("/api/policies", get(list_policies))
+        .route("/api/policies/{vhost}", get(list_policies_in))
+        .route(
+            "/api/policies/{vhost}/{name}",
+            get(get_policy).put(put_policy).delete(delete_policy),
         )
         .route("/api/vhost-limits", get(list_limits))
         .route("/api/vhost-limits/{vhost}", get(vhost_limits))
@@ -457,5 +464,108 @@ async fn delete_limit(
     update_limits(&state, &vh, |m| {
         m.limits.remove(&name);
     })?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn policies_json(state: &super::AdminState, auth: &Auth, only: Option<&str>) -> Vec<Value> {
+    let mut all: Vec<PolicyRecord> = state
+        .broker
+        .vhosts()
+        .iter()
+        .filter(|v| only.is_none_or(|o| o == v.name()) && auth.sees_vhost(&state.broker, v.name()))
+        .flat_map(|v| v.policies())
+        .collect();
+    all.sort_by(|a, b| (a.priority, &a.vhost, &a.name).cmp(&(b.priority, &b.vhost, &b.name)));
+    all.iter().map(|p| json!(p)).collect()
+}
+
+async fn list_policies(State(state): St, auth: Auth) -> Json<Vec<Value>> {
+    Json(policies_json(&state, &auth, None))
+}
+
+async fn list_policies_in(
+    State(state): St,
+    auth: Auth,
+    Path(vh): Path<String>,
+) -> Result<Json<Vec<Value>>, ApiError> {
+    vhost(&state, &vh)?;
+    Ok(Json(policies_json(&state, &auth, Some(&vh))))
+}
+
+async fn get_policy(
+    State(state): St,
+    auth: Auth,
+    Path((vh, name)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let v = vhost(&state, &vh)?;
+    if !auth.sees_vhost(&state.broker, &vh) {
+        return Err(ApiError::not_authorised("Access refused."));
+    }
+    let p = v
+        .policies()
+        .into_iter()
+        .find(|p| p.name == name)
+        .ok_or_else(ApiError::not_found)?;
+    Ok(Json(json!(p)))
+}
+
+/// A policy from the API's (or definitions') JSON; `apply-to` defaults to `all`, `priority`
+/// to 0.
+pub(super) fn policy_from(
+    vhost: &str,
+    name: &str,
+    map: &Map<String, Value>,
+) -> Result<PolicyRecord, ApiError> {
+    let missing: Vec<String> = ["pattern", "definition"]
+        .iter()
+        .filter(|k| !map.contains_key(**k))
+        .map(|k| format!("{{key_missing,{k}}}"))
+        .collect();
+    if !missing.is_empty() {
+        return Err(ApiError::bad_request(format!("[{}]", missing.join(","))));
+    }
+    Ok(PolicyRecord {
+        vhost: vhost.to_owned(),
+        name: name.to_owned(),
+        pattern: map
+            .get("pattern")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned(),
+        apply_to: map
+            .get("apply-to")
+            .and_then(Value::as_str)
+            .unwrap_or("all")
+            .to_owned(),
+        definition: map
+            .get("definition")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default(),
+        priority: super::objects::integer(map, "priority").unwrap_or(0),
+    })
+}
+
+async fn put_policy(
+    State(state): St,
+    auth: Auth,
+    Path((vh, name)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<StatusCode, ApiError> {
+    let v = vhost(&state, &vh)?;
+    auth.require_policymaker(&state.broker, &vh)?;
+    let map = body_object(&body)?;
+    let was_new = v.set_policy(policy_from(&vh, &name, &map)?)?;
+    Ok(created(was_new))
+}
+
+async fn delete_policy(
+    State(state): St,
+    auth: Auth,
+    Path((vh, name)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let v = vhost(&state, &vh)?;
+    auth.require_policymaker(&state.broker, &vh)?;
+    v.clear_policy(&name)?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -16,6 +16,7 @@ use super::render::{self, json_table};
 use super::{created, ApiError, Auth};
 use crate::broker::access::{Permission, Resource};
 use crate::broker::exchange::Destination;
+use crate::broker::policy::Target;
 use crate::broker::queue::args::parse_expiration;
 use crate::broker::vhost::{check_queue_name, ExchangeDeclare, QueueDeclare, VHost};
 use crate::broker::Message;
@@ -143,8 +144,9 @@ fn queues_json(state: &super::AdminState, auth: &Auth, only: Option<&str>) -> Ve
         .flat_map(|v| {
             v.queues()
                 .into_iter()
-                .map(move |(name, record)| {
-                    render::queue_json(v.name(), &name, &record, &state.rates)
+                .map(|(name, record)| {
+                    let policy = v.policy_for(Target::Queue, &name);
+                    render::queue_json(v.name(), &name, &record, policy.as_ref(), &state.rates)
                 })
                 .collect::<Vec<_>>()
         })
@@ -174,7 +176,14 @@ async fn get_queue(
         return Err(ApiError::not_authorised("Access refused."));
     }
     let record = v.queue_record(&name).ok_or_else(ApiError::not_found)?;
-    Ok(Json(render::queue_json(&vh, &name, &record, &state.rates)))
+    let policy = v.policy_for(Target::Queue, &name);
+    Ok(Json(render::queue_json(
+        &vh,
+        &name,
+        &record,
+        policy.as_ref(),
+        &state.rates,
+    )))
 }
 
 async fn put_queue(
@@ -335,7 +344,13 @@ fn exchanges_json(state: &super::AdminState, auth: &Auth, only: Option<&str>) ->
         .flat_map(|v| {
             v.exchanges()
                 .iter()
-                .map(|x| render::exchange_json(v.name(), x))
+                .map(|x| {
+                    render::exchange_json(
+                        v.name(),
+                        x,
+                        v.policy_for(Target::Exchange, &x.name).as_ref(),
+                    )
+                })
                 .collect::<Vec<_>>()
         })
         .collect()
@@ -369,7 +384,8 @@ async fn get_exchange(
         .into_iter()
         .find(|x| x.name == name)
         .ok_or_else(ApiError::not_found)?;
-    Ok(Json(render::exchange_json(&vh, &x)))
+    let policy = v.policy_for(Target::Exchange, &x.name);
+    Ok(Json(render::exchange_json(&vh, &x, policy.as_ref())))
 }
 
 async fn put_exchange(

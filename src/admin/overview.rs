@@ -297,7 +297,9 @@ async fn export(State(state): St, auth: Auth) -> Result<Json<Value>, ApiError> {
     let access = broker.access();
     let (mut queues, mut exchanges, mut bindings) = (Vec::new(), Vec::new(), Vec::new());
     let mut vhosts = Vec::new();
+    let mut policies = Vec::new();
     for v in broker.vhosts() {
+        policies.extend(v.policies().iter().map(|p| json!(p)));
         let meta = v.meta();
         let limits: Vec<Value> = meta.limits.iter().map(|(k, v)| json!([k, v])).collect();
         vhosts.push(json!({"name": v.name(), "limits": limits, "metadata": {"description": meta.description, "tags": meta.tags}}));
@@ -332,7 +334,7 @@ async fn export(State(state): St, auth: Auth) -> Result<Json<Value>, ApiError> {
         "topic_permissions": access.topic_permissions(),
         "parameters": [],
         "global_parameters": [],
-        "policies": [],
+        "policies": policies,
         "queues": queues,
         "exchanges": exchanges,
         "bindings": bindings,
@@ -435,6 +437,14 @@ pub async fn import_definitions(
                 write: s(p, "write").into(),
                 read: s(p, "read").into(),
             })?;
+    }
+    for p in list(defs, "policies") {
+        let v = vhost(state, s(p, "vhost"))?;
+        v.set_policy(super::accounts::policy_from(
+            s(p, "vhost"),
+            s(p, "name"),
+            p,
+        )?)?;
     }
     for x in list(defs, "exchanges") {
         let v = vhost(state, s(x, "vhost"))?;

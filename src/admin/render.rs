@@ -9,6 +9,7 @@ use serde_json::{json, Map, Value};
 use super::rates::Rates;
 use crate::broker::connections::{ChannelInfo, ConnectionInfo, ConsumerInfo};
 use crate::broker::exchange::{Binding, Destination};
+use crate::broker::policy::PolicyRecord;
 use crate::broker::queue::QueueGauges;
 use crate::broker::vhost::{ExchangeInfo, QueueRecord};
 use crate::protocol::{AMQPValue, FieldArray, FieldTable, Properties};
@@ -80,7 +81,13 @@ fn rate(count: u64, rate: f64) -> (u64, Value) {
 }
 
 /// A queue as `GET /api/queues` lists it.
-pub fn queue_json(vhost: &str, name: &str, record: &QueueRecord, rates: &Rates) -> Value {
+pub fn queue_json(
+    vhost: &str,
+    name: &str,
+    record: &QueueRecord,
+    policy: Option<&PolicyRecord>,
+    rates: &Rates,
+) -> Value {
     let g: &QueueGauges = record.handle.gauges();
     let load = QueueGauges::get;
     let (ready, unacked) = (load(&g.ready), load(&g.unacked));
@@ -100,7 +107,8 @@ pub fn queue_json(vhost: &str, name: &str, record: &QueueRecord, rates: &Rates) 
         "type": "classic",
         "node": super::NODE,
         "state": "running",
-        "policy": Value::Null,
+        "policy": policy.map(|p| p.name.as_str()),
+        "effective_policy_definition": policy.map_or_else(|| json!({}), |p| json!(p.definition)),
         "consumers": consumers,
         "consumer_utilisation": if consumers > 0 { json!(1.0) } else { Value::Null },
         "messages": ready + unacked,
@@ -125,7 +133,7 @@ pub fn queue_json(vhost: &str, name: &str, record: &QueueRecord, rates: &Rates) 
 }
 
 /// An exchange as `GET /api/exchanges` lists it.
-pub fn exchange_json(vhost: &str, x: &ExchangeInfo) -> Value {
+pub fn exchange_json(vhost: &str, x: &ExchangeInfo, policy: Option<&PolicyRecord>) -> Value {
     json!({
         "name": x.name,
         "vhost": vhost,
@@ -135,7 +143,7 @@ pub fn exchange_json(vhost: &str, x: &ExchangeInfo) -> Value {
         "internal": x.internal,
         "arguments": table_json(&x.arguments),
         "user_who_performed_action": "rmq-internal",
-        "policy": Value::Null,
+        "policy": policy.map(|p| p.name.as_str()),
     })
 }
 

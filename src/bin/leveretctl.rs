@@ -83,10 +83,10 @@ enum Command {
     DeleteQueue {
         queue: String,
         /// Only if it has no consumers.
-        #[arg(short = 'u', long)]
+        #[arg(short = 'u', long = "if-unused")]
         if_unused: bool,
         /// Only if it has no ready messages.
-        #[arg(short = 'e', long)]
+        #[arg(short = 'e', long = "if-empty")]
         if_empty: bool,
     },
     /// Create a virtual host.
@@ -134,12 +134,12 @@ enum Command {
     SetVhostLimits { definition: String },
     /// Remove a vhost's limits.
     ClearVhostLimits,
-    /// Set a policy (not yet supported by Leveret; the broker refuses it).
+    /// Set a policy in the vhost (-p): NAME PATTERN DEFINITION (JSON).
     SetPolicy {
         name: String,
         pattern: String,
         definition: String,
-        #[arg(long, default_value = "all")]
+        #[arg(long = "apply-to", default_value = "all")]
         apply_to: String,
         #[arg(long, default_value_t = 0)]
         priority: i64,
@@ -692,8 +692,7 @@ fn run(cli: &Cli) -> Result<(), Failure> {
                 "PUT",
                 &format!("/api/policies/{vh}/{}", encode(name)),
                 Some(json!({"pattern": pattern, "definition": definition, "apply-to": apply_to, "priority": priority})),
-            )
-            .map_err(|_| Failure::Refused("policies are not supported by this Leveret yet".into()))?;
+            )?;
             done(
                 cli,
                 &format!("Setting policy \"{name}\" for pattern \"{pattern}\" ..."),
@@ -705,15 +704,28 @@ fn run(cli: &Cli) -> Result<(), Failure> {
                 "DELETE",
                 &format!("/api/policies/{vh}/{}", encode(name)),
                 None,
-            )
-            .map_err(|_| {
-                Failure::Refused("policies are not supported by this Leveret yet".into())
-            })?;
+            )?;
+            done(
+                cli,
+                &format!("Clearing policy \"{name}\" on vhost \"{vhost}\" ..."),
+            );
             Ok(())
         }
-        Command::ListPolicies => Err(Failure::Refused(
-            "policies are not supported by this Leveret yet".into(),
-        )),
+        Command::ListPolicies => list(
+            cli,
+            &api,
+            &format!("/api/policies/{vh}"),
+            &format!("Listing policies for vhost \"{vhost}\" ..."),
+            &[],
+            &[
+                "vhost",
+                "name",
+                "pattern",
+                "apply-to",
+                "definition",
+                "priority",
+            ],
+        ),
         Command::ExportDefinitions { path } => {
             let defs = api.get("/api/definitions")?;
             let text = serde_json::to_string(&defs).unwrap_or_default();

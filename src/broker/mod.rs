@@ -11,6 +11,7 @@ pub mod dead_letter;
 pub mod exchange;
 pub mod memory;
 pub mod message;
+pub mod policy;
 pub mod queue;
 mod records;
 pub mod vhost;

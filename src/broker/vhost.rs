@@ -8,9 +8,11 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 
+use super::access::AdminError;
 use super::commit::Committer;
 use super::exchange::{Binding, Destination, Exchange, ExchangeKind};
 use super::memory::MemoryPressure;
+use super::policy::{self, Policy, PolicyRecord, Target};
 use super::queue::args;
 use super::queue::state::{Entry, Slot, NEVER};
 use super::queue::{self, QueueHandle, QueueStats, QueueStorage};
@@ -125,6 +127,7 @@ pub struct VHost {
     committer: Committer,
     pressure: MemoryPressure,
     meta: RwLock<super::VhostMeta>,
+    policies: RwLock<Vec<Policy>>,
 }
 
 fn store_failed(error: StoreError) -> AmqpError {
@@ -188,6 +191,7 @@ impl VHost {
             committer,
             pressure,
             meta: RwLock::new(super::VhostMeta::default()),
+            policies: RwLock::new(Vec::new()),
         });
         {
             let mut t = vhost.write();
@@ -299,6 +303,18 @@ impl VHost {
     /// Load this vhost's durable exchanges, queues (with their messages) and bindings.
     pub fn recover(&self) -> Result<(), StoreError> {
         let prefix = format!("{}\0", self.name);
+        for (key, value) in self.store.definitions("policy")? {
+            if !key.starts_with(&prefix) {
+                continue;
+            }
+            let parsed = serde_json::from_slice::<PolicyRecord>(&value)
+                .map_err(|e| e.to_string())
+                .and_then(|r| Policy::new(r).map_err(|e| e.to_string()));
+            match parsed {
+                Ok(p) => self.policies_mut().push(p),
+                Err(error) => tracing::error!(%key, %error, "skipping an unreadable policy"),
+            }
+        }
         let mut t = self.write();
         for (key, record) in self.store.definitions("exchange")? {
             let Some(name) = key.strip_prefix(&prefix) else {
@@ -343,6 +359,7 @@ impl VHost {
                     tracing::error!(queue = name, %error, "ignoring invalid stored queue arguments");
                     args::QueueArgs::default()
                 });
+            let queue_args = self.with_policy(name, &queue_args, &arguments);
             // The head of the queue comes back into memory; the rest stays paged in the store.
             let mut entries: Vec<Entry> = Vec::new();
             let mut resident_bytes = 0u64;
@@ -566,17 +583,16 @@ impl VHost {
                         .put_definition("exchange", &self.key(&d.name), &record)
                         .map_err(store_failed)?;
                 }
-                t.exchanges.insert(
+                let mut x = Exchange::new(
                     d.name.clone(),
-                    Exchange::new(
-                        d.name.clone(),
-                        kind,
-                        d.durable,
-                        d.auto_delete,
-                        d.internal,
-                        d.arguments.clone(),
-                    ),
+                    kind,
+                    d.durable,
+                    d.auto_delete,
+                    d.internal,
+                    d.arguments.clone(),
                 );
+                x.policy_alternate = self.policy_alternate(&d.name);
+                t.exchanges.insert(d.name.clone(), x);
                 Ok(())
             }
         }
@@ -722,6 +738,7 @@ impl VHost {
                     }
                 }
                 let args = args::parse(&d.arguments, &self.queue_resource(&name))?;
+                let args = self.with_policy(&name, &args, &d.arguments);
                 // Exclusive queues never survive a restart, so they are never stored.
                 let stored = d.durable && !d.exclusive;
                 if stored {
@@ -1066,6 +1083,101 @@ impl VHost {
         self.read().queues.keys().cloned().collect()
     }
 
+    fn policies_mut(&self) -> RwLockWriteGuard<'_, Vec<Policy>> {
+        self.policies
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn policies_read(&self) -> RwLockReadGuard<'_, Vec<Policy>> {
+        self.policies
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Every policy, by priority then name (as RabbitMQ lists them).
+    pub fn policies(&self) -> Vec<PolicyRecord> {
+        let mut all: Vec<PolicyRecord> = self
+            .policies_read()
+            .iter()
+            .map(|p| p.record.clone())
+            .collect();
+        all.sort_by(|a, b| (a.priority, &a.name).cmp(&(b.priority, &b.name)));
+        all
+    }
+
+    /// The policy that applies to a queue or exchange, if any.
+    pub fn policy_for(&self, target: Target, name: &str) -> Option<PolicyRecord> {
+        policy::select(&self.policies_read(), target, name).map(|p| p.record.clone())
+    }
+
+    fn with_policy(
+        &self,
+        name: &str,
+        declared: &args::QueueArgs,
+        arguments: &FieldTable,
+    ) -> args::QueueArgs {
+        policy::effective_queue_args(
+            declared,
+            arguments,
+            policy::select(&self.policies_read(), Target::Queue, name),
+        )
+    }
+
+    fn policy_alternate(&self, exchange: &str) -> Option<String> {
+        policy::select(&self.policies_read(), Target::Exchange, exchange)
+            .and_then(Policy::alternate_exchange)
+    }
+
+    /// Create or replace a policy (durable) and apply it to existing queues and exchanges at
+    /// once. Returns whether it is new.
+    pub fn set_policy(&self, record: PolicyRecord) -> Result<bool, AdminError> {
+        let policy = Policy::new(record)?;
+        let value = serde_json::to_vec(&policy.record).unwrap_or_default();
+        self.store
+            .put_definition("policy", &self.key(&policy.record.name), &value)?;
+        let was_new = {
+            let mut policies = self.policies_mut();
+            let before = policies.len();
+            policies.retain(|p| p.record.name != policy.record.name);
+            let was_new = policies.len() == before;
+            policies.push(policy);
+            was_new
+        };
+        self.reapply_policies();
+        Ok(was_new)
+    }
+
+    /// Remove a policy; what it set reverts at once.
+    pub fn clear_policy(&self, name: &str) -> Result<(), AdminError> {
+        if !self.policies_read().iter().any(|p| p.record.name == name) {
+            return Err(AdminError::NotFound(format!("no policy '{name}'")));
+        }
+        self.store.remove_definition("policy", &self.key(name))?;
+        self.policies_mut().retain(|p| p.record.name != name);
+        self.reapply_policies();
+        Ok(())
+    }
+
+    /// Recompute every queue's and exchange's settings after a policy change.
+    fn reapply_policies(&self) {
+        let mut t = self.write();
+        for (name, record) in &t.queues {
+            let declared =
+                args::parse(&record.arguments, &self.queue_resource(name)).unwrap_or_default();
+            record
+                .handle
+                .apply_args(self.with_policy(name, &declared, &record.arguments));
+        }
+        let names: Vec<String> = t.exchanges.keys().cloned().collect();
+        for name in names {
+            let alternate = self.policy_alternate(&name);
+            if let Some(x) = t.exchanges.get_mut(&name) {
+                x.policy_alternate = alternate;
+            }
+        }
+    }
+
     /// Every queue's name and record, by name (for management).
     pub fn queues(&self) -> Vec<(String, QueueRecord)> {
         let mut queues: Vec<(String, QueueRecord)> = self
@@ -1119,6 +1231,10 @@ impl VHost {
     /// Delete everything in this vhost: queues with their messages, exchanges, bindings, and
     /// their stored definitions (the vhost itself is being deleted).
     pub async fn destroy(&self) {
+        let policies: Vec<String> = self.policies().into_iter().map(|p| p.name).collect();
+        for name in policies {
+            let _ = self.clear_policy(&name);
+        }
         let queues: Vec<QueueHandle> = self
             .read()
             .queues

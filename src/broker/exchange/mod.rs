@@ -90,6 +90,8 @@ pub struct Exchange {
     pub internal: bool,
     /// Declaration arguments (`alternate-exchange`).
     pub arguments: FieldTable,
+    /// The alternate exchange of the policy that applies, if any (the argument wins).
+    pub policy_alternate: Option<String>,
     bindings: Vec<Binding>,
     router: Router,
 }
@@ -117,6 +119,7 @@ impl Exchange {
             auto_delete,
             internal,
             arguments,
+            policy_alternate: None,
             bindings: Vec::new(),
             router,
         }
@@ -127,11 +130,12 @@ impl Exchange {
         &self.bindings
     }
 
-    /// The `alternate-exchange` argument, if any.
+    /// The alternate exchange: the `alternate-exchange` argument, else the policy's.
     pub fn alternate_exchange(&self) -> Option<String> {
         crate::protocol::table::lookup(Some(&self.arguments), "alternate-exchange")
             .and_then(crate::protocol::table::as_str)
             .map(|s| s.into_owned())
+            .or_else(|| self.policy_alternate.clone())
     }
 
     /// Add a binding; false when an identical one exists (binding is idempotent).

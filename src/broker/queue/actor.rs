@@ -193,7 +193,9 @@ pub fn spawn(config: QueueConfig, vhost: Weak<VHost>, recovered: Vec<Entry>) -> 
             id: NEXT_QUEUE_ID.fetch_add(1, Ordering::Relaxed),
             name: config.name.clone(),
             durable: config.storage.durable,
-            refuses_publishes: config.args.may_refuse_publishes(),
+            refuses_publishes: std::sync::atomic::AtomicBool::new(
+                config.args.may_refuse_publishes(),
+            ),
             consumer_timeout: config.args.consumer_timeout,
             work: work_tx,
             control: control_tx,
@@ -797,6 +799,12 @@ impl Actor {
             Control::Shutdown => {
                 self.write_delivery_marks();
                 return Flow::Shutdown;
+            }
+            Control::Policy(args) => {
+                self.state.set_delivery_limit(args.delivery_limit);
+                self.config.args = *args;
+                // Limits that now apply are enforced by this batch's settle_dying.
+                self.requeued = true;
             }
             Control::Stats(reply) => {
                 let _ = reply.send(QueueStats {

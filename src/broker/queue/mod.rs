@@ -288,6 +288,8 @@ pub(crate) enum Control {
     Forget(u64),
     /// The broker is stopping: end the actor, keeping stored messages.
     Shutdown,
+    /// A policy changed: these are the queue's effective settings now.
+    Policy(Box<args::QueueArgs>),
 }
 
 impl Control {
@@ -309,7 +311,8 @@ impl Control {
             | Self::Touch
             | Self::Publish(_)
             | Self::Forget(_)
-            | Self::Shutdown => false,
+            | Self::Shutdown
+            | Self::Policy(_) => false,
         }
     }
 }
@@ -320,7 +323,7 @@ struct Shared {
     name: String,
     durable: bool,
     /// A length limit with reject-publish overflow: every publish needs the queue's answer.
-    refuses_publishes: bool,
+    refuses_publishes: AtomicBool,
     /// `x-consumer-timeout`.
     consumer_timeout: Option<u64>,
     work: mpsc::Sender<Publish>,
@@ -356,7 +359,8 @@ impl QueueHandle {
     /// Whether a publisher under confirms must wait for this queue's answer for `message`:
     /// the queue stores it before confirming, or may refuse it.
     pub fn answers_confirm(&self, message: &Message) -> bool {
-        (message.persistent && self.shared.durable) || self.shared.refuses_publishes
+        (message.persistent && self.shared.durable)
+            || self.shared.refuses_publishes.load(Ordering::Relaxed)
     }
 
     /// `x-consumer-timeout` of this queue, ms.
@@ -500,6 +504,14 @@ impl QueueHandle {
     /// Resolves once the actor has stopped.
     pub async fn stopped(&self) {
         self.shared.control.closed().await;
+    }
+
+    /// Apply new effective settings (a policy was set or cleared).
+    pub fn apply_args(&self, args: args::QueueArgs) {
+        self.shared
+            .refuses_publishes
+            .store(args.may_refuse_publishes(), Ordering::Relaxed);
+        self.cast(Control::Policy(Box::new(args)));
     }
 
     /// Counts as of the actor's last batch, without asking it.

@@ -424,6 +424,11 @@ impl QueueState {
         })
     }
 
+    /// Change the delivery limit (a policy changed).
+    pub fn set_delivery_limit(&mut self, limit: Option<u64>) {
+        self.config.delivery_limit = limit;
+    }
+
     /// Messages that went over the delivery limit since the last call.
     pub fn take_over_delivery_limit(&mut self) -> Vec<Entry> {
         std::mem::take(&mut self.over_delivery_limit)
