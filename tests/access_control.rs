@@ -308,6 +308,11 @@ async fn every_operation_checks_its_permission_with_rabbitmq_texts() {
             Op::BindExchange("x-none", "x-none2"),
             refused("exchange", "x-none"),
         ),
+        (
+            Op::BindExchange("x-none", ""),
+            refused("exchange", "x-none"),
+        ),
+        (Op::BindExchange("w-x", ""), default_refused.clone()),
         (Op::UnbindExchange("w-x", "r-x"), Ok(())),
         (
             Op::UnbindExchange("w-x", "x-none"),

@@ -822,6 +822,26 @@ async fn policy_dead_letter_and_alternate_exchanges_route() {
 async fn policies_survive_a_restart_and_round_trip_through_definitions() {
     let dir = tempfile::tempdir().unwrap();
     let b = TestBroker::start_in(dir.path()).await;
+    {
+        let (_c, ch) = b.channel().await;
+        let options = ExchangeDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        ch.exchange_declare(
+            "dx".into(),
+            lapin::ExchangeKind::Direct,
+            options,
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    }
+    b.broker
+        .vhost("/")
+        .unwrap()
+        .set_policy(serde_json::from_value(json!({"vhost": "/", "name": "ae-keep", "pattern": "^dx$", "apply-to": "exchanges", "definition": {"alternate-exchange": "amq.fanout"}, "priority": 0})).unwrap())
+        .unwrap();
     let policy = json!({"pattern": "^d", "definition": {"max-length": 1}, "apply-to": "queues", "priority": 0});
     b.broker
         .vhost("/")
@@ -831,7 +851,13 @@ async fn policies_survive_a_restart_and_round_trip_through_definitions() {
     let b = b.restart_in(dir.path()).await;
     let api = Http::new(start_admin(&b).await);
     let defs = api.guest("GET", "/api/definitions", None).await.body;
-    assert_eq!(defs["policies"][0]["name"], json!("keep"));
+    let names: Vec<&str> = defs["policies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    assert_eq!(names, vec!["ae-keep", "keep"]);
     let (_c, ch) = b.channel().await;
     ch.queue_declare("durable-q".into(), durable(), FieldTable::default())
         .await
@@ -850,4 +876,104 @@ async fn policies_survive_a_restart_and_round_trip_through_definitions() {
         );
     }
     wait_for_count(&ch, "durable-q", 1).await;
+    // The exchange policy's alternate exchange holds after the restart too.
+    declare(&ch, "caught").await;
+    ch.queue_bind(
+        "caught".into(),
+        "amq.fanout".into(),
+        "".into(),
+        Default::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    assert!(publish_confirmed(&ch, "dx", "nobody", b"alt", BasicProperties::default()).await);
+    wait_for_count(&ch, "caught", 1).await;
+}
+
+#[tokio::test]
+async fn api_writes_check_the_same_permissions_as_amqp() {
+    let (b, api) = setup().await;
+    let access = b.broker.access();
+    access
+        .put_user(UserRecord::new("u2", Some("pw"), vec!["management".into()]))
+        .unwrap();
+    b.broker
+        .set_permissions(leveret::broker::access::PermissionRecord {
+            user: "u2".into(),
+            vhost: "/".into(),
+            configure: "^c-".into(),
+            write: "^(c|w)-".into(),
+            read: "^c-".into(),
+        })
+        .unwrap();
+    let u2 = Some(("u2", "pw"));
+    let refused = |kind: &str, name: &str| json!({"error": "not_authorised", "reason": format!("ACCESS_REFUSED - access to {kind} '{name}' in vhost '/' refused for user 'u2'")});
+    let r = api
+        .call(
+            "PUT",
+            "/api/queues/%2F/c-dl",
+            u2,
+            Some(json!({"arguments": {"x-dead-letter-exchange": "amq.fanout"}})),
+        )
+        .await;
+    assert_eq!((r.status, r.body), (401, refused("exchange", "amq.fanout")));
+    let r = api
+        .call(
+            "PUT",
+            "/api/exchanges/%2F/c-ax",
+            u2,
+            Some(json!({"arguments": {"alternate-exchange": "x-other"}})),
+        )
+        .await;
+    assert_eq!((r.status, r.body), (401, refused("exchange", "x-other")));
+    assert_eq!(
+        api.call("PUT", "/api/queues/%2F/c-ok", u2, Some(json!({})))
+            .await
+            .status,
+        201
+    );
+    let r = api
+        .call("POST", "/api/exchanges/%2F/amq.default/publish", u2, Some(json!({"properties": {}, "routing_key": "c-ok", "payload": "x", "payload_encoding": "string"})))
+        .await;
+    assert_eq!(
+        (r.status, r.body),
+        (401, refused("exchange", "amq.default"))
+    );
+    let r = api
+        .guest("POST", "/api/exchanges/%2F/amq.default/publish", Some(json!({"properties": {"user_id": "mallory"}, "routing_key": "c-ok", "payload": "x", "payload_encoding": "string"})))
+        .await;
+    assert_eq!(
+        (r.status, r.body["reason"].clone()),
+        (
+            400,
+            json!("user_id property set to 'mallory' but authenticated user was 'guest'")
+        )
+    );
+    let long = "x".repeat(300);
+    let r = api
+        .guest("POST", "/api/exchanges/%2F/amq.default/publish", Some(json!({"properties": {"content_type": long}, "routing_key": "c-ok", "payload": "x", "payload_encoding": "string"})))
+        .await;
+    assert_eq!(r.status, 400);
+    // Another connection's exclusive queue is locked to the API too.
+    let (_c, ch) = b.channel().await;
+    let options = QueueDeclareOptions {
+        exclusive: true,
+        ..Default::default()
+    };
+    ch.queue_declare("c-mine".into(), options, FieldTable::default())
+        .await
+        .unwrap();
+    let r = api
+        .guest(
+            "POST",
+            "/api/queues/%2F/c-mine/get",
+            Some(json!({"count": 1, "ackmode": "ack_requeue_false", "encoding": "auto"})),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{:?}", r.body);
+    // Bindings of a vhost the user cannot see are not shown to it.
+    b.broker.add_vhost("hidden").unwrap();
+    let r = api.call("GET", "/api/bindings/hidden", u2, None).await;
+    assert_eq!(r.status, 401);
 }

@@ -22,6 +22,7 @@ use crate::broker::vhost::{check_queue_name, ExchangeDeclare, QueueDeclare, VHos
 use crate::broker::Message;
 use crate::protocol::codec::encode_properties;
 use crate::protocol::table::decode_properties;
+use crate::protocol::table::{as_str, lookup};
 use crate::protocol::AmqpError;
 
 type St = State<Arc<super::AdminState>>;
@@ -73,9 +74,37 @@ pub(super) fn body_object(body: &Bytes) -> Result<Map<String, Value>, ApiError> 
         return Ok(Map::new());
     }
     match serde_json::from_slice(body) {
-        Ok(Value::Object(map)) => Ok(map),
+        Ok(Value::Object(map)) => {
+            check_key_lengths(&map)?;
+            Ok(map)
+        }
         _ => Err(ApiError::bad_request("not_json")),
     }
+}
+
+/// AMQP table keys are short strings (at most 255 bytes); a longer one in an argument or
+/// header table could not be encoded.
+fn check_key_lengths(map: &Map<String, Value>) -> Result<(), ApiError> {
+    for (key, value) in map {
+        if key.len() > 255 {
+            return Err(ApiError::bad_request(format!(
+                "field name too long: {} bytes",
+                key.len()
+            )));
+        }
+        match value {
+            Value::Object(inner) => check_key_lengths(inner)?,
+            Value::Array(items) => {
+                for item in items {
+                    if let Value::Object(inner) = item {
+                        check_key_lengths(inner)?;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// A boolean field; rabbitmqadmin sends `"true"`/`"false"` strings.
@@ -194,6 +223,7 @@ async fn put_queue(
 ) -> Result<StatusCode, ApiError> {
     let v = vhost(&state, &vh)?;
     let map = body_object(&body)?;
+    short("queue name", &name)?;
     check_queue_name(&name).map_err(|_| ApiError::not_authorised("Access refused."))?;
     authorize(
         &state,
@@ -203,6 +233,20 @@ async fn put_queue(
         Permission::Configure,
     )?;
     let was_new = v.queue_record(&name).is_none();
+    let args = arguments(&map);
+    // As over AMQP: a new queue's dead-letter exchange needs read on the queue, write on it.
+    if let Some(dlx) = lookup(Some(&args), "x-dead-letter-exchange").and_then(as_str) {
+        if was_new {
+            authorize(&state, &auth, &vh, Resource::Queue(&name), Permission::Read)?;
+            authorize(
+                &state,
+                &auth,
+                &vh,
+                Resource::Exchange(&dlx),
+                Permission::Write,
+            )?;
+        }
+    }
     v.declare_queue(
         &QueueDeclare {
             name: name.clone(),
@@ -210,7 +254,7 @@ async fn put_queue(
             durable: flag(&map, "durable"),
             exclusive: false,
             auto_delete: flag(&map, "auto_delete"),
-            arguments: arguments(&map),
+            arguments: args,
         },
         0,
     )
@@ -256,8 +300,8 @@ async fn purge_queue(
 ) -> Result<StatusCode, ApiError> {
     let v = vhost(&state, &vh)?;
     authorize(&state, &auth, &vh, Resource::Queue(&name), Permission::Read)?;
-    let record = v.queue_record(&name).ok_or_else(ApiError::not_found)?;
-    record.handle.purge().await;
+    // Another connection's exclusive queue is locked, as over AMQP (405).
+    v.queue(&name, 0)?.purge().await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -279,7 +323,7 @@ async fn get_messages(
         return Err(ApiError::bad_request(format!("[{}]", missing.join(","))));
     }
     authorize(&state, &auth, &vh, Resource::Queue(&name), Permission::Read)?;
-    let record = v.queue_record(&name).ok_or_else(ApiError::not_found)?;
+    let handle = v.queue(&name, 0)?;
     let count = integer(&map, "count").unwrap_or(1).max(0);
     let (no_ack, requeue, reject) = match text(&map, "ackmode") {
         Some("ack_requeue_true") => (false, true, false),
@@ -294,7 +338,7 @@ async fn get_messages(
     let mut out = Vec::new();
     let mut taken = Vec::new();
     for _ in 0..count {
-        let Some(r) = record.handle.get(no_ack).await else {
+        let Some(r) = handle.get(no_ack).await else {
             break;
         };
         taken.push(r.seq);
@@ -327,9 +371,9 @@ async fn get_messages(
     }
     if !no_ack && !taken.is_empty() {
         match (requeue, reject) {
-            (true, _) => record.handle.requeue(taken),
-            (false, true) => record.handle.reject(taken),
-            (false, false) => record.handle.ack(taken),
+            (true, _) => handle.requeue(taken),
+            (false, true) => handle.reject(taken),
+            (false, false) => handle.ack(taken),
         }
     }
     Ok(Json(out).into_response())
@@ -399,6 +443,7 @@ async fn put_exchange(
     if name.starts_with("amq.") || name.is_empty() {
         return Err(ApiError::not_authorised("Access refused."));
     }
+    short("exchange name", &name)?;
     authorize(
         &state,
         &auth,
@@ -407,6 +452,24 @@ async fn put_exchange(
         Permission::Configure,
     )?;
     let was_new = !v.has_exchange(&name);
+    if let Some(ae) = lookup(Some(&arguments(&map)), "alternate-exchange").and_then(as_str) {
+        if was_new {
+            authorize(
+                &state,
+                &auth,
+                &vh,
+                Resource::Exchange(&name),
+                Permission::Read,
+            )?;
+            authorize(
+                &state,
+                &auth,
+                &vh,
+                Resource::Exchange(&ae),
+                Permission::Write,
+            )?;
+        }
+    }
     v.declare_exchange(&ExchangeDeclare {
         name: name.clone(),
         kind: text(&map, "type").unwrap_or("direct").to_owned(),
@@ -469,6 +532,8 @@ async fn publish(
         Permission::Write,
     )?;
     let routing_key = text(&map, "routing_key").unwrap_or_default();
+    short("routing_key", routing_key)?;
+    short("exchange name", exchange)?;
     let payload = text(&map, "payload").unwrap_or_default();
     let body = match text(&map, "payload_encoding") {
         Some("base64") => base64::engine::general_purpose::STANDARD
@@ -478,6 +543,7 @@ async fn publish(
     };
     let properties = match map.get("properties") {
         Some(Value::Object(p)) => {
+            check_short_properties(p)?;
             if p.get("delivery_mode").is_some_and(|d| !d.is_u64()) {
                 return Err(ApiError::bad_request(json!(["not_int", "delivery_mode"])));
             }
@@ -485,6 +551,22 @@ async fn publish(
         }
         _ => Default::default(),
     };
+    if let Some(user_id) = properties.user_id() {
+        if user_id.as_str() != auth.0.name && !auth.0.has_tag(crate::broker::access::IMPERSONATOR) {
+            return Err(ApiError::bad_request(format!(
+                "user_id property set to '{}' but authenticated user was '{}'",
+                user_id.as_str(),
+                auth.0.name
+            )));
+        }
+    }
+    if v.is_topic(exchange) {
+        state
+            .broker
+            .access()
+            .check_topic(&auth.0.name, &vh, exchange, routing_key, Permission::Write)
+            .map_err(|e| ApiError::not_authorised(e.text))?;
+    }
     let expiration = properties
         .expiration()
         .as_ref()
@@ -516,6 +598,37 @@ async fn publish(
     }
     crate::broker::connections::MessageCounters::add(&state.broker.counters().publish, 1);
     Ok(Json(json!({ "routed": !queues.is_empty() })))
+}
+
+/// AMQP short strings (names, routing keys, most properties) are at most 255 bytes; longer
+/// ones from HTTP are refused before they reach a frame.
+pub(super) fn short(what: &str, value: &str) -> Result<(), ApiError> {
+    if value.len() > 255 {
+        return Err(ApiError::bad_request(format!(
+            "{what} is longer than 255 bytes"
+        )));
+    }
+    Ok(())
+}
+
+fn check_short_properties(p: &Map<String, Value>) -> Result<(), ApiError> {
+    for name in [
+        "content_type",
+        "content_encoding",
+        "correlation_id",
+        "reply_to",
+        "expiration",
+        "message_id",
+        "type",
+        "user_id",
+        "app_id",
+        "cluster_id",
+    ] {
+        if let Some(Value::String(v)) = p.get(name) {
+            short(name, v)?;
+        }
+    }
+    Ok(())
 }
 
 fn all_bindings(v: &VHost) -> Vec<Value> {
@@ -566,10 +679,13 @@ fn bindings_where(v: &VHost, pred: impl Fn(&str, &Destination) -> bool) -> Vec<V
 
 async fn queue_bindings(
     State(state): St,
-    _auth: Auth,
+    auth: Auth,
     Path((vh, name)): Path<(String, String)>,
 ) -> Result<Json<Vec<Value>>, ApiError> {
     let v = vhost(&state, &vh)?;
+    if !auth.sees_vhost(&state.broker, &vh) {
+        return Err(ApiError::not_authorised("Access refused."));
+    }
     v.queue_record(&name).ok_or_else(ApiError::not_found)?;
     let mut out = vec![render::default_binding_json(&vh, &name)];
     out.extend(bindings_where(
@@ -581,10 +697,13 @@ async fn queue_bindings(
 
 async fn bindings_from(
     State(state): St,
-    _auth: Auth,
+    auth: Auth,
     Path((vh, name)): Path<(String, String)>,
 ) -> Result<Json<Vec<Value>>, ApiError> {
     let v = vhost(&state, &vh)?;
+    if !auth.sees_vhost(&state.broker, &vh) {
+        return Err(ApiError::not_authorised("Access refused."));
+    }
     let name = exchange_name(&name).to_owned();
     if !v.has_exchange(&name) {
         return Err(ApiError::not_found());
@@ -594,10 +713,13 @@ async fn bindings_from(
 
 async fn bindings_to(
     State(state): St,
-    _auth: Auth,
+    auth: Auth,
     Path((vh, name)): Path<(String, String)>,
 ) -> Result<Json<Vec<Value>>, ApiError> {
     let v = vhost(&state, &vh)?;
+    if !auth.sees_vhost(&state.broker, &vh) {
+        return Err(ApiError::not_authorised("Access refused."));
+    }
     if !v.has_exchange(&name) {
         return Err(ApiError::not_found());
     }
@@ -617,10 +739,13 @@ fn destination(kind: &str, name: String) -> Result<Destination, ApiError> {
 
 async fn bindings_between(
     State(state): St,
-    _auth: Auth,
+    auth: Auth,
     Path((vh, source, kind, dest)): Path<(String, String, String, String)>,
 ) -> Result<Json<Vec<Value>>, ApiError> {
     let v = vhost(&state, &vh)?;
+    if !auth.sees_vhost(&state.broker, &vh) {
+        return Err(ApiError::not_authorised("Access refused."));
+    }
     let dest = destination(&kind, dest)?;
     Ok(Json(bindings_where(&v, |s, d| s == source && *d == dest)))
 }
@@ -657,6 +782,7 @@ async fn add_binding(
     let dest = destination(&kind, dest)?;
     authorize_binding(&state, &auth, &vh, &source, &dest)?;
     let routing_key = text(&map, "routing_key").unwrap_or_default().to_owned();
+    short("routing_key", &routing_key)?;
     let args = arguments(&map);
     v.set_binding(&source, dest.clone(), &routing_key, &args, 0, true)
         .map_err(|e| match e.code as u16 {
@@ -692,10 +818,13 @@ fn find_binding(
 
 async fn get_binding(
     State(state): St,
-    _auth: Auth,
+    auth: Auth,
     Path((vh, source, kind, dest, props)): Path<(String, String, String, String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let v = vhost(&state, &vh)?;
+    if !auth.sees_vhost(&state.broker, &vh) {
+        return Err(ApiError::not_authorised("Access refused."));
+    }
     let dest = destination(&kind, dest)?;
     let props = render::percent_encode(&props);
     let b = find_binding(&v, &source, &dest, &props).ok_or_else(ApiError::not_found)?;

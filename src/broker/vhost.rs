@@ -441,6 +441,9 @@ impl VHost {
                 None => tracing::error!("skipping an unreadable binding definition"),
             }
         }
+        drop(t);
+        // Exchanges (the built-in ones too) take their policy's alternate exchange.
+        self.reapply_policies();
         Ok(())
     }
 

@@ -225,11 +225,10 @@ impl Channel {
         } else if let Some(tx) = self.tx.as_mut() {
             tx.publishes.push((queues, message));
         } else {
-            // Queues that store this message (or may refuse it) confirm it themselves.
-            let storing = queues
-                .iter()
-                .filter(|q| q.answers_confirm(&message))
-                .count() as u32;
+            // Queues that store this message (or may refuse it) confirm it themselves. Read once:
+            // a policy change may flip it between a count and a publish.
+            let answers: Vec<bool> = queues.iter().map(|q| q.answers_confirm(&message)).collect();
+            let storing = answers.iter().filter(|a| **a).count() as u32;
             let seq = match (confirm_seq, self.confirms.as_mut()) {
                 (Some(seq), Some(confirms)) if storing > 0 => {
                     confirms.expect(seq, storing);
@@ -237,13 +236,11 @@ impl Channel {
                 }
                 _ => None,
             };
-            for queue in &queues {
-                let target = seq.filter(|_| queue.answers_confirm(&message)).map(|seq| {
-                    ConfirmTarget::Publisher {
-                        sink: ctx.sink.clone(),
-                        channel: self.id,
-                        seq,
-                    }
+            for (queue, answers) in queues.iter().zip(answers) {
+                let target = seq.filter(|_| answers).map(|seq| ConfirmTarget::Publisher {
+                    sink: ctx.sink.clone(),
+                    channel: self.id,
+                    seq,
                 });
                 queue.publish(message.clone(), target).await;
             }

@@ -114,12 +114,31 @@ fn authorize_exchange_binding(
     ctx: &ConnCtx,
     source: &str,
     destination: &str,
+    key: &str,
 ) -> Result<(), AmqpError> {
-    if destination.is_empty() || source.is_empty() {
+    if destination.is_empty() {
         return Err(VHost::default_exchange_refused());
     }
     ctx.authorize(Resource::Exchange(destination), Permission::Write)?;
-    ctx.authorize(Resource::Exchange(source), Permission::Read)
+    if source.is_empty() {
+        return Err(VHost::default_exchange_refused());
+    }
+    ctx.authorize(Resource::Exchange(source), Permission::Read)?;
+    authorize_topic_binding(ctx, source, key)
+}
+
+/// A binding key against the user's topic read permission, for topic exchanges.
+fn authorize_topic_binding(ctx: &ConnCtx, exchange: &str, key: &str) -> Result<(), AmqpError> {
+    if ctx.vhost.is_topic(exchange) {
+        ctx.broker.access().check_topic(
+            &ctx.user,
+            ctx.vhost.name(),
+            exchange,
+            key,
+            Permission::Read,
+        )?;
+    }
+    Ok(())
 }
 
 /// `queue.bind`/`unbind`: write on the queue, then read on the exchange (and its topic
@@ -135,16 +154,7 @@ fn authorize_queue_binding(
         return Err(VHost::default_exchange_refused());
     }
     ctx.authorize(Resource::Exchange(exchange), Permission::Read)?;
-    if ctx.vhost.is_topic(exchange) {
-        ctx.broker.access().check_topic(
-            &ctx.user,
-            ctx.vhost.name(),
-            exchange,
-            key,
-            Permission::Read,
-        )?;
-    }
-    Ok(())
+    authorize_topic_binding(ctx, exchange, key)
 }
 
 /// A non-passive `queue.declare`: the reserved prefix, then configure on the (possibly
@@ -294,6 +304,9 @@ impl Channel {
         // consumer that has received them since. Only the rest (basic.get, consumers cancelled
         // earlier) is requeued from here.
         let gone: Vec<u64> = self.consumers.values().map(|c| c.id).collect();
+        for tag in self.consumers.keys() {
+            self.info.remove_consumer(tag);
+        }
         for (_, consumer) in self.consumers.drain() {
             consumer.queue.consumer_gone(consumer.id);
         }
@@ -422,9 +435,10 @@ impl Channel {
                 if !name.is_empty() && !d.passive {
                     ctx.authorize(Resource::Exchange(name), Permission::Configure)?;
                     // Only a new exchange's alternate exchange is checked, as in RabbitMQ.
+                    // A new `amq.` name is refused (by the vhost) before these.
                     if let Some(ae) = lookup(Some(&d.arguments), "alternate-exchange")
                         .and_then(as_str)
-                        .filter(|_| !ctx.vhost.has_exchange(name))
+                        .filter(|_| !ctx.vhost.has_exchange(name) && !name.starts_with("amq."))
                     {
                         ctx.authorize(Resource::Exchange(name), Permission::Read)?;
                         ctx.authorize(Resource::Exchange(&ae), Permission::Write)?;
@@ -453,7 +467,12 @@ impl Channel {
                 (!d.nowait).then_some(exchange::AMQPMethod::DeleteOk(exchange::DeleteOk {}))
             }
             exchange::AMQPMethod::Bind(b) => {
-                authorize_exchange_binding(ctx, b.source.as_str(), b.destination.as_str())?;
+                authorize_exchange_binding(
+                    ctx,
+                    b.source.as_str(),
+                    b.destination.as_str(),
+                    b.routing_key.as_str(),
+                )?;
                 ctx.vhost.set_binding(
                     b.source.as_str(),
                     Destination::Exchange(b.destination.to_string()),
@@ -465,7 +484,12 @@ impl Channel {
                 (!b.nowait).then_some(exchange::AMQPMethod::BindOk(exchange::BindOk {}))
             }
             exchange::AMQPMethod::Unbind(b) => {
-                authorize_exchange_binding(ctx, b.source.as_str(), b.destination.as_str())?;
+                authorize_exchange_binding(
+                    ctx,
+                    b.source.as_str(),
+                    b.destination.as_str(),
+                    b.routing_key.as_str(),
+                )?;
                 ctx.vhost.set_binding(
                     b.source.as_str(),
                     Destination::Exchange(b.destination.to_string()),

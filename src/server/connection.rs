@@ -308,6 +308,13 @@ pub(super) async fn run(
         (session.frame_max, session.channel_max, session.heartbeat),
     );
     broker.connections().register(info.clone());
+    // A user or vhost deleted during the handshake missed this connection when it closed the
+    // registered ones: check again now that it is registered.
+    if broker.access().user(&info.user).is_none() {
+        info.close(&format!("user '{}' is deleted", info.user));
+    } else if broker.vhost(&info.vhost).is_none() {
+        info.close(&format!("vhost '{}' is deleted", info.vhost));
+    }
     let (sink, inbox) = mpsc::unbounded_channel();
     let alarms = broker.alarms().subscribe();
     let mut conn = Connection {

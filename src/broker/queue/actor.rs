@@ -802,6 +802,8 @@ impl Actor {
             }
             Control::Policy(args) => {
                 self.state.set_delivery_limit(args.delivery_limit);
+                self.handle
+                    .set_refuses_publishes(args.may_refuse_publishes());
                 self.config.args = *args;
                 // Limits that now apply are enforced by this batch's settle_dying.
                 self.requeued = true;

@@ -508,10 +508,18 @@ impl QueueHandle {
 
     /// Apply new effective settings (a policy was set or cleared).
     pub fn apply_args(&self, args: args::QueueArgs) {
+        // Raised at once, lowered by the actor once it stops refusing: a publish in between
+        // is always answered by the queue itself, never acked for it unseen.
+        if args.may_refuse_publishes() {
+            self.set_refuses_publishes(true);
+        }
+        self.cast(Control::Policy(Box::new(args)));
+    }
+
+    pub(crate) fn set_refuses_publishes(&self, refuses: bool) {
         self.shared
             .refuses_publishes
-            .store(args.may_refuse_publishes(), Ordering::Relaxed);
-        self.cast(Control::Policy(Box::new(args)));
+            .store(refuses, Ordering::Relaxed);
     }
 
     /// Counts as of the actor's last batch, without asking it.
