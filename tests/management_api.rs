@@ -595,6 +595,13 @@ async fn definitions_exported_by_rabbitmq_import_and_round_trip() {
 #[tokio::test]
 async fn health_checks_alarms_aliveness_and_metrics() {
     let (b, api) = setup().await;
+    let (_c, ch) = b.channel().await;
+    ch.queue_declare("stored".into(), durable(), FieldTable::default())
+        .await
+        .unwrap();
+    ch.confirm_select(Default::default()).await.unwrap();
+    let persistent = BasicProperties::default().with_delivery_mode(2);
+    assert!(publish_confirmed(&ch, "", "stored", b"p", persistent).await);
     assert_eq!(
         api.guest("GET", "/api/health/checks/alarms", None)
             .await

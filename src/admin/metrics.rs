@@ -108,6 +108,25 @@ pub fn render(state: &super::AdminState) -> String {
     ] {
         simple(&mut out, name, "counter", help, counter.load(Ordering::Relaxed));
     }
+    let (buckets, count, sum) = broker.confirm_latency().snapshot();
+    family(
+        &mut out,
+        "leveret_confirm_latency_seconds",
+        "histogram",
+        "Time from publish to publisher confirm, for messages the queues confirm themselves (persistent in durable queues)",
+    );
+    for (le, n) in buckets {
+        let _ = writeln!(
+            out,
+            "leveret_confirm_latency_seconds_bucket{{le=\"{le}\"}} {n}"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "leveret_confirm_latency_seconds_bucket{{le=\"+Inf\"}} {count}"
+    );
+    let _ = writeln!(out, "leveret_confirm_latency_seconds_sum {sum}");
+    let _ = writeln!(out, "leveret_confirm_latency_seconds_count {count}");
     let mut queues = Vec::new();
     for v in broker.vhosts() {
         for (name, record) in v.queues() {

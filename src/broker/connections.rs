@@ -252,3 +252,48 @@ impl ConnectionRegistry {
         doomed.len()
     }
 }
+
+/// Upper bounds (seconds) of the confirm-latency histogram's buckets.
+pub const LATENCY_BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
+
+/// How long publishes that queues confirm themselves (persistent messages in durable queues,
+/// or queues that may refuse) waited for their confirm: a Prometheus histogram.
+#[derive(Debug, Default)]
+pub struct LatencyHistogram {
+    buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl LatencyHistogram {
+    /// Count one latency.
+    pub fn record(&self, latency: std::time::Duration) {
+        let seconds = latency.as_secs_f64();
+        if let Some(i) = LATENCY_BUCKETS.iter().position(|&le| seconds <= le) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_micros
+            .fetch_add(latency.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// Cumulative counts per bucket bound, the total count and the sum in seconds.
+    pub fn snapshot(&self) -> (Vec<(f64, u64)>, u64, f64) {
+        let mut cumulative = 0;
+        let buckets = LATENCY_BUCKETS
+            .iter()
+            .zip(&self.buckets)
+            .map(|(&le, n)| {
+                cumulative += n.load(Ordering::Relaxed);
+                (le, cumulative)
+            })
+            .collect();
+        (
+            buckets,
+            self.count.load(Ordering::Relaxed),
+            self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6,
+        )
+    }
+}

@@ -25,7 +25,7 @@ use crate::store::{Store, StoreError};
 
 use access::{AccessControl, AdminError, PermissionRecord, UserRecord};
 use commit::Committer;
-use connections::{ConnectionRegistry, MessageCounters};
+use connections::{ConnectionRegistry, LatencyHistogram, MessageCounters};
 
 pub use message::Message;
 pub use vhost::VHost;
@@ -115,6 +115,7 @@ pub struct Broker {
     access: AccessControl,
     connections: ConnectionRegistry,
     counters: MessageCounters,
+    confirm_latency: LatencyHistogram,
     store: Arc<dyn Store>,
     committer: Committer,
     pressure: memory::MemoryPressure,
@@ -139,6 +140,7 @@ impl Broker {
             access,
             connections: ConnectionRegistry::default(),
             counters: MessageCounters::default(),
+            confirm_latency: LatencyHistogram::default(),
             store,
             committer,
             pressure,
@@ -279,6 +281,11 @@ impl Broker {
     /// Broker-wide message counters.
     pub fn counters(&self) -> &MessageCounters {
         &self.counters
+    }
+
+    /// Publisher-confirm latencies of stored publishes.
+    pub fn confirm_latency(&self) -> &LatencyHistogram {
+        &self.confirm_latency
     }
 
     /// Set permissions, checking that the vhost exists.

@@ -391,10 +391,8 @@ impl Channel {
     }
 
     /// A queue's answer for a publish in confirm mode.
-    pub(super) fn on_queue_confirm(&mut self, seq: u64, ack: bool) {
-        if let Some(confirms) = self.confirms.as_mut() {
-            confirms.queue_answered(seq, ack);
-        }
+    pub(super) fn on_queue_confirm(&mut self, seq: u64, ack: bool) -> Option<std::time::Duration> {
+        self.confirms.as_mut()?.queue_answered(seq, ack)
     }
 
     /// The queue dropped a consumer (it was deleted): tell clients that understand it.

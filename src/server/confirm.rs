@@ -5,6 +5,7 @@
 //! `multiple=true` ack, and a nack always sent on its own.
 
 use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
 
 /// One confirm frame to send: (delivery tag, multiple, ack?).
 pub(crate) type ConfirmFrame = (u64, bool, bool);
@@ -14,8 +15,8 @@ pub(crate) struct ConfirmTracker {
     next: u64,
     confirmed_upto: u64,
     done: BTreeMap<u64, bool>,
-    /// Publishes waiting on queues: (queues still to answer, all answered ack so far).
-    waiting: HashMap<u64, (u32, bool)>,
+    /// Publishes waiting on queues: (queues still to answer, all answered ack so far, since).
+    waiting: HashMap<u64, (u32, bool, Instant)>,
 }
 
 impl ConfirmTracker {
@@ -42,21 +43,22 @@ impl ConfirmTracker {
 
     /// A publish that `queues` queues will each confirm (persistent messages in durable queues).
     pub(crate) fn expect(&mut self, seq: u64, queues: u32) {
-        self.waiting.insert(seq, (queues, true));
+        self.waiting.insert(seq, (queues, true, Instant::now()));
     }
 
-    /// One queue's answer for a publish; settles it once every queue has answered.
-    pub(crate) fn queue_answered(&mut self, seq: u64, ack: bool) {
-        let Some((remaining, all_ack)) = self.waiting.get_mut(&seq) else {
-            return;
-        };
+    /// One queue's answer for a publish; settles it once every queue has answered, and then
+    /// returns how long the queues took (the confirm latency).
+    pub(crate) fn queue_answered(&mut self, seq: u64, ack: bool) -> Option<Duration> {
+        let (remaining, all_ack, since) = self.waiting.get_mut(&seq)?;
         *remaining -= 1;
         *all_ack &= ack;
-        if *remaining == 0 {
-            let all_ack = *all_ack;
-            self.waiting.remove(&seq);
-            self.settle(seq, all_ack);
+        if *remaining > 0 {
+            return None;
         }
+        let (all_ack, since) = (*all_ack, *since);
+        self.waiting.remove(&seq);
+        self.settle(seq, all_ack);
+        Some(since.elapsed())
     }
 
     /// Whether frames are ready to go out.

@@ -582,7 +582,9 @@ impl Connection {
             }
             ClientEvent::Confirm { channel, seq, ack } => {
                 if let Some(ch) = self.channels.get_mut(&channel) {
-                    ch.on_queue_confirm(seq, ack);
+                    if let Some(latency) = ch.on_queue_confirm(seq, ack) {
+                        self.ctx.broker.confirm_latency().record(latency);
+                    }
                 }
             }
             ClientEvent::ConsumerCancelled {
