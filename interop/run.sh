@@ -39,8 +39,28 @@ case "$AGAINST" in
   leveret)
     BIN="${LEVERET_BIN:-$ROOT/target/debug/leveret}"
     [ -x "$BIN" ] || cargo build --quiet --bin leveret
-    rm -rf "$LOGS/data"
-    "$BIN" --bind 127.0.0.1 --port 0 --management-port 0 --prometheus-port 0 --data-dir "$LOGS/data" >"$LOGS/broker.log" 2>&1 &
+    rm -rf "$LOGS/data" "$LOGS/tls"
+    # A CA, a server certificate for localhost and a client certificate for guest (EXTERNAL).
+    TLS_DIR="$LOGS/tls"; mkdir -p "$TLS_DIR"
+    (
+      cd "$TLS_DIR"
+      openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=interop CA" -keyout ca.key -out ca.pem
+      openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" -keyout server.key -out server.csr
+      printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' > san.ext
+      openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -extfile san.ext -out server.pem
+      openssl req -newkey rsa:2048 -nodes -subj "/CN=guest" -keyout client.key -out client.csr
+      printf 'extendedKeyUsage=clientAuth\n' > client.ext
+      openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -extfile client.ext -out client.pem
+    ) >"$LOGS/tls.log" 2>&1
+    cat >"$LOGS/leveret.conf" <<CONF
+listeners.ssl.default = 127.0.0.1:0
+ssl_options.certfile = $TLS_DIR/server.pem
+ssl_options.keyfile = $TLS_DIR/server.key
+ssl_options.cacertfile = $TLS_DIR/ca.pem
+ssl_options.verify = verify_peer
+ssl_options.fail_if_no_peer_cert = false
+CONF
+    "$BIN" --config "$LOGS/leveret.conf" --bind 127.0.0.1 --port 0 --management-port 0 --prometheus-port 0 --data-dir "$LOGS/data" >"$LOGS/broker.log" 2>&1 &
     BROKER_PID=$!
     PORT=""
     for _ in $(seq 1 100); do
@@ -50,6 +70,8 @@ case "$AGAINST" in
     done
     [ -n "$PORT" ] || { echo "leveret did not start:"; cat "$LOGS/broker.log"; exit 1; }
     MGMT_PORT=$(sed -n 's/.*management API listening.*http=[0-9.]*:\([0-9]*\).*/\1/p' "$LOGS/broker.log" | head -n1)
+    AMQPS_PORT=$(sed -n 's/.*over TLS.*amqps=[0-9.]*:\([0-9]*\).*/\1/p' "$LOGS/broker.log" | head -n1)
+    export AMQPS_PORT TLS_DIR
     export LEVERET_BIN="$BIN"
     ;;
   rabbitmq)

@@ -400,8 +400,19 @@ impl Config {
     /// so the binary can say so instead of silently ignoring them.
     pub fn not_yet_supported(&self) -> Vec<&'static str> {
         let mut out = Vec::new();
-        if !self.listeners_ssl.is_empty() || !self.ssl_options.is_empty() {
-            out.push("listeners.ssl / ssl_options (TLS)");
+        for key in self.ssl_options.keys() {
+            if ![
+                "certfile",
+                "keyfile",
+                "cacertfile",
+                "verify",
+                "fail_if_no_peer_cert",
+            ]
+            .contains(&key.as_str())
+            {
+                out.push("ssl_options (only certfile, keyfile, cacertfile, verify and fail_if_no_peer_cert are used)");
+                break;
+            }
         }
         out
     }

@@ -229,7 +229,7 @@ pub fn connection_json(c: &ConnectionInfo) -> Value {
         "port": c.local.port(),
         "peer_host": c.peer.ip().to_string(),
         "peer_port": c.peer.port(),
-        "ssl": false,
+        "ssl": c.tls.load(std::sync::atomic::Ordering::Relaxed),
         "channels": channels,
         "channel_max": c.channel_max,
         "frame_max": c.frame_max,

@@ -200,6 +200,23 @@ async fn run(config: Config, workers: usize) -> anyhow::Result<()> {
         admin,
         shutdown_rx.clone(),
     )));
+    // TLS listeners come up before the plain ones, so the "ready" line means all are.
+    if !config.listeners_ssl.is_empty() {
+        let tls = leveret::server::tls::server_config(&config.ssl_options)
+            .context("loading the TLS settings (ssl_options.*)")?;
+        for (name, addr) in &config.listeners_ssl {
+            let (local, server) = leveret::server::tls::start(
+                *addr,
+                tls.clone(),
+                broker.clone(),
+                shutdown_rx.clone(),
+            )
+            .await
+            .with_context(|| format!("listening on {addr} (listeners.ssl.{name})"))?;
+            tracing::info!(amqps = %local, "accepting AMQP 0-9-1 over TLS");
+            servers.push(server);
+        }
+    }
     for (name, addr) in &config.listeners_tcp {
         let (local, server) = leveret::server::start(*addr, broker.clone(), shutdown_rx.clone())
             .await

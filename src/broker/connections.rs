@@ -139,6 +139,8 @@ pub struct ConnectionInfo {
     pub send_oct: AtomicU64,
     /// Whether an alarm has it blocked.
     pub blocked: AtomicBool,
+    /// Over TLS.
+    pub tls: AtomicBool,
     channels: Mutex<BTreeMap<u16, Arc<ChannelInfo>>>,
     kill: mpsc::UnboundedSender<AmqpError>,
 }
@@ -174,6 +176,7 @@ impl ConnectionInfo {
             recv_oct: AtomicU64::new(0),
             send_oct: AtomicU64::new(0),
             blocked: AtomicBool::new(false),
+            tls: AtomicBool::new(false),
             channels: Mutex::new(BTreeMap::new()),
             kill,
         });

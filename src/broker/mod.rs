@@ -351,6 +351,14 @@ impl Broker {
             .cloned()
     }
 
+    /// The user a verified TLS client certificate names (its CN), for the EXTERNAL mechanism.
+    pub fn authenticate_external(&self, name: &str, from_loopback: bool) -> Option<UserRecord> {
+        if !from_loopback && self.config.loopback_users.iter().any(|u| u == name) {
+            return None;
+        }
+        self.access.user(name)
+    }
+
     /// Check credentials; `from_loopback` says whether the client connected over loopback.
     pub fn authenticate(
         &self,

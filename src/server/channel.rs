@@ -760,7 +760,9 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let (client, accepted) =
             tokio::join!(tokio::net::TcpStream::connect(addr), listener.accept());
-        let (writer, _task) = crate::server::writer::spawn(Arc::new(accepted.unwrap().0));
+        let (writer, _task) = crate::server::writer::spawn(Arc::new(
+            crate::server::socket::Socket::Tcp(accepted.unwrap().0),
+        ));
         let (sink, inbox) = mpsc::unbounded_channel();
         (
             ConnCtx::for_tests(broker, sink, writer),

@@ -12,11 +12,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 
 use super::channel::Channel;
 use super::handshake::{handshake, ClientCapabilities, HandshakeFailure};
+use super::socket::Socket;
 use super::writer::{self, WriterHandle, BACKLOG_HIGH};
 use crate::broker::access::{Permission, Resource};
 use crate::broker::alarms::AlarmState;
@@ -39,13 +39,13 @@ const CONSUMER_TIMEOUT_CHECK: Duration = Duration::from_secs(1);
 
 /// Reads and decodes frames from the socket (shared with the writer, which only writes).
 pub(super) struct FrameReader {
-    socket: Arc<TcpStream>,
+    socket: Arc<Socket>,
     buf: BytesMut,
     frame_max: u32,
 }
 
 impl FrameReader {
-    fn new(socket: Arc<TcpStream>, frame_max: u32) -> Self {
+    fn new(socket: Arc<Socket>, frame_max: u32) -> Self {
         Self {
             socket,
             buf: BytesMut::with_capacity(64 * 1024),
@@ -269,19 +269,19 @@ struct Connection {
 
 /// Serve one accepted socket to the end.
 pub(super) async fn run(
-    stream: TcpStream,
-    peer: SocketAddr,
+    stream: Socket,
+    (peer, local): (SocketAddr, SocketAddr),
+    tls: Option<super::tls::TlsIdentity>,
     broker: Arc<Broker>,
     shutdown: watch::Receiver<bool>,
     id: u64,
 ) {
-    let local = stream.local_addr().unwrap_or(peer);
     let socket = Arc::new(stream);
     let (writer, writer_task) = writer::spawn(socket.clone());
     let mut reader = FrameReader::new(socket, broker.config().frame_max);
     let session = match tokio::time::timeout(
         HANDSHAKE_TIMEOUT,
-        handshake(&mut reader, &writer, &broker, peer),
+        handshake(&mut reader, &writer, &broker, peer, tls.as_ref()),
     )
     .await
     {
@@ -307,6 +307,8 @@ pub(super) async fn run(
         session.client_properties,
         (session.frame_max, session.channel_max, session.heartbeat),
     );
+    info.tls
+        .store(tls.is_some(), std::sync::atomic::Ordering::Relaxed);
     broker.connections().register(info.clone());
     // A user or vhost deleted during the handshake missed this connection when it closed the
     // registered ones: check again now that it is registered.
@@ -357,7 +359,7 @@ async fn finish(reader: FrameReader, writer: WriterHandle, task: tokio::task::Jo
     drop(writer);
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, task).await;
     if let Ok(mut socket) = Arc::try_unwrap(reader.socket) {
-        let _ = tokio::io::AsyncWriteExt::shutdown(&mut socket).await;
+        socket.shutdown().await;
     }
 }
 

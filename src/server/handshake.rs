@@ -132,7 +132,10 @@ pub(super) async fn handshake(
     writer: &WriterHandle,
     broker: &Broker,
     peer: SocketAddr,
+    tls: Option<&super::tls::TlsIdentity>,
 ) -> Result<Session, HandshakeFailure> {
+    // EXTERNAL is offered to TLS clients that presented a certificate: its CN is the user.
+    let peer_cn = tls.and_then(|t| t.peer_cn.as_deref());
     let header = reader
         .read_exact_bytes(8)
         .await
@@ -147,7 +150,11 @@ pub(super) async fn handshake(
             version_major: 0,
             version_minor: 9,
             server_properties: server_properties(),
-            mechanisms: "PLAIN AMQPLAIN".into(),
+            mechanisms: if peer_cn.is_some() {
+                "PLAIN AMQPLAIN EXTERNAL".into()
+            } else {
+                "PLAIN AMQPLAIN".into()
+            },
             locales: "en_US".into(),
         })),
     );
@@ -161,17 +168,18 @@ pub(super) async fn handshake(
     let capabilities = capabilities_of(&start_ok.client_properties);
     let mechanism = start_ok.mechanism.as_str();
     let response: &LongString = &start_ok.response;
-    let credentials = match mechanism {
-        "PLAIN" => parse_plain(response.as_bytes()),
-        "AMQPLAIN" => parse_amqplain(response.as_bytes()),
-        other => {
+    let from_loopback = peer.ip().is_loopback();
+    let authenticated = match (mechanism, peer_cn) {
+        ("PLAIN", _) => parse_plain(response.as_bytes())
+            .and_then(|(user, pass)| broker.authenticate(&user, &pass, from_loopback)),
+        ("AMQPLAIN", _) => parse_amqplain(response.as_bytes())
+            .and_then(|(user, pass)| broker.authenticate(&user, &pass, from_loopback)),
+        ("EXTERNAL", Some(cn)) => broker.authenticate_external(cn, from_loopback),
+        (other, _) => {
             tracing::warn!(%peer, mechanism = other, "unknown authentication mechanism");
             return Err(HandshakeFailure::Silent);
         }
     };
-    let authenticated = credentials
-        .as_ref()
-        .and_then(|(user, pass)| broker.authenticate(user, pass, peer.ip().is_loopback()));
     let Some(user) = authenticated.map(|u| u.name) else {
         tracing::warn!(%peer, mechanism, "login refused");
         if !capabilities.authentication_failure_close {

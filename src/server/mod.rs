@@ -9,6 +9,8 @@ mod channel;
 mod confirm;
 mod connection;
 mod handshake;
+mod socket;
+pub mod tls;
 mod writer;
 
 use std::net::SocketAddr;
@@ -36,10 +38,12 @@ pub async fn serve(
                 Ok((stream, peer)) => {
                     let id = NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed);
                     let _ = stream.set_nodelay(true);
+                    let local = stream.local_addr().unwrap_or(peer);
                     let broker = broker.clone();
                     let shutdown = shutdown.clone();
                     connections.spawn(async move {
-                        connection::run(stream, peer, broker, shutdown, id).await;
+                        let socket = socket::Socket::Tcp(stream);
+                        connection::run(socket, (peer, local), None, broker, shutdown, id).await;
                     });
                 }
                 Err(error) => {

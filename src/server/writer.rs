@@ -13,8 +13,9 @@ use std::io::{self, IoSlice};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use super::socket::Socket;
+
 use bytes::{Buf, Bytes};
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Notify};
 
 /// Above this backlog the connection stops returning consumer credit.
@@ -23,7 +24,7 @@ pub const BACKLOG_HIGH: usize = 1 << 20;
 /// The connection's side of the writer.
 #[derive(Debug, Clone)]
 pub struct WriterHandle {
-    socket: Arc<TcpStream>,
+    socket: Arc<Socket>,
     tx: mpsc::UnboundedSender<Bytes>,
     backlog: Arc<AtomicUsize>,
     drained: Arc<Notify>,
@@ -63,7 +64,7 @@ impl WriterHandle {
 
 /// Start the writer task; it ends when every handle is dropped (after writing what it has) or
 /// the socket fails.
-pub fn spawn(socket: Arc<TcpStream>) -> (WriterHandle, tokio::task::JoinHandle<()>) {
+pub(super) fn spawn(socket: Arc<Socket>) -> (WriterHandle, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::unbounded_channel();
     let handle = WriterHandle {
         socket: socket.clone(),
@@ -81,7 +82,7 @@ pub fn spawn(socket: Arc<TcpStream>) -> (WriterHandle, tokio::task::JoinHandle<(
 }
 
 /// Write as much of `queue` as the socket takes now; returns bytes written.
-fn write_some(socket: &TcpStream, queue: &mut VecDeque<Bytes>) -> io::Result<usize> {
+fn write_some(socket: &Socket, queue: &mut VecDeque<Bytes>) -> io::Result<usize> {
     let slices: Vec<IoSlice<'_>> = queue.iter().take(64).map(|b| IoSlice::new(b)).collect();
     let mut n = socket.try_write_vectored(&slices)?;
     let written = n;
@@ -101,7 +102,7 @@ fn write_some(socket: &TcpStream, queue: &mut VecDeque<Bytes>) -> io::Result<usi
 }
 
 async fn run(
-    socket: Arc<TcpStream>,
+    socket: Arc<Socket>,
     mut rx: mpsc::UnboundedReceiver<Bytes>,
     backlog: Arc<AtomicUsize>,
     drained: Arc<Notify>,
