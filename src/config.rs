@@ -60,6 +60,9 @@ pub struct Config {
     pub disk_free_limit: Watermark,
     /// `management.tcp.port`.
     pub management_port: u16,
+    /// `management.ssl.*` (`port`, `certfile`, `keyfile`, `cacertfile`, `verify`,
+    /// `fail_if_no_peer_cert`): the HTTP API over TLS, as given.
+    pub management_ssl: BTreeMap<String, String>,
     /// `prometheus.tcp.port`.
     pub prometheus_port: u16,
     /// `log.console.level`.
@@ -91,6 +94,7 @@ impl Default for Config {
             vm_memory_high_watermark: Watermark::Relative(0.4),
             disk_free_limit: Watermark::Absolute(50_000_000),
             management_port: 15672,
+            management_ssl: BTreeMap::new(),
             prometheus_port: 15692,
             log_level: "info".to_owned(),
             data_dir: PathBuf::from("./data"),
@@ -134,6 +138,7 @@ const KEYS: &[&str] = &[
     "disk_free_limit.relative",
     "disk_free_limit.absolute",
     "management.tcp.port",
+    "management.ssl.",
     "prometheus.tcp.port",
     "log.console.level",
     "data_dir",
@@ -233,6 +238,18 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
             return Err(error(value_column, format!("{key}: missing value")));
         }
         let number = |what: &str| value.parse::<u64>().map_err(|_| bad(what));
+        if let Some(option) = key
+            .strip_prefix("management.ssl.")
+            .filter(|o| !o.is_empty())
+        {
+            if option == "port" {
+                value.parse::<u16>().map_err(|_| bad("expected a port"))?;
+            }
+            config
+                .management_ssl
+                .insert(option.to_owned(), value.to_owned());
+            continue;
+        }
         match key.split_once('.') {
             Some(("listeners", rest)) => {
                 let (kind, name) = rest.split_once('.').unwrap_or((rest, ""));
@@ -389,6 +406,9 @@ impl Config {
             };
         }
         let _ = writeln!(out, "management.tcp.port = {}", self.management_port);
+        for (option, value) in &self.management_ssl {
+            let _ = writeln!(out, "management.ssl.{option} = {value}");
+        }
         let _ = writeln!(out, "prometheus.tcp.port = {}", self.prometheus_port);
         let _ = writeln!(out, "log.console.level = {}", self.log_level);
         let _ = writeln!(out, "data_dir = {}", self.data_dir.display());

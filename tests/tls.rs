@@ -206,3 +206,65 @@ async fn bad_tls_settings_are_reported() {
     let err = leveret::server::tls::server_config(&options).unwrap_err();
     assert!(err.to_string().starts_with("/nonexistent.pem: "), "{err}");
 }
+
+/// One HTTP/1.1 request over TLS, trusting the test CA; returns the raw response.
+async fn https_get(addr: SocketAddr, ca_pem: &str, path: &str, auth: &str) -> String {
+    use rustls::pki_types::pem::PemObject;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = connector.connect(name, tcp).await.expect("TLS to the API");
+    use base64::Engine as _;
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Basic {}\r\nConnection: close\r\n\r\n",
+        base64::engine::general_purpose::STANDARD.encode(auth)
+    );
+    tls.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    tls.read_to_string(&mut response).await.unwrap_or_default();
+    response
+}
+
+#[tokio::test]
+async fn the_management_api_is_served_over_tls() {
+    let b = start(false, false).await;
+    let server = b.pki.issue("localhost", &["localhost", "127.0.0.1"]);
+    let dir = tempfile::tempdir().unwrap();
+    let cert = dir.path().join("api.pem");
+    let key = dir.path().join("api.key");
+    std::fs::write(&cert, &server.cert_pem).unwrap();
+    std::fs::write(&key, &server.key_pem).unwrap();
+    let mut options = BTreeMap::new();
+    options.insert("certfile".to_owned(), cert.to_string_lossy().into_owned());
+    options.insert("keyfile".to_owned(), key.to_string_lossy().into_owned());
+    let config = leveret::server::tls::server_config(&options).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let state = Arc::new(leveret::admin::AdminState {
+        broker: b.broker.broker.clone(),
+        rates: Default::default(),
+        amqp_ports: vec![],
+    });
+    let (_tx, rx) = tokio::sync::watch::channel(false);
+    std::mem::forget(_tx);
+    tokio::spawn(leveret::admin::serve_tls(listener, config, state, rx));
+    let ok = https_get(addr, &b.pki.ca_pem, "/api/whoami", "guest:guest").await;
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+    assert!(
+        ok.contains(r#"{"name":"guest","tags":["administrator"]}"#),
+        "{ok}"
+    );
+    let refused = https_get(addr, &b.pki.ca_pem, "/api/whoami", "guest:wrong").await;
+    assert!(refused.starts_with("HTTP/1.1 401"), "{refused}");
+}

@@ -220,10 +220,18 @@ impl FromRequestParts<State> for Auth {
         let Some((name, password)) = credentials.as_deref().and_then(|c| c.split_once(':')) else {
             return Err(ApiError::login_failed());
         };
-        let loopback = parts
+        // Without a known peer, the request is not from loopback (loopback_users refused).
+        let peer = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
-            .is_none_or(|ConnectInfo(peer)| peer.ip().is_loopback());
+            .map(|ConnectInfo(peer)| *peer)
+            .or_else(|| {
+                parts
+                    .extensions
+                    .get::<ConnectInfo<TlsPeer>>()
+                    .map(|ConnectInfo(TlsPeer(peer))| *peer)
+            });
+        let loopback = peer.is_some_and(|p| p.ip().is_loopback());
         let user = state
             .broker
             .authenticate(name, password, loopback)
@@ -276,6 +284,93 @@ pub async fn serve(listener: TcpListener, state: State, mut shutdown: watch::Rec
 /// The Prometheus metrics text, as `GET /metrics` returns it.
 pub fn render_metrics(state: &AdminState) -> String {
     metrics::render(state)
+}
+
+/// The peer address of a TLS connection to the HTTP API.
+#[derive(Debug, Clone, Copy)]
+struct TlsPeer(SocketAddr);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsListener>>
+    for TlsPeer
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, TlsListener>) -> Self {
+        Self(*stream.remote_addr())
+    }
+}
+
+/// Accepted TLS connections for the HTTP API: handshakes run in their own tasks, so a slow
+/// client cannot hold up the others.
+struct TlsListener {
+    accepted: tokio::sync::mpsc::Receiver<(
+        tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+        SocketAddr,
+    )>,
+    local: SocketAddr,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.accepted.recv().await {
+            Some(accepted) => accepted,
+            // The acceptor is gone (shutdown): nothing more will come.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        Ok(self.local)
+    }
+}
+
+/// Serve the management API over TLS (RabbitMQ's `management.ssl.*`) until `shutdown`.
+pub async fn serve_tls(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    state: State,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let local = match listener.local_addr() {
+        Ok(local) => local,
+        Err(error) => {
+            tracing::error!(%error, "management TLS listener has no address");
+            return;
+        }
+    };
+    let (tx, accepted) = tokio::sync::mpsc::channel(64);
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let accepting = tokio::spawn(async move {
+        loop {
+            let Ok((stream, peer)) = listener.accept().await else {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            };
+            let (acceptor, tx) = (acceptor.clone(), tx.clone());
+            tokio::spawn(async move {
+                let handshake = tokio::time::timeout(
+                    std::time::Duration::from_secs(10),
+                    acceptor.accept(stream),
+                );
+                if let Ok(Ok(tls)) = handshake.await {
+                    let _ = tx.send((tls, peer)).await;
+                }
+            });
+        }
+    });
+    let app = router(state.clone()).into_make_service_with_connect_info::<TlsPeer>();
+    let sampler = tokio::spawn(rates::sample(state));
+    let result = axum::serve(TlsListener { accepted, local }, app)
+        .with_graceful_shutdown(async move {
+            let _ = shutdown.changed().await;
+        })
+        .await;
+    accepting.abort();
+    sampler.abort();
+    if let Err(error) = result {
+        tracing::error!(%error, "management API (TLS) failed");
+    }
 }
 
 /// Serve Prometheus metrics (`GET /metrics`) on `listener` until `shutdown` turns true.

@@ -186,6 +186,21 @@ async fn run(config: Config, workers: usize) -> anyhow::Result<()> {
         admin.clone(),
         shutdown_rx.clone(),
     )));
+    if let Some(port) = config.management_ssl.get("port") {
+        let port: u16 = port.parse().context("management.ssl.port")?;
+        let tls = leveret::server::tls::server_config(&config.management_ssl)
+            .context("loading the management API's TLS settings (management.ssl.*)")?;
+        let https = tokio::net::TcpListener::bind((bind_ip, port))
+            .await
+            .with_context(|| format!("listening on port {port} (management.ssl.port)"))?;
+        tracing::info!(https = %https.local_addr()?, "management API listening over TLS");
+        servers.push(tokio::spawn(leveret::admin::serve_tls(
+            https,
+            tls,
+            admin.clone(),
+            shutdown_rx.clone(),
+        )));
+    }
     let metrics = tokio::net::TcpListener::bind((bind_ip, config.prometheus_port))
         .await
         .with_context(|| {
