@@ -52,6 +52,9 @@ pub struct Config {
     pub channel_max: u16,
     /// `max_message_size`, bytes.
     pub max_message_size: u64,
+    /// `max_unacked_per_channel` (Leveret's own): deliveries a channel may hold unacknowledged
+    /// across its consumers, whatever their prefetch (0: no cap, as RabbitMQ).
+    pub max_unacked_per_channel: u32,
     /// `consumer_timeout`, milliseconds (`None`: `consumer_timeout = false`, never).
     pub consumer_timeout: Option<u64>,
     /// `vm_memory_high_watermark.relative` / `.absolute`.
@@ -90,6 +93,7 @@ impl Default for Config {
             frame_max: 131_072,
             channel_max: 2047,
             max_message_size: 128 * 1024 * 1024,
+            max_unacked_per_channel: 0,
             consumer_timeout: Some(30 * 60 * 1000),
             vm_memory_high_watermark: Watermark::Relative(0.4),
             disk_free_limit: Watermark::Absolute(50_000_000),
@@ -132,6 +136,7 @@ const KEYS: &[&str] = &[
     "frame_max",
     "channel_max",
     "max_message_size",
+    "max_unacked_per_channel",
     "consumer_timeout",
     "vm_memory_high_watermark.relative",
     "vm_memory_high_watermark.absolute",
@@ -306,6 +311,11 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
                         .parse()
                         .map_err(|_| bad("expected a number (0-65535)"))?
                 }
+                "max_unacked_per_channel" => {
+                    config.max_unacked_per_channel = value
+                        .parse()
+                        .map_err(|_| bad("expected a count (0: no cap)"))?
+                }
                 "max_message_size" => {
                     config.max_message_size = bytes(value)
                         .filter(|b| (1..=512 * 1024 * 1024).contains(b))
@@ -391,6 +401,11 @@ impl Config {
         let _ = writeln!(out, "frame_max = {}", self.frame_max);
         let _ = writeln!(out, "channel_max = {}", self.channel_max);
         let _ = writeln!(out, "max_message_size = {}", self.max_message_size);
+        let _ = writeln!(
+            out,
+            "max_unacked_per_channel = {}",
+            self.max_unacked_per_channel
+        );
         match self.consumer_timeout {
             Some(ms) => writeln!(out, "consumer_timeout = {ms}"),
             None => writeln!(out, "consumer_timeout = false"),

@@ -493,3 +493,41 @@ async fn large_bodies_cross_frame_boundaries_intact() {
     let got = get_body(&ch, "big").await.unwrap();
     assert_eq!(got, body);
 }
+
+#[tokio::test]
+async fn the_broker_caps_unacked_deliveries_per_channel() {
+    let config = leveret::broker::BrokerConfig {
+        max_unacked_per_channel: 3,
+        ..Default::default()
+    };
+    let b = TestBroker::start_with(config).await;
+    let (_c, ch) = b.channel().await;
+    declare(&ch, "capped").await;
+    for i in 0..10 {
+        publish(&ch, "", "capped", format!("{i}").as_bytes()).await;
+    }
+    // No prefetch asked for: the cap still holds deliveries to 3 until acks come.
+    let mut consumer = ch
+        .basic_consume(
+            "capped".into(),
+            "".into(),
+            Default::default(),
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(next_delivery(&mut consumer).await);
+    }
+    assert_no_delivery(&mut consumer, 300).await;
+    held[0].ack(Default::default()).await.unwrap();
+    let fourth = next_delivery(&mut consumer).await;
+    assert_eq!(fourth.data, b"3");
+    assert_no_delivery(&mut consumer, 200).await;
+    // A global prefetch above the cap is bounded by it too.
+    ch.basic_qos(100, BasicQosOptions { global: true })
+        .await
+        .unwrap();
+    assert_no_delivery(&mut consumer, 200).await;
+}

@@ -134,6 +134,7 @@ async fn run(config: Config, workers: usize) -> anyhow::Result<()> {
         frame_max: config.frame_max,
         channel_max: config.channel_max,
         max_message_size: config.max_message_size,
+        max_unacked_per_channel: config.max_unacked_per_channel,
         loopback_users: config.loopback_users.clone(),
         default_vhost: config.default_vhost.clone(),
         default_user: config.default_user.clone(),

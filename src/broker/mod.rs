@@ -41,6 +41,8 @@ pub struct BrokerConfig {
     pub heartbeat: u16,
     /// Largest accepted message body.
     pub max_message_size: u64,
+    /// Cap on a channel's unacknowledged deliveries across its consumers (0: none).
+    pub max_unacked_per_channel: u32,
     /// Users allowed to log in only from loopback (RabbitMQ's `loopback_users`).
     pub loopback_users: Vec<String>,
     /// The vhost created on first start.
@@ -72,6 +74,7 @@ impl Default for BrokerConfig {
             frame_max: 131_072,
             heartbeat: 60,
             max_message_size: 128 * 1024 * 1024,
+            max_unacked_per_channel: 0,
             loopback_users: vec!["guest".to_owned()],
             default_vhost: "/".to_owned(),
             default_user: "guest".to_owned(),

@@ -602,7 +602,15 @@ impl Channel {
         };
         counter.store(u32::from(q.prefetch_count), Ordering::Relaxed);
         if q.global {
-            self.limiter.set_limit(u32::from(q.prefetch_count));
+            // The broker's cap, if any, bounds whatever the client asks for.
+            let cap = ctx.broker.config().max_unacked_per_channel;
+            let asked = u32::from(q.prefetch_count);
+            let limit = match (asked, cap) {
+                (0, cap) => cap,
+                (asked, 0) => asked,
+                (asked, cap) => asked.min(cap),
+            };
+            self.limiter.set_limit(limit);
             for c in self.consumers.values() {
                 c.queue.wake();
             }

@@ -194,7 +194,11 @@ impl Channel {
             closing: false,
             consumers: HashMap::new(),
             prefetch_count: 0,
-            limiter: Arc::new(ChannelLimiter::default()),
+            limiter: {
+                let limiter = ChannelLimiter::default();
+                limiter.set_limit(ctx.broker.config().max_unacked_per_channel);
+                Arc::new(limiter)
+            },
             next_delivery_tag: 1,
             unacked: BTreeMap::new(),
             confirms: None,
