@@ -104,7 +104,7 @@ run_suite() {  # name, command...
   if [ "$status" -ne 0 ] && [ "$fail" -eq 0 ]; then tail -n 30 "$log"; fi
 }
 
-export AMQP_HOST=127.0.0.1 AMQP_PORT=$PORT
+export AMQP_HOST=127.0.0.1 AMQP_PORT=$PORT MGMT_PORT BROKER_UNDER_TEST=$AGAINST
 run_suite pika "$VENV/bin/pytest" -q -p no:cacheprovider "$ROOT/interop/python"
 RABBITMQADMIN="$ADMIN" MGMT_PORT="$MGMT_PORT" \
   run_suite rabbitmqadmin "$VENV/bin/pytest" -q -p no:cacheprovider "$ROOT/interop/rabbitmqadmin"
