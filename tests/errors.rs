@@ -460,3 +460,38 @@ async fn a_user_id_other_than_the_login_is_406() {
         )
     );
 }
+
+#[tokio::test]
+async fn a_body_over_max_message_size_is_406() {
+    let config = leveret::broker::BrokerConfig {
+        max_message_size: 1000,
+        ..Default::default()
+    };
+    let b = TestBroker::start_with(config).await;
+    let (_c, ch) = b.channel().await;
+    declare(&ch, "sized").await;
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    assert!(publish_confirmed(&ch, "", "sized", &[0; 1000], Default::default()).await);
+    let err = ch
+        .basic_publish(
+            "".into(),
+            "sized".into(),
+            BasicPublishOptions::default(),
+            &[0; 2000],
+            Default::default(),
+        )
+        .await
+        .unwrap()
+        .await
+        .expect_err("channel closed");
+    assert_eq!(
+        amqp_error(&err),
+        (
+            406,
+            "PRECONDITION_FAILED - message size 2000 is larger than configured max size 1000"
+                .to_owned()
+        )
+    );
+}
