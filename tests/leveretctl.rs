@@ -87,6 +87,49 @@ async fn rabbitmqctl_commands_manage_a_running_broker() {
     ]))
     .unwrap();
     assert_eq!(json, serde_json::json!([{"user": "u", "vhost": "v"}]));
+    // Listings of every kind.
+    let exchanges = ctl.ok(&["list_exchanges", "-p", "v", "-q"]);
+    assert!(exchanges.starts_with("name\ttype\n"), "{exchanges}");
+    assert!(exchanges.contains("amq.topic\ttopic\n"), "{exchanges}");
+    let bindings = ctl.ok(&[
+        "list_bindings",
+        "-p",
+        "v",
+        "-q",
+        "source",
+        "destination",
+        "routing_key",
+    ]);
+    assert_eq!(bindings, "source\tdestination\trouting_key\n\tc-q\tc-q\n");
+    let consumer_ch = conn.create_channel().await.unwrap();
+    let _watcher = consumer_ch
+        .basic_consume(
+            "c-q".into(),
+            "watcher".into(),
+            Default::default(),
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let consumers = ctl.ok(&[
+            "list_consumers",
+            "-p",
+            "v",
+            "-q",
+            "queue_name",
+            "consumer_tag",
+        ]);
+        if consumers == "queue_name\tconsumer_tag\nc-q\twatcher\n" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{consumers}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let channels = ctl.ok(&["list_channels", "-q", "user", "consumer_count"]);
+    assert!(channels.contains("u\t1\n"), "{channels}");
+    consumer_ch.close(200, "done".into()).await.unwrap();
     ctl.ok(&["purge_queue", "-p", "v", "c-q"]);
     assert_eq!(message_count(&ch, "c-q").await, 0);
     ctl.ok(&["set_vhost_limits", "-p", "v", r#"{"max-queues": 1}"#]);
@@ -128,6 +171,21 @@ async fn rabbitmqctl_commands_manage_a_running_broker() {
     assert!(ctl
         .ok(&["list_users", "-q"])
         .contains("u\t[monitoring, management]"));
+    // close_connection: the connection listed for u is closed with the given reason.
+    let victim = lapin::Connection::connect(
+        &format!("amqp://u:pw@127.0.0.1:{amqp}/v"),
+        Default::default(),
+    )
+    .await
+    .expect("u connects again");
+    let names = ctl.ok(&["list_connections", "-q", "--no-table-headers", "name"]);
+    let name = names.lines().next().expect("a connection").to_owned();
+    ctl.ok(&["close_connection", &name, "maintenance"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while victim.status().connected() {
+        assert!(std::time::Instant::now() < deadline, "not closed");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     ctl.ok(&["change_password", "u", "pw2"]);
     let uri = format!("amqp://u:pw2@127.0.0.1:{amqp}/v");
     lapin::Connection::connect(&uri, Default::default())

@@ -984,3 +984,102 @@ async fn api_writes_check_the_same_permissions_as_amqp() {
     let r = api.call("GET", "/api/bindings/hidden", u2, None).await;
     assert_eq!(r.status, 401);
 }
+
+#[tokio::test]
+async fn the_remaining_read_endpoints_answer_in_rabbitmqs_shapes() {
+    let (b, api) = setup().await;
+    let (_c, ch) = b.channel().await;
+    declare(&ch, "rq").await;
+    let _consumer = ch
+        .basic_consume(
+            "rq".into(),
+            "t1".into(),
+            Default::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    ch.exchange_bind(
+        "amq.fanout".into(),
+        "amq.direct".into(),
+        "k".into(),
+        Default::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    let consumers = api.guest("GET", "/api/consumers/%2F", None).await.body;
+    assert_eq!(consumers[0]["consumer_tag"], json!("t1"), "{consumers}");
+    assert_eq!(
+        api.guest("GET", "/api/consumers/nosuch", None).await.status,
+        404
+    );
+    let nodes = api.guest("GET", "/api/nodes", None).await.body;
+    assert_eq!(nodes[0]["name"], json!("leveret@localhost"));
+    assert_eq!(nodes[0]["mem_alarm"], json!(false));
+    assert_eq!(
+        api.guest("GET", "/api/extensions", None).await.body,
+        json!([])
+    );
+    let perms = api
+        .guest("GET", "/api/vhosts/%2F/permissions", None)
+        .await
+        .body;
+    assert_eq!(
+        perms,
+        json!([{"vhost": "/", "user": "guest", "configure": ".*", "write": ".*", "read": ".*"}])
+    );
+    let perms = api
+        .guest("GET", "/api/users/guest/permissions", None)
+        .await
+        .body;
+    assert_eq!(perms[0]["vhost"], json!("/"));
+    let to = api
+        .guest(
+            "GET",
+            "/api/exchanges/%2F/amq.fanout/bindings/destination",
+            None,
+        )
+        .await
+        .body;
+    assert_eq!(to[0]["source"], json!("amq.direct"));
+    assert_eq!(to[0]["destination_type"], json!("exchange"));
+    let from = api
+        .guest("GET", "/api/exchanges/%2F/amq.direct/bindings/source", None)
+        .await
+        .body;
+    assert_eq!(from, to);
+    assert_eq!(
+        api.guest(
+            "PUT",
+            "/api/vhost-limits/%2F/max-queues",
+            Some(json!({"value": 10}))
+        )
+        .await
+        .status,
+        204
+    );
+    let limits = api.guest("GET", "/api/vhost-limits", None).await.body;
+    assert_eq!(limits, json!([{"vhost": "/", "value": {"max-queues": 10}}]));
+    assert_eq!(
+        api.guest("DELETE", "/api/vhost-limits/%2F/max-queues", None)
+            .await
+            .status,
+        204
+    );
+    assert_eq!(
+        api.guest("GET", "/api/vhost-limits/%2F", None).await.body,
+        json!([])
+    );
+    let r = api
+        .guest(
+            "PUT",
+            "/api/vhost-limits/%2F/max-bananas",
+            Some(json!({"value": 1})),
+        )
+        .await;
+    assert_eq!(r.status, 400);
+    let vhosts = api.guest("GET", "/api/vhosts", None).await.body;
+    assert_eq!(vhosts[0]["name"], json!("/"));
+    assert_eq!(vhosts[0]["description"], json!("Default virtual host"));
+}
