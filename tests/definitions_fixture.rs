@@ -10,7 +10,13 @@ use serde_json::{json, Value};
 
 const FIXTURE: &str = include_str!("../interop/fixtures/rabbitmq-3.10.8-definitions.json");
 
-fn get(addr: std::net::SocketAddr, path: &str) -> Value {
+/// One request to the API as guest: (status, JSON body).
+fn request(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> (u16, Value) {
     use base64::Engine as _;
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
@@ -20,33 +26,20 @@ fn get(addr: std::net::SocketAddr, path: &str) -> Value {
         "Basic {}",
         base64::engine::general_purpose::STANDARD.encode("guest:guest")
     );
-    agent
-        .get(&format!("http://{addr}{path}"))
-        .header("Authorization", &auth)
-        .call()
-        .unwrap()
-        .body_mut()
-        .read_json()
-        .unwrap()
-}
-
-fn post(addr: std::net::SocketAddr, path: &str, body: &Value) -> u16 {
-    use base64::Engine as _;
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
-    let auth = format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode("guest:guest")
-    );
-    agent
-        .post(&format!("http://{addr}{path}"))
-        .header("Authorization", &auth)
-        .send_json(body)
-        .unwrap()
-        .status()
-        .as_u16()
+    let url = format!("http://{addr}{path}");
+    let mut response = match (method, body) {
+        ("POST", Some(body)) => agent
+            .post(&url)
+            .header("Authorization", &auth)
+            .send_json(body),
+        _ => agent.get(&url).header("Authorization", &auth).call(),
+    }
+    .unwrap();
+    let status = response.status().as_u16();
+    (
+        status,
+        response.body_mut().read_json().unwrap_or(Value::Null),
+    )
 }
 
 /// The comparable part of a definitions list: chosen fields of each item, sorted.
@@ -78,14 +71,15 @@ async fn rabbitmq_definitions_import_and_export_unchanged() {
     let rabbit: Value = serde_json::from_str(FIXTURE).unwrap();
     let status = tokio::task::spawn_blocking({
         let rabbit = rabbit.clone();
-        move || post(addr, "/api/definitions", &rabbit)
+        move || request(addr, "POST", "/api/definitions", Some(&rabbit)).0
     })
     .await
     .unwrap();
     assert_eq!(status, 204);
-    let ours = tokio::task::spawn_blocking(move || get(addr, "/api/definitions"))
-        .await
-        .unwrap();
+    let ours =
+        tokio::task::spawn_blocking(move || request(addr, "GET", "/api/definitions", None).1)
+            .await
+            .unwrap();
     let checks: &[(&str, &[&str])] = &[
         (
             "users",

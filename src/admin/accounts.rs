@@ -100,11 +100,8 @@ pub(super) fn vhost_json(v: &VHost) -> Value {
 
 async fn list_vhosts(State(state): St, auth: Auth) -> Json<Vec<Value>> {
     Json(
-        state
-            .broker
-            .vhosts()
+        auth.visible_vhosts(&state.broker, None)
             .iter()
-            .filter(|v| auth.sees_vhost(&state.broker, v.name()))
             .map(|v| vhost_json(v))
             .collect(),
     )
@@ -468,11 +465,9 @@ async fn delete_limit(
 }
 
 fn policies_json(state: &super::AdminState, auth: &Auth, only: Option<&str>) -> Vec<Value> {
-    let mut all: Vec<PolicyRecord> = state
-        .broker
-        .vhosts()
+    let mut all: Vec<PolicyRecord> = auth
+        .visible_vhosts(&state.broker, only)
         .iter()
-        .filter(|v| only.is_none_or(|o| o == v.name()) && auth.sees_vhost(&state.broker, v.name()))
         .flat_map(|v| v.policies())
         .collect();
     all.sort_by(|a, b| (a.priority, &a.vhost, &a.name).cmp(&(b.priority, &b.vhost, &b.name)));

@@ -177,6 +177,19 @@ impl Auth {
         self.sees_all() || broker.access().may_open_vhost(&self.0.name, vhost)
     }
 
+    /// The vhosts this user may see, in name order; `only` narrows them to one.
+    pub fn visible_vhosts(
+        &self,
+        broker: &Broker,
+        only: Option<&str>,
+    ) -> Vec<Arc<crate::broker::VHost>> {
+        broker
+            .vhosts()
+            .into_iter()
+            .filter(|v| only.is_none_or(|o| o == v.name()) && self.sees_vhost(broker, v.name()))
+            .collect()
+    }
+
     /// Policy changes: administrators and policymakers with access to the vhost.
     pub fn require_policymaker(&self, broker: &Broker, vhost: &str) -> Result<(), ApiError> {
         if self.is_admin()

@@ -165,11 +165,8 @@ fn exchange_name(name: &str) -> &str {
 }
 
 fn queues_json(state: &super::AdminState, auth: &Auth, only: Option<&str>) -> Vec<Value> {
-    state
-        .broker
-        .vhosts()
+    auth.visible_vhosts(&state.broker, only)
         .into_iter()
-        .filter(|v| only.is_none_or(|o| o == v.name()) && auth.sees_vhost(&state.broker, v.name()))
         .flat_map(|v| {
             v.queues()
                 .into_iter()
@@ -380,11 +377,8 @@ async fn get_messages(
 }
 
 fn exchanges_json(state: &super::AdminState, auth: &Auth, only: Option<&str>) -> Vec<Value> {
-    state
-        .broker
-        .vhosts()
+    auth.visible_vhosts(&state.broker, only)
         .into_iter()
-        .filter(|v| only.is_none_or(|o| o == v.name()) && auth.sees_vhost(&state.broker, v.name()))
         .flat_map(|v| {
             v.exchanges()
                 .iter()
@@ -647,11 +641,8 @@ fn all_bindings(v: &VHost) -> Vec<Value> {
 
 async fn list_bindings(State(state): St, auth: Auth) -> Json<Vec<Value>> {
     Json(
-        state
-            .broker
-            .vhosts()
+        auth.visible_vhosts(&state.broker, None)
             .iter()
-            .filter(|v| auth.sees_vhost(&state.broker, v.name()))
             .flat_map(|v| all_bindings(v))
             .collect(),
     )

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use super::channel::{
     by_queue, delivery_deadline, unimplemented_method, Channel, ConsumerEntry, TxSettle, Unacked,
+    WriteAllowed,
 };
 use super::connection::{ConnCtx, Deferred};
 use crate::broker::access::{Permission, Resource};
@@ -98,13 +99,23 @@ impl Channel {
     ) -> Result<(), AmqpError> {
         let access = ctx.broker.access();
         let generation = access.generation();
-        let cached =
-            matches!(&self.write_allowed, Some((g, x)) if *g == generation && &**x == exchange);
-        if !cached {
-            ctx.authorize(Resource::Exchange(exchange), Permission::Write)?;
-            self.write_allowed = Some((generation, Arc::from(exchange)));
-        }
-        if access.has_topic_permissions() && ctx.vhost.is_topic(exchange) {
+        let topic_permissions = match &self.write_allowed {
+            Some(cache) if cache.generation == generation && &*cache.exchange == exchange => {
+                cache.topic_permissions
+            }
+            _ => {
+                ctx.authorize(Resource::Exchange(exchange), Permission::Write)?;
+                let topic_permissions = access.has_topic_permissions();
+                self.write_allowed = Some(WriteAllowed {
+                    generation,
+                    exchange: Arc::from(exchange),
+                    topic_permissions,
+                });
+                topic_permissions
+            }
+        };
+        // The exchange's type is looked up each time: it may be redeclared as another type.
+        if topic_permissions && ctx.vhost.is_topic(exchange) {
             access.check_topic(
                 &ctx.user,
                 ctx.vhost.name(),

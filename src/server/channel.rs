@@ -85,6 +85,14 @@ impl NameCache {
     }
 }
 
+/// A publish permission that held at a permission generation.
+pub(super) struct WriteAllowed {
+    pub(super) generation: u64,
+    pub(super) exchange: Arc<str>,
+    /// Whether any topic permission existed then (if not, routing keys need no check).
+    pub(super) topic_permissions: bool,
+}
+
 pub(super) struct Channel {
     pub(super) id: u16,
     pub(super) names: NameCache,
@@ -103,9 +111,9 @@ pub(super) struct Channel {
     confirm_frames: Vec<ConfirmFrame>,
     /// What management sees of this channel.
     pub(super) info: Arc<ChannelInfo>,
-    /// The last exchange a publish was allowed to write to, and the permission generation
-    /// that allowed it: most publishers use one exchange, so the regex runs once.
-    pub(super) write_allowed: Option<(u64, Arc<str>)>,
+    /// The last exchange a publish was allowed to write to: most publishers use one exchange,
+    /// so the regex runs once per permission change.
+    pub(super) write_allowed: Option<WriteAllowed>,
 }
 
 /// `exchange.bind`/`unbind`: write on the destination, read on the source, the default
