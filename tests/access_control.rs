@@ -21,20 +21,24 @@ fn grant(user: &str, vhost: &str, c: &str, w: &str, r: &str) -> PermissionRecord
     }
 }
 
+/// Add user `name` (password `pw`) with `tags` and these permissions on vhost `v`.
+fn add_user(b: &TestBroker, name: &str, tags: &[&str], (c, w, r): (&str, &str, &str)) {
+    let tags = tags.iter().map(|t| (*t).to_owned()).collect();
+    b.broker
+        .access()
+        .put_user(UserRecord::new(name, Some("pw"), tags))
+        .unwrap();
+    b.broker.set_permissions(grant(name, "v", c, w, r)).unwrap();
+}
+
 /// A broker with vhost `v`, objects made by guest, and user `u` (password `pw`).
 async fn setup() -> (TestBroker, Connection) {
     let b = TestBroker::start().await;
     b.broker.add_vhost("v").unwrap();
-    let access = b.broker.access();
     b.broker
         .set_permissions(grant("guest", "v", ".*", ".*", ".*"))
         .unwrap();
-    access
-        .put_user(UserRecord::new("u", Some("pw"), vec![]))
-        .unwrap();
-    b.broker
-        .set_permissions(grant("u", "v", "^c-", "^w-", "^r-"))
-        .unwrap();
+    add_user(&b, "u", &[], ("^c-", "^w-", "^r-"));
     let admin = connect(&b, "guest", "guest", "v").await.unwrap();
     let ch = admin.create_channel().await.unwrap();
     for x in ["c-x", "w-x", "r-x", "x-none", "x-none2"] {
@@ -344,13 +348,7 @@ async fn every_operation_checks_its_permission_with_rabbitmq_texts() {
 #[tokio::test]
 async fn dead_letter_and_alternate_exchanges_need_read_and_write_when_new() {
     let (b, _admin) = setup().await;
-    b.broker
-        .access()
-        .put_user(UserRecord::new("u2", Some("pw"), vec![]))
-        .unwrap();
-    b.broker
-        .set_permissions(grant("u2", "v", "^c-", "^w-", "^(r|c)-"))
-        .unwrap();
+    add_user(&b, "u2", &[], ("^c-", "^w-", "^(r|c)-"));
     let u = connect(&b, "u", "pw", "v").await.unwrap();
     let u2 = connect(&b, "u2", "pw", "v").await.unwrap();
     let dlq = |ch: Channel, name: &'static str, dlx: &'static str| async move {
@@ -482,13 +480,7 @@ async fn permission_changes_apply_to_open_channels_at_once() {
 #[tokio::test]
 async fn deleting_a_user_or_vhost_closes_its_connections_with_320() {
     let (b, _admin) = setup().await;
-    b.broker
-        .access()
-        .put_user(UserRecord::new("victim", Some("pw"), vec![]))
-        .unwrap();
-    b.broker
-        .set_permissions(grant("victim", "v", ".*", ".*", ".*"))
-        .unwrap();
+    add_user(&b, "victim", &[], (".*", ".*", ".*"));
     let victim = connect(&b, "victim", "pw", "v").await.unwrap();
     let closed = close_reason(&victim);
     b.broker.delete_user("victim").unwrap();
@@ -573,17 +565,7 @@ async fn topic_permissions_check_routing_and_binding_keys() {
 #[tokio::test]
 async fn impersonators_may_set_any_user_id() {
     let (b, _admin) = setup().await;
-    b.broker
-        .access()
-        .put_user(UserRecord::new(
-            "imp",
-            Some("pw"),
-            vec!["impersonator".into()],
-        ))
-        .unwrap();
-    b.broker
-        .set_permissions(grant("imp", "v", ".*", ".*", ".*"))
-        .unwrap();
+    add_user(&b, "imp", &["impersonator"], (".*", ".*", ".*"));
     let c = connect(&b, "imp", "pw", "v").await.unwrap();
     let ch = c.create_channel().await.unwrap();
     ch.confirm_select(Default::default()).await.unwrap();
@@ -596,13 +578,7 @@ async fn users_and_permissions_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let b = TestBroker::start_in(dir.path()).await;
     b.broker.add_vhost("v").unwrap();
-    b.broker
-        .access()
-        .put_user(UserRecord::new("u", Some("pw"), vec!["monitoring".into()]))
-        .unwrap();
-    b.broker
-        .set_permissions(grant("u", "v", ".*", ".*", ".*"))
-        .unwrap();
+    add_user(&b, "u", &["monitoring"], (".*", ".*", ".*"));
     let b = b.restart_in(dir.path()).await;
     let c = connect(&b, "u", "pw", "v")
         .await

@@ -10,7 +10,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Map, Value};
 
-use super::objects::{body_object, vhost};
+use super::objects::{body_object, vhost, visible_vhost};
 use super::{created, ApiError, Auth};
 use crate::broker::access::{PermissionRecord, UserRecord, SHA256};
 use crate::broker::policy::PolicyRecord;
@@ -112,10 +112,7 @@ async fn get_vhost(
     auth: Auth,
     Path(vh): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let v = vhost(&state, &vh)?;
-    if !auth.sees_vhost(&state.broker, &vh) {
-        return Err(ApiError::not_authorised("Access refused."));
-    }
+    let v = visible_vhost(&state, &auth, &vh)?;
     Ok(Json(vhost_json(&v)))
 }
 
@@ -492,10 +489,7 @@ async fn get_policy(
     auth: Auth,
     Path((vh, name)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    let v = vhost(&state, &vh)?;
-    if !auth.sees_vhost(&state.broker, &vh) {
-        return Err(ApiError::not_authorised("Access refused."));
-    }
+    let v = visible_vhost(&state, &auth, &vh)?;
     let p = v
         .policies()
         .into_iter()

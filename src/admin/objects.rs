@@ -140,6 +140,19 @@ pub(super) fn vhost(state: &super::AdminState, name: &str) -> Result<Arc<VHost>,
     state.broker.vhost(name).ok_or_else(ApiError::not_found)
 }
 
+/// A vhost the caller may see: 404 if it does not exist, 401 `Access refused.` if hidden.
+pub(super) fn visible_vhost(
+    state: &super::AdminState,
+    auth: &Auth,
+    name: &str,
+) -> Result<Arc<VHost>, ApiError> {
+    let v = vhost(state, name)?;
+    if !auth.sees_vhost(&state.broker, name) {
+        return Err(ApiError::not_authorised("Access refused."));
+    }
+    Ok(v)
+}
+
 fn authorize(
     state: &super::AdminState,
     auth: &Auth,
@@ -197,10 +210,7 @@ async fn get_queue(
     auth: Auth,
     Path((vh, name)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    let v = vhost(&state, &vh)?;
-    if !auth.sees_vhost(&state.broker, &vh) {
-        return Err(ApiError::not_authorised("Access refused."));
-    }
+    let v = visible_vhost(&state, &auth, &vh)?;
     let record = v.queue_record(&name).ok_or_else(ApiError::not_found)?;
     let policy = v.policy_for(Target::Queue, &name);
     Ok(Json(render::queue_json(
@@ -412,10 +422,7 @@ async fn get_exchange(
     auth: Auth,
     Path((vh, name)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    let v = vhost(&state, &vh)?;
-    if !auth.sees_vhost(&state.broker, &vh) {
-        return Err(ApiError::not_authorised("Access refused."));
-    }
+    let v = visible_vhost(&state, &auth, &vh)?;
     let name = exchange_name(&name);
     let x = v
         .exchanges()
@@ -653,10 +660,7 @@ async fn list_bindings_in(
     auth: Auth,
     Path(vh): Path<String>,
 ) -> Result<Json<Vec<Value>>, ApiError> {
-    let v = vhost(&state, &vh)?;
-    if !auth.sees_vhost(&state.broker, &vh) {
-        return Err(ApiError::not_authorised("Access refused."));
-    }
+    let v = visible_vhost(&state, &auth, &vh)?;
     Ok(Json(all_bindings(&v)))
 }
 
@@ -673,10 +677,7 @@ async fn queue_bindings(
     auth: Auth,
     Path((vh, name)): Path<(String, String)>,
 ) -> Result<Json<Vec<Value>>, ApiError> {
-    let v = vhost(&state, &vh)?;
-    if !auth.sees_vhost(&state.broker, &vh) {
-        return Err(ApiError::not_authorised("Access refused."));
-    }
+    let v = visible_vhost(&state, &auth, &vh)?;
     v.queue_record(&name).ok_or_else(ApiError::not_found)?;
     let mut out = vec![render::default_binding_json(&vh, &name)];
     out.extend(bindings_where(
@@ -691,10 +692,7 @@ async fn bindings_from(
     auth: Auth,
     Path((vh, name)): Path<(String, String)>,
 ) -> Result<Json<Vec<Value>>, ApiError> {
-    let v = vhost(&state, &vh)?;
-    if !auth.sees_vhost(&state.broker, &vh) {
-        return Err(ApiError::not_authorised("Access refused."));
-    }
+    let v = visible_vhost(&state, &auth, &vh)?;
     let name = exchange_name(&name).to_owned();
     if !v.has_exchange(&name) {
         return Err(ApiError::not_found());
@@ -707,10 +705,7 @@ async fn bindings_to(
     auth: Auth,
     Path((vh, name)): Path<(String, String)>,
 ) -> Result<Json<Vec<Value>>, ApiError> {
-    let v = vhost(&state, &vh)?;
-    if !auth.sees_vhost(&state.broker, &vh) {
-        return Err(ApiError::not_authorised("Access refused."));
-    }
+    let v = visible_vhost(&state, &auth, &vh)?;
     if !v.has_exchange(&name) {
         return Err(ApiError::not_found());
     }
@@ -733,10 +728,7 @@ async fn bindings_between(
     auth: Auth,
     Path((vh, source, kind, dest)): Path<(String, String, String, String)>,
 ) -> Result<Json<Vec<Value>>, ApiError> {
-    let v = vhost(&state, &vh)?;
-    if !auth.sees_vhost(&state.broker, &vh) {
-        return Err(ApiError::not_authorised("Access refused."));
-    }
+    let v = visible_vhost(&state, &auth, &vh)?;
     let dest = destination(&kind, dest)?;
     Ok(Json(bindings_where(&v, |s, d| s == source && *d == dest)))
 }
@@ -812,10 +804,7 @@ async fn get_binding(
     auth: Auth,
     Path((vh, source, kind, dest, props)): Path<(String, String, String, String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    let v = vhost(&state, &vh)?;
-    if !auth.sees_vhost(&state.broker, &vh) {
-        return Err(ApiError::not_authorised("Access refused."));
-    }
+    let v = visible_vhost(&state, &auth, &vh)?;
     let dest = destination(&kind, dest)?;
     let props = render::percent_encode(&props);
     let b = find_binding(&v, &source, &dest, &props).ok_or_else(ApiError::not_found)?;
