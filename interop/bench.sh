@@ -26,7 +26,7 @@ RABBIT_PID=$(pgrep -f 'beam.smp.*rabbit' | head -n1)
 RABBIT_VERSION=$(rabbitmqctl version 2>/dev/null || echo "?")
 
 rm -rf "$OUT/data"
-target/release/leveret --bind 127.0.0.1 --port 5673 --data-dir "$OUT/data" >"$OUT/leveret.log" 2>&1 &
+target/release/leveret --bind 127.0.0.1 --port 5673 --management-port 0 --prometheus-port 0 --data-dir "$OUT/data" >"$OUT/leveret.log" 2>&1 &
 LEVERET_PID=$!
 trap 'kill $LEVERET_PID 2>/dev/null || true' EXIT
 sleep 1
