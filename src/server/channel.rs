@@ -230,12 +230,15 @@ impl Channel {
             return Ok(match frame {
                 Frame::Method(_, m) => match *m {
                     Method::Channel(channel::AMQPMethod::CloseOk(_)) => ChannelFate::Closed,
+                    // Both sides closed at once: answer the client's close, but the channel
+                    // stays until the close-ok for ours arrives, as RabbitMQ's does. Freeing
+                    // it now made that close-ok a 504 on an unknown channel.
                     Method::Channel(channel::AMQPMethod::Close(_)) => {
                         ctx.send_method(
                             self.id,
                             &Method::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})),
                         );
-                        ChannelFate::Closed
+                        ChannelFate::Open
                     }
                     _ => ChannelFate::Open,
                 },
@@ -865,6 +868,25 @@ mod tests {
             sent(&mut ctx).is_empty(),
             "methods after channel.close are dropped"
         );
+        let fate = feed(
+            &mut ch,
+            &mut ctx,
+            Method::Channel(channel::AMQPMethod::Close(channel::Close {
+                reply_code: 200,
+                reply_text: "bye".into(),
+                class_id: 0,
+                method_id: 0,
+            })),
+        )
+        .await;
+        assert!(
+            matches!(fate, ChannelFate::Open),
+            "a crossing close is answered but the channel awaits our close-ok"
+        );
+        assert!(matches!(
+            sent(&mut ctx).as_slice(),
+            [Method::Channel(channel::AMQPMethod::CloseOk(_))]
+        ));
         let fate = feed(
             &mut ch,
             &mut ctx,

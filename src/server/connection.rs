@@ -30,6 +30,8 @@ use crate::protocol::{channel, connection, AmqpError, Frame, Method, ReplyCode};
 
 /// How long a peer has to answer our `connection.close`.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a client has to close its socket after our `close-ok`.
+const CLIENT_EOF_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a client has to complete the handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Output is handed to the writer at least this often within one batch of input.
@@ -347,7 +349,8 @@ pub(super) async fn run(
     conn.close_channels().await;
     match outcome {
         Outcome::Close(error) => close_with(&mut reader, &writer, error).await,
-        Outcome::Eof | Outcome::ClientClosed => {}
+        Outcome::ClientClosed => await_client_eof(&mut reader).await,
+        Outcome::Eof => {}
     }
     drop(conn);
     finish(reader, writer, writer_task).await;
@@ -361,6 +364,15 @@ async fn finish(reader: FrameReader, writer: WriterHandle, task: tokio::task::Jo
     if let Ok(mut socket) = Arc::try_unwrap(reader.socket) {
         socket.shutdown().await;
     }
+}
+
+/// After our `close-ok`, the client closes the socket; until it does, whatever it still
+/// sends is read and dropped. A client may have queued publishes behind its
+/// `connection.close` (amqplib does): closing our side at once would fail its writes with
+/// EPIPE and lose the close-ok's confirmation of a clean close. RabbitMQ waits the same way.
+async fn await_client_eof(reader: &mut FrameReader) {
+    let drain = async { while let Ok(Some(_)) = reader.next_frame().await {} };
+    let _ = tokio::time::timeout(CLIENT_EOF_TIMEOUT, drain).await;
 }
 
 /// Send `connection.close` and wait (briefly) for `close-ok`, discarding anything else.
