@@ -1,4 +1,5 @@
 """Routing, consuming, acknowledgements, confirms and transactions through pika."""
+import os
 import time
 
 import pika
@@ -23,6 +24,11 @@ def test_server_properties_and_capabilities(conn):
                 "consumer_cancel_notify", "connection.blocked", "consumer_priorities",
                 "authentication_failure_close", "per_consumer_qos", "direct_reply_to"]:
         assert caps[cap] is True, cap
+    # Clients and their suites (amqp091-go, amqplib) check the product name.
+    assert props["product"] == "RabbitMQ"
+    assert props["version"] == "3.10.8"
+    if os.environ.get("BROKER_UNDER_TEST") == "leveret":
+        assert props["platform"].startswith("Leveret "), props["platform"]
 
 
 def test_default_direct_fanout_topic(ch, qname):

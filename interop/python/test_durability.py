@@ -21,7 +21,7 @@ class Broker:
     def __init__(self, data_dir, log):
         self.log = log
         self.proc = subprocess.Popen(
-            [BIN, "--bind", "127.0.0.1", "--port", "0", "--data-dir", str(data_dir)],
+            [BIN, "--bind", "127.0.0.1", "--port", "0", "--management-port", "0", "--prometheus-port", "0", "--data-dir", str(data_dir)],
             stdout=subprocess.DEVNULL,
             stderr=open(log, "w"),
         )

@@ -34,8 +34,7 @@ use crate::protocol::AmqpError;
 /// The node name the API reports (RabbitMQ's `rabbit@host`).
 pub const NODE: &str = "leveret@localhost";
 
-/// The RabbitMQ version Leveret's API answers as, so version checks in tools pass.
-pub const COMPATIBLE_VERSION: &str = "3.10.8";
+pub use crate::broker::COMPATIBLE_VERSION;
 
 /// What every handler sees.
 #[derive(Debug)]

@@ -3,6 +3,11 @@
 //! [`Broker`] is shared (`Arc`) by every connection. Its maps are behind short-held
 //! `std::sync::RwLock`s; queue state lives in queue actors, never here.
 
+/// The RabbitMQ release whose behaviour Leveret reproduces. Leveret answers as this version, in
+/// `connection.start` and the HTTP API, so that clients and tools that check it enable what
+/// they would for RabbitMQ.
+pub const COMPATIBLE_VERSION: &str = "3.10.8";
+
 pub mod access;
 pub mod alarms;
 pub mod commit;

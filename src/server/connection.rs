@@ -372,7 +372,12 @@ async fn finish(reader: FrameReader, writer: WriterHandle, task: tokio::task::Jo
 /// EPIPE and lose the close-ok's confirmation of a clean close. RabbitMQ waits the same way.
 async fn await_client_eof(reader: &mut FrameReader) {
     let drain = async { while let Ok(Some(_)) = reader.next_frame().await {} };
-    let _ = tokio::time::timeout(CLIENT_EOF_TIMEOUT, drain).await;
+    if tokio::time::timeout(CLIENT_EOF_TIMEOUT, drain)
+        .await
+        .is_err()
+    {
+        tracing::debug!("client kept its socket open after close-ok; closing it");
+    }
 }
 
 /// Send `connection.close` and wait (briefly) for `close-ok`, discarding anything else.

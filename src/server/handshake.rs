@@ -76,9 +76,15 @@ fn server_properties() -> FieldTable {
         "information".into(),
         text("Licensed under MIT OR Apache-2.0"),
     );
-    props.insert("platform".into(), text("Rust"));
-    props.insert("product".into(), text("Leveret"));
-    props.insert("version".into(), text(env!("CARGO_PKG_VERSION")));
+    // Clients gate RabbitMQ's extensions on `product` (amqp091-go's suite runs its
+    // RabbitMQ-only tests only when it reads "RabbitMQ"), so Leveret answers as the RabbitMQ
+    // release it reproduces and names itself in `platform`, as RabbitMQ names Erlang/OTP there.
+    props.insert(
+        "platform".into(),
+        text(concat!("Leveret ", env!("CARGO_PKG_VERSION"), " (Rust)")),
+    );
+    props.insert("product".into(), text("RabbitMQ"));
+    props.insert("version".into(), text(crate::broker::COMPATIBLE_VERSION));
     props
 }
 
