@@ -17,19 +17,85 @@ mkdir -p "$CACHE" "$LOGS"
 
 PIKA_VERSION=1.4.4
 PYTEST_VERSION=9.2.0
-VENV="$CACHE/venv-pika-$PIKA_VERSION"
-if [ ! -x "$VENV/bin/pytest" ]; then
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q "pika==$PIKA_VERSION" "pytest==$PYTEST_VERSION"
-fi
+# The newest amqplib whose published package ships its test/ directory (2.2.1 and later do not).
+AMQPLIB_VERSION=2.2.0
+# The lapin our own tests use; its crates.io source carries tests/.
+LAPIN_VERSION=4.12.3
+# amqp091-go comes from Debian's golang-github-rabbitmq-amqp091-go-dev (1.5.0 on Debian 12).
+SUITE_TIMEOUT=${SUITE_TIMEOUT:-600}
 
-# rabbitmqadmin from Debian's rabbitmq-server package: only the script is needed, not Erlang.
+VENV="$CACHE/venv-pika-$PIKA_VERSION"
 ADMIN="$CACHE/rabbitmqadmin-3.10.8/usr/bin/rabbitmqadmin"
-if [ ! -f "$ADMIN" ]; then
-  ( cd "$CACHE" && rm -f rabbitmq-server_*.deb \
-      && { apt-get download rabbitmq-server 2>/dev/null || { apt-get update -qq && apt-get download rabbitmq-server; }; } \
-      && dpkg-deb -x rabbitmq-server_*.deb "$CACHE/rabbitmqadmin-3.10.8" && rm -f rabbitmq-server_*.deb )
-fi
+AMQPLIB_DIR="$CACHE/amqplib-$AMQPLIB_VERSION"
+LAPIN_DIR="$CACHE/lapin-$LAPIN_VERSION"
+# Both runtimes its tests cover; rustls on ring rather than the default aws-lc-rs, whose C build
+# needs cmake (no integration test uses TLS).
+LAPIN_CARGO=(cargo test --locked --no-default-features --features tokio,smol,rustls--ring --test '*')
+# Debian's packaged source is the one version there is; the path names no version.
+GO_PATH="$CACHE/gopath-amqp091-go"
+GO_DIR="$GO_PATH/src/github.com/rabbitmq/amqp091-go"
+GO_ENV=(GO111MODULE=off GOPATH="$GO_PATH:/usr/share/gocode" GOCACHE="$CACHE/go-build" GOFLAGS=)
+
+apt_install() {  # package...: install what is missing from Debian's packages
+  local missing=()
+  for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" \
+      || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"; }; } >/dev/null
+}
+
+install_pika() {
+  if [ ! -x "$VENV/bin/pytest" ]; then
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install -q "pika==$PIKA_VERSION" "pytest==$PYTEST_VERSION"
+  fi
+}
+
+install_rabbitmqadmin() {  # from Debian's rabbitmq-server package: the script only, not Erlang
+  if [ ! -f "$ADMIN" ]; then
+    ( cd "$CACHE" && rm -f rabbitmq-server_*.deb \
+        && { apt-get download rabbitmq-server 2>/dev/null || { apt-get update -qq && apt-get download rabbitmq-server; }; } \
+        && dpkg-deb -x rabbitmq-server_*.deb "$CACHE/rabbitmqadmin-3.10.8" && rm -f rabbitmq-server_*.deb )
+  fi
+}
+
+install_amqplib() {  # the npm package, with the dev dependencies its tests use
+  command -v node >/dev/null && command -v npm >/dev/null || apt_install nodejs npm
+  if [ ! -d "$AMQPLIB_DIR/node_modules/claire" ]; then
+    rm -rf "$AMQPLIB_DIR" "$CACHE/amqplib-pack"; mkdir -p "$CACHE/amqplib-pack" "$AMQPLIB_DIR"
+    ( cd "$CACHE/amqplib-pack" && npm pack --silent "amqplib@$AMQPLIB_VERSION" >/dev/null \
+        && tar xzf "amqplib-$AMQPLIB_VERSION.tgz" -C "$AMQPLIB_DIR" --strip-components=1 )
+    rm -rf "$CACHE/amqplib-pack"
+    ( cd "$AMQPLIB_DIR" && npm install --silent --ignore-scripts --no-audit --no-fund )
+  fi
+}
+
+install_lapin() {  # the crate's source from crates.io, its tests built once into the cache
+  if [ ! -f "$LAPIN_DIR/Cargo.toml" ]; then
+    rm -rf "$LAPIN_DIR"; mkdir -p "$LAPIN_DIR"
+    curl -sSfL "https://static.crates.io/crates/lapin/lapin-$LAPIN_VERSION.crate" \
+      | tar xz -C "$LAPIN_DIR" --strip-components=1
+  fi
+  env -C "$LAPIN_DIR" CARGO_TARGET_DIR="$CACHE/lapin-target" "${LAPIN_CARGO[@]}" --no-run --quiet
+}
+
+install_amqp091_go() {  # Debian's source package, built in GOPATH mode with Debian's goleak
+  apt_install golang-go golang-github-rabbitmq-amqp091-go-dev golang-uber-goleak-dev
+  rm -rf "$GO_PATH"; mkdir -p "$(dirname "$GO_DIR")"
+  cp -r /usr/share/gocode/src/github.com/rabbitmq/amqp091-go "$GO_DIR"
+  dpkg-query -W -f='amqp091-go ${Version} (Debian golang-github-rabbitmq-amqp091-go-dev)\n' \
+    golang-github-rabbitmq-amqp091-go-dev
+  env -C "$GO_DIR" "${GO_ENV[@]}" go test -tags integration -count=1 -run '^$' . # compile only
+}
+
+# Each installer runs in a subshell in the background so that `set -e` holds inside it (it is
+# suspended in any command tested by `if` or `||`).
+for step in pika rabbitmqadmin amqplib lapin amqp091_go; do
+  rc=0
+  ( "install_$step" ) >"$LOGS/install-$step.log" 2>&1 &
+  wait $! || rc=$?
+  if [ "$rc" -ne 0 ]; then echo "installing $step failed:"; tail -n 40 "$LOGS/install-$step.log"; exit 1; fi
+done
 
 BROKER_PID=""
 cleanup() { if [ -n "$BROKER_PID" ]; then kill "$BROKER_PID" 2>/dev/null || true; wait "$BROKER_PID" 2>/dev/null || true; fi; }
@@ -88,27 +154,40 @@ CONF
   *) echo "unknown broker: $AGAINST" >&2; exit 2 ;;
 esac
 
-total_pass=0; total_fail=0; total_skip=0; status=0
-run_suite() {  # name, command...
-  local name=$1; shift
-  local log="$LOGS/$name.log"
-  if timeout 600 "$@" >"$log" 2>&1; then :; else status=1; fi
-  local line pass fail skip
-  line=$(grep -E '^[=]* ?[0-9]+ (passed|failed)|(passed|failed|skipped|error)[^ ]* in ' "$log" | tail -n1 || true)
-  pass=$(grep -oE '[0-9]+ passed' <<<"$line" | grep -oE '[0-9]+' || echo 0)
-  fail=$(grep -oE '[0-9]+ (failed|error)' <<<"$line" | awk '{s+=$1} END {print s+0}' || true)
-  skip=$(grep -oE '[0-9]+ skipped' <<<"$line" | grep -oE '[0-9]+' || echo 0)
-  : "${fail:=0}"
-  echo "$name: $pass passed, $fail failed, $skip skipped"
-  total_pass=$((total_pass + pass)); total_fail=$((total_fail + fail)); total_skip=$((total_skip + skip))
-  if [ "$status" -ne 0 ] && [ "$fail" -eq 0 ]; then tail -n 30 "$log"; fi
+TOTALS="$LOGS/totals"; : >"$TOTALS"
+EXPECTED=()
+[ "$AGAINST" = leveret ] && EXPECTED=(--expected "$ROOT/interop/expected-failures.txt")
+status=0
+run_suite() {  # name, log format, command...
+  local name=$1 format=$2 rc=0
+  shift 2
+  timeout "$SUITE_TIMEOUT" "$@" >"$LOGS/$name.log" 2>&1 || rc=$?
+  [ "$rc" -eq 124 ] && echo "(timed out after ${SUITE_TIMEOUT}s)" >>"$LOGS/$name.log"
+  python3 "$ROOT/interop/summarize.py" --suite "$name" --format "$format" --log "$LOGS/$name.log" \
+    --exit-code "$rc" "${EXPECTED[@]}" --totals "$TOTALS" || status=1
 }
 
 export AMQP_HOST=127.0.0.1 AMQP_PORT=$PORT MGMT_PORT BROKER_UNDER_TEST=$AGAINST
-run_suite pika "$VENV/bin/pytest" -q -p no:cacheprovider "$ROOT/interop/python"
-RABBITMQADMIN="$ADMIN" MGMT_PORT="$MGMT_PORT" \
-  run_suite rabbitmqadmin "$VENV/bin/pytest" -q -p no:cacheprovider "$ROOT/interop/rabbitmqadmin"
+PYTEST=("$VENV/bin/pytest" -q -rfEs -p no:cacheprovider)
+run_suite pika pytest "${PYTEST[@]}" "$ROOT/interop/python"
+RABBITMQADMIN="$ADMIN" run_suite rabbitmqadmin pytest "${PYTEST[@]}" "$ROOT/interop/rabbitmqadmin"
 
+# amqplib's own runner; Node 20 applies --test-timeout to each test file as a whole, so the
+# package's 1 s (meant for Node 22's per-test timeout) cancels whole files even against RabbitMQ.
+NODE_TEST=(env -C "$AMQPLIB_DIR" URL=amqp://localhost:5672 node --test --test-timeout=30000 --test-reporter=tap)
+if [ "$AGAINST" = leveret ]; then
+  run_suite amqplib tap "$ROOT/interop/netns.sh" "$BIN" "$LOGS/amqplib-broker" -- "${NODE_TEST[@]}"
+else
+  run_suite amqplib tap "${NODE_TEST[@]}"
+fi
+
+run_suite lapin cargo env -C "$LAPIN_DIR" CARGO_TARGET_DIR="$CACHE/lapin-target" \
+  AMQP_ADDR="amqp://127.0.0.1:$PORT/%2f" "${LAPIN_CARGO[@]}"
+
+run_suite amqp091-go gotest env -C "$GO_DIR" "${GO_ENV[@]}" AMQP_URL="amqp://guest:guest@127.0.0.1:$PORT/" \
+  go test -tags integration -count=1 -v -timeout 300s .
+
+read -r total_pass total_fail total_skip < <(awk '{p+=$1; f+=$2; s+=$3} END {print p+0, f+0, s+0}' "$TOTALS")
 echo "total: $total_pass passed, $total_fail failed, $total_skip skipped"
 if [ "$status" -ne 0 ]; then
   for f in "$LOGS"/*.log; do echo "--- $f"; tail -n 40 "$f"; done
