@@ -344,12 +344,24 @@ pub(super) async fn run(
         publishes: false,
         blocked: false,
     };
+    let mut shutdown_later = shutdown.clone();
     let outcome = conn.serve(&mut reader, inbox, shutdown, killed).await;
     conn.ctx.broker.connections().unregister(id);
     conn.close_channels().await;
     match outcome {
         Outcome::Close(error) => close_with(&mut reader, &writer, error).await,
-        Outcome::ClientClosed => await_client_eof(&mut reader).await,
+        Outcome::ClientClosed => {
+            tokio::select! {
+                () = await_client_eof(&mut reader) => {}
+                // A broker shutting down does not wait for clients to hang up. (Without a
+                // shutdown sender there is no shutdown: wait for the client alone.)
+                () = async {
+                    if shutdown_later.wait_for(|stopping| *stopping).await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                } => {}
+            }
+        }
         Outcome::Eof => {}
     }
     drop(conn);
