@@ -488,6 +488,12 @@ impl Connection {
                         if let Some(outcome) = self.on_frame(frame).await {
                             return outcome;
                         }
+                        // A busy publisher's socket is always readable and its publishes take
+                        // no await, so without this it would keep the worker for its whole read
+                        // backlog while acks and deliveries of other connections wait: spending
+                        // budget per frame makes it yield every 128 frames (and lets the I/O
+                        // driver run), which keeps consumers fed under a publishing flood.
+                        tokio::task::consume_budget().await;
                         if publish && !self.publishes {
                             self.publishes = true;
                             self.on_alarm_change();
