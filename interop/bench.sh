@@ -68,6 +68,8 @@ scenario "1p-1q-1c 16B ack qos100, 20k msg/s" cpu_us_per_msg,p99_us --qos 100 --
 scenario "10p-10q-10c 16B autoack, 10x2k msg/s" cpu_us_per_msg,p99_us --producers 10 --consumers 10 --queues 10 --autoack --rate 2000
 scenario "fanout 1p-10q-10c 16B autoack, 2k msg/s in" cpu_us_per_msg,p99_us --consumers 10 --queues 10 --fanout --autoack --rate 2000
 scenario "1p-1q-1c 16B autoack, 1k msg/s" p99_us,cpu_us_per_msg --rate 1000 --autoack
+# Fairness: publishers flood faster than a broker can take in; the consumers must still be fed.
+scenario "2p-1q-2c 16B ack qos100, publishers unlimited" sent_rate,recv_rate --producers 2 --consumers 2 --qos 100 --prefix flood --cleanup
 
 # Durability: Leveret fsyncs (group commit) before confirming; RabbitMQ's classic queues do not.
 scenario "persistent 1KB durable, confirm 100, ack qos100" recv_rate,cpu_us_per_msg --persistent --size 1000 --confirm 100 --qos 100 --prefix dur

@@ -27,9 +27,7 @@ CONF
   --data-dir "$WORK/data" >"$WORK/broker.log" 2>&1 &
 broker=$!
 trap 'kill $broker 2>/dev/null || true; wait $broker 2>/dev/null || true' EXIT
-for _ in $(seq 1 100); do
-  [ "$(grep -c 'ready for AMQP' "$WORK/broker.log" || true)" -ge 2 ] && break
-  kill -0 $broker 2>/dev/null || { echo "leveret did not start:"; cat "$WORK/broker.log"; exit 1; }
-  sleep 0.1
-done
+# shellcheck source=interop/lib.sh
+. "$(dirname "$0")/lib.sh"
+await_leveret "$WORK/broker.log" $broker 2
 "$@"

@@ -23,6 +23,8 @@ AMQPLIB_VERSION=2.2.0
 LAPIN_VERSION=4.12.3
 # amqp091-go comes from Debian's golang-github-rabbitmq-amqp091-go-dev (1.5.0 on Debian 12).
 SUITE_TIMEOUT=${SUITE_TIMEOUT:-600}
+# shellcheck source=interop/lib.sh
+. "$ROOT/interop/lib.sh"
 
 VENV="$CACHE/venv-pika-$PIKA_VERSION"
 ADMIN="$CACHE/rabbitmqadmin-3.10.8/usr/bin/rabbitmqadmin"
@@ -30,19 +32,14 @@ AMQPLIB_DIR="$CACHE/amqplib-$AMQPLIB_VERSION"
 LAPIN_DIR="$CACHE/lapin-$LAPIN_VERSION"
 # Both runtimes its tests cover; rustls on ring rather than the default aws-lc-rs, whose C build
 # needs cmake (no integration test uses TLS).
-LAPIN_CARGO=(cargo test --locked --no-default-features --features tokio,smol,rustls--ring --test '*')
+# --no-fail-fast: a failing test binary must not hide the ones after it.
+LAPIN_TEST=(env -C "$LAPIN_DIR" CARGO_TARGET_DIR="$CACHE/lapin-target" cargo test --locked --no-fail-fast
+  --no-default-features --features tokio,smol,rustls--ring --test '*')
 # Debian's packaged source is the one version there is; the path names no version.
 GO_PATH="$CACHE/gopath-amqp091-go"
 GO_DIR="$GO_PATH/src/github.com/rabbitmq/amqp091-go"
-GO_ENV=(GO111MODULE=off GOPATH="$GO_PATH:/usr/share/gocode" GOCACHE="$CACHE/go-build" GOFLAGS=)
-
-apt_install() {  # package...: install what is missing from Debian's packages
-  local missing=()
-  for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
-  [ ${#missing[@]} -eq 0 ] && return 0
-  { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" \
-      || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"; }; } >/dev/null
-}
+GO_TEST=(env -C "$GO_DIR" GO111MODULE=off GOPATH="$GO_PATH:/usr/share/gocode" GOCACHE="$CACHE/go-build"
+  GOFLAGS= go test -tags integration -count=1)
 
 install_pika() {
   if [ ! -x "$VENV/bin/pytest" ]; then
@@ -53,8 +50,7 @@ install_pika() {
 
 install_rabbitmqadmin() {  # from Debian's rabbitmq-server package: the script only, not Erlang
   if [ ! -f "$ADMIN" ]; then
-    ( cd "$CACHE" && rm -f rabbitmq-server_*.deb \
-        && { apt-get download rabbitmq-server 2>/dev/null || { apt-get update -qq && apt-get download rabbitmq-server; }; } \
+    ( cd "$CACHE" && rm -f rabbitmq-server_*.deb && apt_retry download rabbitmq-server \
         && dpkg-deb -x rabbitmq-server_*.deb "$CACHE/rabbitmqadmin-3.10.8" && rm -f rabbitmq-server_*.deb )
   fi
 }
@@ -72,11 +68,13 @@ install_amqplib() {  # the npm package, with the dev dependencies its tests use
 
 install_lapin() {  # the crate's source from crates.io, its tests built once into the cache
   if [ ! -f "$LAPIN_DIR/Cargo.toml" ]; then
-    rm -rf "$LAPIN_DIR"; mkdir -p "$LAPIN_DIR"
+    # Unpacked beside, then moved into place: a download cut short leaves no half tree behind.
+    rm -rf "$LAPIN_DIR" "$LAPIN_DIR.part"; mkdir -p "$LAPIN_DIR.part"
     curl -sSfL "https://static.crates.io/crates/lapin/lapin-$LAPIN_VERSION.crate" \
-      | tar xz -C "$LAPIN_DIR" --strip-components=1
+      | tar xz -C "$LAPIN_DIR.part" --strip-components=1
+    mv "$LAPIN_DIR.part" "$LAPIN_DIR"
   fi
-  env -C "$LAPIN_DIR" CARGO_TARGET_DIR="$CACHE/lapin-target" "${LAPIN_CARGO[@]}" --no-run --quiet
+  "${LAPIN_TEST[@]}" --no-run --quiet
 }
 
 install_amqp091_go() {  # Debian's source package, built in GOPATH mode with Debian's goleak
@@ -85,7 +83,7 @@ install_amqp091_go() {  # Debian's source package, built in GOPATH mode with Deb
   cp -r /usr/share/gocode/src/github.com/rabbitmq/amqp091-go "$GO_DIR"
   dpkg-query -W -f='amqp091-go ${Version} (Debian golang-github-rabbitmq-amqp091-go-dev)\n' \
     golang-github-rabbitmq-amqp091-go-dev
-  env -C "$GO_DIR" "${GO_ENV[@]}" go test -tags integration -count=1 -run '^$' . # compile only
+  "${GO_TEST[@]}" -run '^$' . # compile only
 }
 
 # Each installer runs in a subshell in the background so that `set -e` holds inside it (it is
@@ -128,22 +126,15 @@ ssl_options.fail_if_no_peer_cert = false
 CONF
     "$BIN" --config "$LOGS/leveret.conf" --bind 127.0.0.1 --port 0 --management-port 0 --prometheus-port 0 --data-dir "$LOGS/data" >"$LOGS/broker.log" 2>&1 &
     BROKER_PID=$!
-    PORT=""
-    for _ in $(seq 1 100); do
-      PORT=$(sed -n 's/.*ready for AMQP.*local=[0-9.]*:\([0-9]*\).*/\1/p' "$LOGS/broker.log" | head -n1)
-      [ -n "$PORT" ] && break
-      sleep 0.1
-    done
-    [ -n "$PORT" ] || { echo "leveret did not start:"; cat "$LOGS/broker.log"; exit 1; }
+    await_leveret "$LOGS/broker.log" "$BROKER_PID" || exit 1
+    PORT=$(sed -n 's/.*ready for AMQP.*local=[0-9.]*:\([0-9]*\).*/\1/p' "$LOGS/broker.log" | head -n1)
     MGMT_PORT=$(sed -n 's/.*management API listening.*http=[0-9.]*:\([0-9]*\).*/\1/p' "$LOGS/broker.log" | head -n1)
     AMQPS_PORT=$(sed -n 's/.*over TLS.*amqps=[0-9.]*:\([0-9]*\).*/\1/p' "$LOGS/broker.log" | head -n1)
     export AMQPS_PORT TLS_DIR
     export LEVERET_BIN="$BIN"
     ;;
   rabbitmq)
-    if ! command -v rabbitmq-server >/dev/null; then
-      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rabbitmq-server >/dev/null
-    fi
+    apt_install rabbitmq-server
     rabbitmqctl status >/dev/null 2>&1 || rabbitmq-server -detached
     # A freshly detached node is not reachable at once: await_startup fails until it registers.
     for _ in $(seq 1 60); do rabbitmqctl await_startup >/dev/null 2>&1 && break; sleep 1; done
@@ -181,11 +172,8 @@ else
   run_suite amqplib tap "${NODE_TEST[@]}"
 fi
 
-run_suite lapin cargo env -C "$LAPIN_DIR" CARGO_TARGET_DIR="$CACHE/lapin-target" \
-  AMQP_ADDR="amqp://127.0.0.1:$PORT/%2f" "${LAPIN_CARGO[@]}"
-
-run_suite amqp091-go gotest env -C "$GO_DIR" "${GO_ENV[@]}" AMQP_URL="amqp://guest:guest@127.0.0.1:$PORT/" \
-  go test -tags integration -count=1 -v -timeout 300s .
+AMQP_ADDR="amqp://127.0.0.1:$PORT/%2f" run_suite lapin cargo "${LAPIN_TEST[@]}"
+AMQP_URL="amqp://guest:guest@127.0.0.1:$PORT/" run_suite amqp091-go gotest "${GO_TEST[@]}" -v -timeout 300s .
 
 read -r total_pass total_fail total_skip < <(awk '{p+=$1; f+=$2; s+=$3} END {print p+0, f+0, s+0}' "$TOTALS")
 echo "total: $total_pass passed, $total_fail failed, $total_skip skipped"

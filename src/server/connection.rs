@@ -348,6 +348,7 @@ pub(super) async fn run(
     let outcome = conn.serve(&mut reader, inbox, shutdown, killed).await;
     conn.ctx.broker.connections().unregister(id);
     conn.close_channels().await;
+    drop(conn);
     match outcome {
         Outcome::Close(error) => close_with(&mut reader, &writer, error).await,
         Outcome::ClientClosed => {
@@ -364,7 +365,6 @@ pub(super) async fn run(
         }
         Outcome::Eof => {}
     }
-    drop(conn);
     finish(reader, writer, writer_task).await;
     tracing::debug!(%peer, id, "connection closed");
 }
@@ -381,7 +381,8 @@ async fn finish(reader: FrameReader, writer: WriterHandle, task: tokio::task::Jo
 /// After our `close-ok`, the client closes the socket; until it does, whatever it still
 /// sends is read and dropped. A client may have queued publishes behind its
 /// `connection.close` (amqplib does): closing our side at once would fail its writes with
-/// EPIPE and lose the close-ok's confirmation of a clean close. RabbitMQ waits the same way.
+/// EPIPE and lose the close-ok's confirmation of a clean close. RabbitMQ, too, keeps reading
+/// until the client hangs up (seen waiting more than 7 s; interop/python/test_closing.py).
 async fn await_client_eof(reader: &mut FrameReader) {
     let drain = async { while let Ok(Some(_)) = reader.next_frame().await {} };
     if tokio::time::timeout(CLIENT_EOF_TIMEOUT, drain)
