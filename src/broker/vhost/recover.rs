@@ -1,0 +1,153 @@
+//! Recovery: a vhost's durable policies, exchanges, queues (with their messages) and bindings
+//! read back from the store at start-up.
+
+use super::*;
+
+impl VHost {
+    /// Load this vhost's durable exchanges, queues (with their messages) and bindings.
+    pub fn recover(&self) -> Result<(), StoreError> {
+        let prefix = format!("{}\0", self.name);
+        for (key, value) in self.store.definitions("policy")? {
+            if !key.starts_with(&prefix) {
+                continue;
+            }
+            let parsed = serde_json::from_slice::<PolicyRecord>(&value)
+                .map_err(|e| e.to_string())
+                .and_then(|r| Policy::new(r).map_err(|e| e.to_string()));
+            match parsed {
+                Ok(p) => self.policies_mut().push(p),
+                Err(error) => tracing::error!(%key, %error, "skipping an unreadable policy"),
+            }
+        }
+        let mut t = self.write();
+        for (key, record) in self.store.definitions("exchange")? {
+            let Some(name) = key.strip_prefix(&prefix) else {
+                continue;
+            };
+            let mut r = RecordReader::new(&record);
+            let parsed = (|| {
+                let kind = ExchangeKind::parse(r.str()?)?;
+                Some((kind, r.u8()?, r.u8()?, r.table()?))
+            })();
+            let Some((kind, auto_delete, internal, arguments)) = parsed else {
+                tracing::error!(
+                    exchange = name,
+                    "skipping an unreadable exchange definition"
+                );
+                continue;
+            };
+            t.exchanges.insert(
+                name.to_owned(),
+                Exchange::new(
+                    name.to_owned(),
+                    kind,
+                    true,
+                    auto_delete == 1,
+                    internal == 1,
+                    arguments,
+                ),
+            );
+        }
+        for (key, record) in self.store.definitions("queue")? {
+            let Some(name) = key.strip_prefix(&prefix) else {
+                continue;
+            };
+            let mut r = RecordReader::new(&record);
+            let parsed = (|| Some((r.u8()?, r.table()?)))();
+            let Some((auto_delete, arguments)) = parsed else {
+                tracing::error!(queue = name, "skipping an unreadable queue definition");
+                continue;
+            };
+            let queue_args = args::parse(&arguments, &self.queue_resource(name))
+                .unwrap_or_else(|error| {
+                    tracing::error!(queue = name, %error, "ignoring invalid stored queue arguments");
+                    args::QueueArgs::default()
+                });
+            let queue_args = self.with_policy(name, &queue_args, &arguments);
+            // The head of the queue comes back into memory; the rest stays paged in the store.
+            let mut entries: Vec<Entry> = Vec::new();
+            let mut resident_bytes = 0u64;
+            let key = self.key(name);
+            self.store.recover(&key, &mut |stored| {
+                let Some((body_len, meta)) = records::decode_index(&stored.meta) else {
+                    tracing::error!(
+                        queue = name,
+                        seq = stored.seq,
+                        "skipping an unreadable message"
+                    );
+                    return;
+                };
+                let slot = if entries.len() < queue::RESIDENT_WINDOW as usize
+                    && resident_bytes < queue::RESIDENT_BYTES
+                {
+                    resident_bytes += u64::from(body_len);
+                    match self.store.read(&key, stored.seq) {
+                        Ok(Some(record)) => {
+                            records::decode_message(&record).map(|m| Slot::Resident(Arc::new(m)))
+                        }
+                        Ok(None) | Err(_) => None,
+                    }
+                } else {
+                    Some(Slot::Paged {
+                        body_len,
+                        scratch: false,
+                    })
+                };
+                match slot {
+                    Some(message) => entries.push(Entry {
+                        seq: stored.seq,
+                        message,
+                        expires_at: meta.expires_at.unwrap_or(NEVER),
+                        deliveries: stored.deliveries,
+                        priority: meta.priority,
+                        redelivered: stored.deliveries > 0,
+                    }),
+                    None => tracing::error!(
+                        queue = name,
+                        seq = stored.seq,
+                        "skipping an unreadable message"
+                    ),
+                }
+            })?;
+            tracing::info!(vhost = %self.name, queue = name, messages = entries.len(), "recovered queue");
+            let handle = queue::spawn(
+                queue::QueueConfig {
+                    name: name.to_owned(),
+                    vhost_name: self.name.clone(),
+                    auto_delete: auto_delete == 1,
+                    args: queue_args,
+                    storage: self.storage_for(name, true),
+                },
+                self.me.clone(),
+                entries,
+            );
+            t.queues.insert(
+                name.to_owned(),
+                QueueRecord {
+                    handle,
+                    durable: true,
+                    exclusive_owner: None,
+                    auto_delete: auto_delete == 1,
+                    arguments,
+                },
+            );
+        }
+        for (key, record) in self.store.definitions("binding")? {
+            if !key.starts_with(&prefix) {
+                continue;
+            }
+            match records::decode_binding(&record) {
+                Some((source, binding)) => {
+                    if let Some(x) = t.exchanges.get_mut(&source) {
+                        x.bind(binding);
+                    }
+                }
+                None => tracing::error!("skipping an unreadable binding definition"),
+            }
+        }
+        drop(t);
+        // Exchanges (the built-in ones too) take their policy's alternate exchange.
+        self.reapply_policies();
+        Ok(())
+    }
+}
