@@ -4,6 +4,9 @@
 //! out deliveries once per batch. It awaits nothing but its own lanes. Auto-delete and deletion
 //! remove the queue from its vhost through a synchronous callback (a short lock, no await).
 
+mod dead_lettering;
+mod storage;
+
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -379,23 +382,6 @@ impl Actor {
         self.dying = dying;
     }
 
-    /// Whether a message in this queue is stored when it arrives (and so must be confirmed only
-    /// after the next group commit).
-    fn stored_on_arrival(&self, message: &Message) -> bool {
-        self.config.storage.durable && message.persistent
-    }
-
-    /// The store key an entry's record is under, if it has one.
-    fn record_key(&self, entry: &Entry) -> Option<&str> {
-        let storage = &self.config.storage;
-        match &entry.message {
-            Slot::Paged { scratch: true, .. } => Some(&storage.scratch_key),
-            Slot::Paged { scratch: false, .. } => Some(&storage.key),
-            Slot::Resident(m) if self.stored_on_arrival(m) => Some(&storage.key),
-            Slot::Resident(_) => None,
-        }
-    }
-
     /// Enqueue. A persistent message in a durable queue is stored first and confirmed after the
     /// next group commit. Deep in the queue, persistent messages (and, under memory pressure,
     /// transient ones, as scratch) live only in the store, keeping just their place in memory.
@@ -504,166 +490,6 @@ impl Actor {
                 storage.committer.confirm_after_sync(target);
             } else {
                 target.reply(true);
-            }
-        }
-    }
-
-    /// Dead-letter (or drop, without a dead-letter exchange) messages leaving the queue.
-    fn dead_letter(&mut self, entries: &mut Vec<Entry>, reason: DeathReason) {
-        for entry in entries.drain(..) {
-            if self.config.args.dead_letter_exchange.is_none() {
-                self.unstore(std::slice::from_ref(&entry));
-                continue;
-            }
-            let Some(message) = self.materialize(&entry) else {
-                self.lost(&entry);
-                continue;
-            };
-            // A stored persistent message stays stored here until its new queues have it.
-            let source_record = self.record_key(&entry) == Some(&self.config.storage.key)
-                && self.config.storage.durable;
-            let keep = source_record.then_some(entry.seq);
-            if !self.dead_letter_message(&message, reason, keep) {
-                self.unstore(std::slice::from_ref(&entry));
-            }
-        }
-    }
-
-    /// Route a dead-lettered copy of `message` and hand it to its queues without waiting.
-    /// With `keep_stored`, the copy's storing queues confirm to this queue, which then drops
-    /// its stored record; returns whether that happens (otherwise the caller drops the record).
-    fn dead_letter_message(
-        &self,
-        message: &Message,
-        reason: DeathReason,
-        keep_stored: Option<u64>,
-    ) -> bool {
-        let args = &self.config.args;
-        let (Some(dlx), Some(vhost)) = (args.dead_letter_exchange.as_deref(), self.vhost.upgrade())
-        else {
-            return false;
-        };
-        let Some(dead) = dead_letter::make(
-            message,
-            reason,
-            &self.config.name,
-            dlx,
-            args.dead_letter_routing_key.as_deref(),
-            self.clock / 1000,
-        ) else {
-            tracing::error!(queue = %self.config.name, "a dead-lettered message's properties could not be decoded; dropping it");
-            return false;
-        };
-        let keys: Vec<&str> = dead.routing_keys.iter().map(String::as_str).collect();
-        let mut targets = Vec::new();
-        // A missing dead-letter exchange drops the message, as RabbitMQ does.
-        vhost.route_dead_letter(dlx, &keys, Some(&dead.headers), &mut targets);
-        if reason != DeathReason::Rejected {
-            targets.retain(|q| !dead_letter::is_cycle(q.name(), &dead.headers));
-        }
-        let copy = Arc::new(dead.message);
-        let storing = targets
-            .iter()
-            .filter(|q| copy.persistent && q.stores_persistent())
-            .count() as u32;
-        let ticket = match keep_stored {
-            Some(seq) if storing > 0 => {
-                Some(DeadLetterTicket::new(self.handle.clone(), seq, storing))
-            }
-            _ => None,
-        };
-        for q in &targets {
-            let confirm = ticket
-                .as_ref()
-                .filter(|_| copy.persistent && q.stores_persistent())
-                .map(|t| ConfirmTarget::DeadLetter(t.clone()));
-            q.publish_nowait(copy.clone(), confirm);
-        }
-        ticket.is_some()
-    }
-
-    /// Drop a non-durable queue's scratch records (the queue is going away).
-    fn wipe_scratch(&mut self) {
-        let storage = &self.config.storage;
-        if !self.scratch_registered {
-            return;
-        }
-        if let Err(error) = storage
-            .store
-            .delete_queue(&storage.scratch_key)
-            .and_then(|()| {
-                storage
-                    .store
-                    .remove_definition(SCRATCH, &storage.scratch_key)
-            })
-        {
-            tracing::error!(queue = %self.config.name, %error, "wiping scratch records failed");
-        }
-        self.scratch_registered = false;
-    }
-
-    /// The message of an entry, read back from the store if it was paged out. Paged messages
-    /// are read ahead in sequence order, a bounded batch at a time: a draining deep queue costs
-    /// one store scan per batch rather than a lookup per message.
-    fn materialize(&mut self, entry: &Entry) -> Option<Arc<Message>> {
-        let scratch = match &entry.message {
-            Slot::Resident(m) => return Some(m.clone()),
-            Slot::Paged { scratch, .. } => *scratch,
-        };
-        if let Some(m) = self.read_ahead.take(entry.seq, scratch) {
-            return Some(m);
-        }
-        let key = self.record_key(entry)?.to_owned();
-        self.read_ahead.clear();
-        self.read_ahead.scratch = scratch;
-        let read_ahead = &mut self.read_ahead;
-        let result = self.config.storage.store.read_range(
-            &key,
-            entry.seq,
-            entry.seq.saturating_add(READ_AHEAD_MESSAGES),
-            &mut |seq, record| {
-                if let Some(m) = decode_message(&record) {
-                    read_ahead.bytes += m.body.len() as u64;
-                    read_ahead.messages.push_back((seq, Arc::new(m)));
-                }
-                read_ahead.bytes < READ_AHEAD_BYTES
-            },
-        );
-        if let Err(error) = result {
-            tracing::error!(queue = %self.config.name, %error, "reading stored messages failed");
-            return None;
-        }
-        self.read_ahead.take(entry.seq, scratch)
-    }
-
-    /// The message to hand out for an entry: with `x-delivery-count` on redeliveries when the
-    /// queue has a delivery limit.
-    fn outgoing(&mut self, entry: &Entry) -> Option<Arc<Message>> {
-        let message = self.materialize(entry)?;
-        if self.config.args.delivery_limit.is_some() && entry.deliveries > 1 {
-            let count = i64::from(entry.deliveries - 1);
-            return Some(Arc::new(message.with_header(
-                "x-delivery-count",
-                crate::protocol::AMQPValue::LongLongInt(count),
-            )));
-        }
-        Some(message)
-    }
-
-    /// A paged message whose record could not be read back: say so, and let it go.
-    fn lost(&mut self, entry: &Entry) {
-        tracing::error!(queue = %self.config.name, seq = entry.seq, "a stored message could not be read; dropping it");
-        self.state.settle(&[entry.seq]);
-    }
-
-    /// Forget stored copies of messages that left the queue for good.
-    fn unstore(&self, entries: &[Entry]) {
-        for e in entries {
-            let Some(key) = self.record_key(e) else {
-                continue;
-            };
-            if let Err(error) = self.config.storage.store.remove(key, e.seq) {
-                tracing::error!(queue = %self.config.name, %error, "removing a stored message failed");
             }
         }
     }
@@ -831,50 +657,6 @@ impl Actor {
     fn auto_delete(&mut self) {
         if let Some(vhost) = self.vhost.upgrade() {
             vhost.forget_queue(&self.config.name, self.handle.id());
-        }
-    }
-
-    /// Record a delivery in the store: a no-ack delivery is gone for good. Other deliveries of
-    /// stored messages are marked (so a restart brings them back `redelivered`, with their
-    /// delivery count) lazily, after [`DELIVERY_MARK_DELAY`]: most are acked before that and
-    /// never cost a write.
-    fn note_delivered(&mut self, entry: &Entry, no_ack: bool) {
-        let g = self.handle.gauges();
-        g.delivered.fetch_add(1, Ordering::Relaxed);
-        if entry.redelivered {
-            g.redelivered.fetch_add(1, Ordering::Relaxed);
-        }
-        let Some(key) = self.record_key(entry) else {
-            return;
-        };
-        if no_ack {
-            if let Err(error) = self.config.storage.store.remove(key, entry.seq) {
-                tracing::error!(queue = %self.config.name, %error, "recording a delivery failed");
-            }
-        } else if key == self.config.storage.key && self.config.storage.durable {
-            if self.unmarked.is_empty() {
-                self.mark_due = Some(Instant::now() + DELIVERY_MARK_DELAY);
-            }
-            self.unmarked.push(entry.seq);
-        }
-    }
-
-    /// Write the delivery marks that are due (or all of them, at shutdown), for messages still
-    /// in the queue: unacked, or requeued since.
-    fn write_delivery_marks(&mut self) {
-        self.mark_due = None;
-        for seq in std::mem::take(&mut self.unmarked) {
-            let Some(deliveries) = self.state.deliveries_of(seq) else {
-                continue;
-            };
-            if let Err(error) =
-                self.config
-                    .storage
-                    .store
-                    .mark_delivered(&self.config.storage.key, seq, deliveries)
-            {
-                tracing::error!(queue = %self.config.name, %error, "recording a delivery failed");
-            }
         }
     }
 
