@@ -8,6 +8,7 @@
 //! here holds state of its own but the rate sampler.
 
 mod accounts;
+mod bindings;
 mod metrics;
 mod objects;
 mod overview;
@@ -273,6 +274,7 @@ pub fn router(state: State) -> Router {
     Router::new()
         .merge(overview::routes())
         .merge(objects::routes())
+        .merge(bindings::routes())
         .merge(accounts::routes())
         .fallback(fallback)
         .with_state(state)
