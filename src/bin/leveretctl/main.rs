@@ -5,12 +5,17 @@
 //! for scripts. Exit codes: 0 success, 64 bad usage, 69 broker unreachable, 70 the broker
 //! refused the operation (the reason is printed on stderr).
 
+mod client;
+mod output;
+
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use clap::{Parser, Subcommand};
 use serde_json::{json, Value};
+
+use client::{encode, Api, Failure};
+use output::{cell, columns, done, list, print_rows};
 
 /// Manage a Leveret broker through its HTTP API (rabbitmqctl's commands).
 #[derive(Debug, Parser)]
@@ -163,191 +168,6 @@ enum Command {
     SetVmMemoryHighWatermark { value: Vec<String> },
     /// Set the free-disk limit: `<bytes|NMB|NGB>`, or `mem_relative <fraction>`.
     SetDiskFreeLimit { value: Vec<String> },
-}
-
-/// How a command failed, with its exit code.
-enum Failure {
-    Usage(String),
-    Unreachable(String),
-    Refused(String),
-}
-
-struct Api {
-    base: String,
-    auth: String,
-    agent: ureq::Agent,
-}
-
-fn encode(segment: &str) -> String {
-    leveret::admin::render::percent_encode(segment)
-}
-
-impl Api {
-    fn new(cli: &Cli) -> Self {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(30)))
-            .build()
-            .into();
-        let credentials = format!("{}:{}", cli.user, cli.password);
-        Self {
-            base: format!("http://{}:{}", cli.host, cli.port),
-            auth: format!(
-                "Basic {}",
-                base64::engine::general_purpose::STANDARD.encode(credentials)
-            ),
-            agent,
-        }
-    }
-
-    fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value, Failure> {
-        let url = format!("{}{path}", self.base);
-        let unreachable = |e: ureq::Error| {
-            Failure::Unreachable(format!("unable to reach the broker at {}: {e}", self.base))
-        };
-        let mut response = match (method, body) {
-            ("GET", _) => self
-                .agent
-                .get(&url)
-                .header("Authorization", &self.auth)
-                .call(),
-            ("DELETE", _) => self
-                .agent
-                .delete(&url)
-                .header("Authorization", &self.auth)
-                .call(),
-            ("POST", Some(b)) => self
-                .agent
-                .post(&url)
-                .header("Authorization", &self.auth)
-                .send_json(b),
-            (_, b) => self
-                .agent
-                .put(&url)
-                .header("Authorization", &self.auth)
-                .send_json(b.unwrap_or_else(|| json!({}))),
-        }
-        .map_err(unreachable)?;
-        let status = response.status().as_u16();
-        let text = response.body_mut().read_to_string().unwrap_or_default();
-        let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-        match status {
-            200..=299 => Ok(value),
-            401 => Err(Failure::Refused(format!(
-                "access refused: {}",
-                value["reason"].as_str().unwrap_or("authentication failed")
-            ))),
-            404 => Err(Failure::Refused(format!("not found: {path}"))),
-            _ => Err(Failure::Refused(
-                value["reason"]
-                    .as_str()
-                    .map(str::to_owned)
-                    .unwrap_or_else(|| format!("HTTP {status}: {text}")),
-            )),
-        }
-    }
-
-    fn get(&self, path: &str) -> Result<Value, Failure> {
-        self.call("GET", path, None)
-    }
-}
-
-/// A cell as rabbitmqctl prints it: strings raw, lists as `[a, b]`, tables as JSON.
-fn cell(value: &Value) -> String {
-    match value {
-        Value::Null => String::new(),
-        Value::String(s) => s.clone(),
-        Value::Array(items) => format!(
-            "[{}]",
-            items.iter().map(cell).collect::<Vec<_>>().join(", ")
-        ),
-        other => other.to_string(),
-    }
-}
-
-fn print_rows(cli: &Cli, banner: &str, columns: &[String], rows: &[Value]) {
-    match cli.formatter {
-        Formatter::Json => {
-            let objects: Vec<Value> = rows
-                .iter()
-                .map(|r| {
-                    Value::Object(
-                        columns
-                            .iter()
-                            .map(|c| (c.clone(), r.get(c).cloned().unwrap_or(Value::Null)))
-                            .collect(),
-                    )
-                })
-                .collect();
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&objects).unwrap_or_default()
-            );
-        }
-        Formatter::Table => {
-            if !cli.quiet {
-                println!("{banner}");
-            }
-            if !cli.no_table_headers {
-                println!("{}", columns.join("\t"));
-            }
-            for r in rows {
-                let cells: Vec<String> = columns
-                    .iter()
-                    .map(|c| cell(r.get(c).unwrap_or(&Value::Null)))
-                    .collect();
-                println!("{}", cells.join("\t"));
-            }
-        }
-    }
-}
-
-fn columns(given: &[String], default: &[&str]) -> Vec<String> {
-    if given.is_empty() {
-        default.iter().map(|s| (*s).to_owned()).collect()
-    } else {
-        given.to_vec()
-    }
-}
-
-fn list(
-    cli: &Cli,
-    api: &Api,
-    path: &str,
-    banner: &str,
-    given: &[String],
-    default: &[&str],
-) -> Result<(), Failure> {
-    let rows = api.get(path)?;
-    let rows = rows.as_array().cloned().unwrap_or_default();
-    let columns = columns(given, default);
-    if let (Some(first), Some(bad)) = (
-        rows.first(),
-        columns
-            .iter()
-            .find(|c| rows.first().is_some_and(|r| r.get(c.as_str()).is_none())),
-    ) {
-        let known: Vec<&String> = first
-            .as_object()
-            .map(|o| o.keys().collect())
-            .unwrap_or_default();
-        return Err(Failure::Usage(format!(
-            "invalid info key '{bad}'; valid keys: {}",
-            known
-                .iter()
-                .map(|k| k.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        )));
-    }
-    print_rows(cli, banner, &columns, &rows);
-    Ok(())
-}
-
-fn done(cli: &Cli, message: &str) {
-    if !cli.quiet {
-        println!("{message}");
-    }
 }
 
 /// `512MB`, `2GB`, `1000000` → bytes (RabbitMQ's units: kB/MB/GB are powers of ten, KiB/MiB/GiB
