@@ -10,6 +10,7 @@ use amq_protocol::protocol::{basic, gen_class, parse_class, AMQPClass};
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::error::AmqpError;
+use super::nesting::{self, NestingError};
 
 /// The eight bytes a client sends first.
 pub const PROTOCOL_HEADER: &[u8; 8] = b"AMQP\x00\x00\x09\x01";
@@ -210,6 +211,17 @@ fn decode_method(payload: &[u8]) -> Result<AMQPClass, AmqpError> {
             );
         }
     }
+    match nesting::check_method(class_id, method_id, &payload[4..]) {
+        Ok(()) => {}
+        Err(NestingError::TooDeep) => return Err(too_deep().with_method(class_id, method_id)),
+        Err(NestingError::Malformed) => {
+            return Err(AmqpError::frame_error(format!(
+                "cannot decode {}",
+                erlang_binary(&payload[4..])
+            ))
+            .with_method(class_id, method_id))
+        }
+    }
     match parse_class(payload) {
         Ok((_, method)) => Ok(method),
         Err(_) => Err(AmqpError::frame_error(format!(
@@ -220,7 +232,23 @@ fn decode_method(payload: &[u8]) -> Result<AMQPClass, AmqpError> {
     }
 }
 
+/// The error for a field table nested deeper than [`nesting::MAX_TABLE_DEPTH`]: it closes the
+/// connection, as any undecodable frame does.
+fn too_deep() -> AmqpError {
+    AmqpError::syntax_error(format!(
+        "field table nested deeper than {} levels",
+        nesting::MAX_TABLE_DEPTH
+    ))
+}
+
 fn decode_header(payload: Bytes) -> Result<ContentHeader, AmqpError> {
+    match payload.get(12..).map(nesting::check_properties) {
+        Some(Err(NestingError::TooDeep)) => return Err(too_deep()),
+        Some(Err(NestingError::Malformed)) => {
+            return Err(AmqpError::frame_error("malformed content header"))
+        }
+        Some(Ok(())) | None => {}
+    }
     match parse_content_header(&payload[..]) {
         Ok((_, header)) if payload.len() >= 12 => Ok(ContentHeader {
             class_id: header.class_id,

@@ -7,6 +7,7 @@
 pub mod assembler;
 pub mod codec;
 pub mod error;
+pub mod nesting;
 pub mod table;
 
 pub use amq_protocol::protocol::basic::AMQPProperties as Properties;
@@ -18,4 +19,4 @@ pub use amq_protocol::types::{
 };
 pub use assembler::{Command, CommandAssembler, Content};
 pub use codec::{ContentHeader, Frame};
-pub use error::{AmqpError, ReplyCode};
+pub use error::{short_string, AmqpError, ReplyCode};

@@ -109,6 +109,7 @@ pub fn parse_amqplain(response: &[u8]) -> Option<(String, String)> {
     let mut framed = Vec::with_capacity(response.len() + 4);
     framed.extend_from_slice(&(response.len() as u32).to_be_bytes());
     framed.extend_from_slice(response);
+    super::nesting::check_table(&framed).ok()?;
     let (_, table) = amq_protocol::types::parsing::parse_field_table(&framed[..]).ok()?;
     let login = as_str(table.inner().get("LOGIN")?)?.into_owned();
     let password = as_str(table.inner().get("PASSWORD")?)?.into_owned();
@@ -135,6 +136,7 @@ pub fn encode_table(table: &FieldTable) -> Vec<u8> {
 
 /// Parse a field table written by [`encode_table`].
 pub fn decode_table(bytes: &[u8]) -> Option<FieldTable> {
+    super::nesting::check_table(bytes).ok()?;
     amq_protocol::types::parsing::parse_field_table(bytes)
         .ok()
         .map(|(_, t)| t)
@@ -142,6 +144,7 @@ pub fn decode_table(bytes: &[u8]) -> Option<FieldTable> {
 
 /// Parse content properties in wire form.
 pub fn decode_properties(bytes: &[u8]) -> Option<amq_protocol::protocol::basic::AMQPProperties> {
+    super::nesting::check_properties(bytes).ok()?;
     amq_protocol::protocol::basic::parse_properties(bytes)
         .ok()
         .map(|(_, p)| p)

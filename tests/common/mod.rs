@@ -2,6 +2,8 @@
 //! helpers. Every test gets its own broker, so tests never share state.
 #![allow(dead_code)]
 
+pub mod raw;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
