@@ -141,6 +141,12 @@ impl VHost {
     }
 
     pub(super) fn remove_exchange(&self, t: &mut Topology, name: &str) {
+        self.drop_exchange(t, name);
+        self.unbind_everywhere(t, &Destination::Exchange(name.to_owned()));
+    }
+
+    /// Remove an exchange and its own bindings (as source), in memory and in the store.
+    fn drop_exchange(&self, t: &mut Topology, name: &str) {
         if let Some(x) = t.exchanges.remove(name) {
             if x.durable {
                 if let Err(error) = self.store.remove_definition("exchange", &self.key(name)) {
@@ -151,23 +157,52 @@ impl VHost {
                 }
             }
         }
-        self.unbind_everywhere(t, &Destination::Exchange(name.to_owned()));
     }
 
-    /// Remove every binding to `destination`, auto-deleting exchanges left without bindings.
+    /// Remove every binding to `destination`, auto-deleting exchanges left without bindings,
+    /// and so on up the graph. Iterative, and linear in the bindings: a client can chain
+    /// thousands of auto-delete exchanges, and the recursive cascade that rescanned every
+    /// exchange per step overflowed the stack on such a chain.
     pub(super) fn unbind_everywhere(&self, t: &mut Topology, destination: &Destination) {
         let mut emptied = Vec::new();
         for x in t.exchanges.values_mut() {
-            let removed = x.unbind_destination(destination);
-            for b in &removed {
-                self.forget_binding(&x.name, b);
-            }
-            if !removed.is_empty() && x.auto_delete && x.bindings().is_empty() {
+            if self.unbind_emptied(x, destination) {
                 emptied.push(x.name.clone());
             }
         }
-        for name in emptied {
-            self.remove_exchange(t, &name);
+        if emptied.is_empty() {
+            return;
         }
+        // A cascade: find each exchange's sources through an index built once.
+        let mut sources: HashMap<String, Vec<String>> = HashMap::new();
+        for x in t.exchanges.values() {
+            for b in x.bindings() {
+                if let Destination::Exchange(d) = &b.destination {
+                    sources.entry(d.clone()).or_default().push(x.name.clone());
+                }
+            }
+        }
+        while let Some(name) = emptied.pop() {
+            self.drop_exchange(t, &name);
+            let owners = sources.remove(&name).unwrap_or_default();
+            let gone = Destination::Exchange(name);
+            for source in owners {
+                if let Some(x) = t.exchanges.get_mut(&source) {
+                    if self.unbind_emptied(x, &gone) {
+                        emptied.push(source);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Remove `x`'s bindings to `destination`; true when that left an auto-delete exchange
+    /// without bindings (so it goes too).
+    fn unbind_emptied(&self, x: &mut Exchange, destination: &Destination) -> bool {
+        let removed = x.unbind_destination(destination);
+        for b in &removed {
+            self.forget_binding(&x.name, b);
+        }
+        !removed.is_empty() && x.auto_delete && x.bindings().is_empty()
     }
 }

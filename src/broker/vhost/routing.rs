@@ -59,14 +59,12 @@ impl VHost {
             }
             return;
         }
-        // Exchange graphs are small: a vector beats hashing on this per-publish path.
-        let mut visited: Vec<&str> = Vec::new();
+        let mut visited = Visited::default();
         let mut next: Option<&Exchange> = Some(x);
         while let Some(x) = next.take() {
-            if visited.contains(&x.name.as_str()) {
+            if !visited.insert(x.name.as_str()) {
                 break;
             }
-            visited.push(x.name.as_str());
             let before = out.len();
             Self::route_from(t, x, keys, headers, &mut visited, out);
             if out.len() == before {
@@ -75,19 +73,30 @@ impl VHost {
         }
     }
 
+    /// The queues reachable from `x` through exchange-to-exchange bindings, depth first in
+    /// binding order, each exchange visited once. Iterative: a client can chain thousands of
+    /// exchanges, and a recursive walk overflowed the stack on such a chain.
     pub(super) fn route_from<'a>(
         t: &'a Topology,
         x: &'a Exchange,
         keys: &[&str],
         headers: Option<&FieldTable>,
-        visited: &mut Vec<&'a str>,
+        visited: &mut Visited<'a>,
         out: &mut Vec<QueueHandle>,
     ) {
-        let mut dests: Vec<&Destination> = Vec::new();
-        for key in keys {
-            x.route(key, headers, &mut dests);
-        }
-        for dest in dests {
+        let destinations = |x: &'a Exchange| {
+            let mut dests: Vec<&'a Destination> = Vec::new();
+            for key in keys {
+                x.route(key, headers, &mut dests);
+            }
+            dests.into_iter()
+        };
+        let mut stack = vec![destinations(x)];
+        while let Some(dests) = stack.last_mut() {
+            let Some(dest) = dests.next() else {
+                stack.pop();
+                continue;
+            };
             match dest {
                 Destination::Queue(q) => {
                     if let Some(record) = t.queues.get(q) {
@@ -96,13 +105,36 @@ impl VHost {
                 }
                 Destination::Exchange(name) => {
                     if let Some(inner) = t.exchanges.get(name) {
-                        if !visited.contains(&inner.name.as_str()) {
-                            visited.push(inner.name.as_str());
-                            Self::route_from(t, inner, keys, headers, visited, out);
+                        if visited.insert(inner.name.as_str()) {
+                            stack.push(destinations(inner));
                         }
                     }
                 }
             }
         }
+    }
+}
+
+/// Exchanges a routing walk has been through. Most walks see one or two, where a vector beats
+/// hashing; past a handful it becomes a set, so a long chain stays linear.
+#[derive(Default)]
+pub(super) struct Visited<'a> {
+    few: Vec<&'a str>,
+    many: std::collections::HashSet<&'a str>,
+}
+
+impl<'a> Visited<'a> {
+    const FEW: usize = 8;
+
+    /// Record `name`; false if it was already there.
+    pub(super) fn insert(&mut self, name: &'a str) -> bool {
+        if self.few.contains(&name) {
+            return false;
+        }
+        if self.few.len() < Self::FEW {
+            self.few.push(name);
+            return true;
+        }
+        self.many.insert(name)
     }
 }
