@@ -180,7 +180,7 @@ async fn add_binding(
     authorize_binding(&state, &auth, &vh, &source, &dest)?;
     let routing_key = text(&map, "routing_key").unwrap_or_default().to_owned();
     short("routing_key", &routing_key)?;
-    let args = arguments(&map);
+    let args = arguments(&map)?;
     v.set_binding(&source, dest.clone(), &routing_key, &args, 0, true)
         .map_err(|e| match e.code as u16 {
             404 => ApiError::new(

@@ -110,10 +110,10 @@ pub(super) fn text<'a>(map: &'a Map<String, Value>, key: &str) -> Option<&'a str
     map.get(key).and_then(Value::as_str)
 }
 
-pub(super) fn arguments(map: &Map<String, Value>) -> crate::protocol::FieldTable {
+pub(super) fn arguments(map: &Map<String, Value>) -> Result<crate::protocol::FieldTable, ApiError> {
     match map.get("arguments") {
         Some(Value::Object(a)) => json_table(a),
-        _ => Default::default(),
+        _ => Ok(Default::default()),
     }
 }
 
@@ -221,7 +221,7 @@ async fn put_queue(
         Permission::Configure,
     )?;
     let was_new = v.queue_record(&name).is_none();
-    let args = arguments(&map);
+    let args = arguments(&map)?;
     // As over AMQP: a new queue's dead-letter exchange needs read on the queue, write on it.
     if let Some(dlx) = lookup(Some(&args), "x-dead-letter-exchange").and_then(as_str) {
         if was_new {
@@ -434,7 +434,7 @@ async fn put_exchange(
         Permission::Configure,
     )?;
     let was_new = !v.has_exchange(&name);
-    if let Some(ae) = lookup(Some(&arguments(&map)), "alternate-exchange").and_then(as_str) {
+    if let Some(ae) = lookup(Some(&arguments(&map)?), "alternate-exchange").and_then(as_str) {
         if was_new {
             authorize(
                 &state,
@@ -459,7 +459,7 @@ async fn put_exchange(
         durable: flag(&map, "durable"),
         auto_delete: flag(&map, "auto_delete"),
         internal: flag(&map, "internal"),
-        arguments: arguments(&map),
+        arguments: arguments(&map)?,
     })?;
     Ok(created(was_new))
 }
@@ -529,7 +529,7 @@ async fn publish(
             if p.get("delivery_mode").is_some_and(|d| !d.is_u64()) {
                 return Err(ApiError::bad_request(json!(["not_int", "delivery_mode"])));
             }
-            render::json_properties(p)
+            render::json_properties(p)?
         }
         _ => Default::default(),
     };

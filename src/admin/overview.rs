@@ -360,10 +360,10 @@ fn b(m: &Map<String, Value>, key: &str) -> bool {
     super::objects::flag(m, key)
 }
 
-fn args(m: &Map<String, Value>) -> crate::protocol::FieldTable {
+fn args(m: &Map<String, Value>) -> Result<crate::protocol::FieldTable, ApiError> {
     match m.get("arguments") {
         Some(Value::Object(a)) => json_table(a),
-        _ => Default::default(),
+        _ => Ok(Default::default()),
     }
 }
 
@@ -462,7 +462,7 @@ pub async fn import_definitions(
             durable: b(x, "durable"),
             auto_delete: b(x, "auto_delete"),
             internal: b(x, "internal"),
-            arguments: args(x),
+            arguments: args(x)?,
         })?;
     }
     for q in list(defs, "queues") {
@@ -477,7 +477,7 @@ pub async fn import_definitions(
                 durable: b(q, "durable"),
                 exclusive: false,
                 auto_delete: b(q, "auto_delete"),
-                arguments: args(q),
+                arguments: args(q)?,
             },
             0,
         )
@@ -493,7 +493,7 @@ pub async fn import_definitions(
             s(bd, "source"),
             destination,
             s(bd, "routing_key"),
-            &args(bd),
+            &args(bd)?,
             0,
             true,
         )?;

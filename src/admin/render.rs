@@ -7,12 +7,14 @@
 use serde_json::{json, Map, Value};
 
 use super::rates::Rates;
+use super::ApiError;
 use crate::broker::connections::{ChannelInfo, ConnectionInfo, ConsumerInfo};
 use crate::broker::exchange::{Binding, Destination};
 use crate::broker::policy::PolicyRecord;
 use crate::broker::queue::QueueGauges;
 use crate::broker::vhost::{ExchangeInfo, QueueRecord};
-use crate::protocol::{AMQPValue, FieldArray, FieldTable, Properties};
+use crate::protocol::nesting::MAX_TABLE_DEPTH;
+use crate::protocol::{short_string, AMQPValue, FieldArray, FieldTable, Properties};
 
 /// An AMQP field value as JSON (strings as text; byte strings that are not UTF-8 lossily).
 pub fn value_json(value: &AMQPValue) -> Value {
@@ -50,9 +52,11 @@ pub fn table_json(table: &FieldTable) -> Value {
 }
 
 /// JSON as an AMQP value, as RabbitMQ converts management arguments: integers are long
-/// (signed 64-bit), other numbers double, strings long strings.
-pub fn json_value(value: &Value) -> AMQPValue {
-    match value {
+/// (signed 64-bit), other numbers double, strings long strings. `None` when it nests deeper
+/// than an AMQP table may ([`MAX_TABLE_DEPTH`]; serde_json already stops at 128 levels, so this
+/// recursion is bounded): such a table could be stored but never read back.
+fn json_value(value: &Value, depth: usize) -> Option<AMQPValue> {
+    Some(match value {
         Value::Null => AMQPValue::Void,
         Value::Bool(b) => AMQPValue::Boolean(*b),
         Value::Number(n) => match n.as_i64() {
@@ -60,20 +64,36 @@ pub fn json_value(value: &Value) -> AMQPValue {
             None => AMQPValue::Double(n.as_f64().unwrap_or_default()),
         },
         Value::String(s) => AMQPValue::LongString(s.as_str().into()),
-        Value::Array(items) => AMQPValue::FieldArray(FieldArray::from(
-            items.iter().map(json_value).collect::<Vec<_>>(),
-        )),
-        Value::Object(map) => AMQPValue::FieldTable(json_table(map)),
-    }
+        Value::Array(items) => {
+            if depth >= MAX_TABLE_DEPTH {
+                return None;
+            }
+            let items: Option<Vec<AMQPValue>> =
+                items.iter().map(|v| json_value(v, depth + 1)).collect();
+            AMQPValue::FieldArray(FieldArray::from(items?))
+        }
+        Value::Object(map) => AMQPValue::FieldTable(table_at(map, depth + 1)?),
+    })
 }
 
-/// A JSON object as an AMQP table.
-pub fn json_table(map: &Map<String, Value>) -> FieldTable {
+fn table_at(map: &Map<String, Value>, depth: usize) -> Option<FieldTable> {
+    if depth > MAX_TABLE_DEPTH {
+        return None;
+    }
     let mut table = FieldTable::default();
     for (k, v) in map {
-        table.insert(k.as_str().into(), json_value(v));
+        table.insert(short_string(k), json_value(v, depth)?);
     }
-    table
+    Some(table)
+}
+
+/// A JSON object as an AMQP table (keys cut to short strings); 400 when it nests too deep.
+pub fn json_table(map: &Map<String, Value>) -> Result<FieldTable, ApiError> {
+    table_at(map, 1).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "arguments nested deeper than {MAX_TABLE_DEPTH} levels"
+        ))
+    })
 }
 
 fn rate(count: u64, rate: f64) -> (u64, Value) {
@@ -346,8 +366,8 @@ pub fn properties_json(p: &Properties) -> Value {
 }
 
 /// Message properties from the management API's JSON (unknown keys ignored, as RabbitMQ).
-pub fn json_properties(map: &Map<String, Value>) -> Properties {
-    let text = |k: &str| map.get(k).and_then(Value::as_str).map(|s| s.into());
+pub fn json_properties(map: &Map<String, Value>) -> Result<Properties, ApiError> {
+    let text = |k: &str| map.get(k).and_then(Value::as_str).map(short_string);
     let mut p = Properties::default();
     if let Some(v) = text("content_type") {
         p = p.with_content_type(v);
@@ -356,7 +376,7 @@ pub fn json_properties(map: &Map<String, Value>) -> Properties {
         p = p.with_content_encoding(v);
     }
     if let Some(Value::Object(h)) = map.get("headers") {
-        p = p.with_headers(json_table(h));
+        p = p.with_headers(json_table(h)?);
     }
     if let Some(v) = map.get("delivery_mode").and_then(Value::as_u64) {
         p = p.with_delivery_mode(v as u8);
@@ -388,7 +408,7 @@ pub fn json_properties(map: &Map<String, Value>) -> Properties {
     if let Some(v) = text("app_id") {
         p = p.with_app_id(v);
     }
-    p
+    Ok(p)
 }
 
 #[cfg(test)]
@@ -398,7 +418,7 @@ mod tests {
     #[test]
     fn arguments_round_trip_through_json() {
         let v = json!({"x-max-length": 10, "x-dead-letter-exchange": "dlx", "flag": true, "nested": {"a": [1, "b"]}});
-        let table = json_table(v.as_object().unwrap());
+        let table = json_table(v.as_object().unwrap()).unwrap();
         assert_eq!(table_json(&table), v);
         assert!(matches!(
             table.inner().get("x-max-length"),

@@ -124,6 +124,13 @@ impl AmqpError {
         }
     }
 
+    /// The reply text as it goes on the wire: a short string, so cut to 255 bytes (at a
+    /// character boundary) as RabbitMQ cuts it. Texts name queues and exchanges, whose names
+    /// alone may be 255 bytes long.
+    pub fn reply_text(&self) -> amq_protocol::types::ShortString {
+        short_string(&self.text)
+    }
+
     /// The same error, attributed to the method that caused it.
     pub fn with_method(mut self, class_id: u16, method_id: u16) -> Self {
         if self.class_id == 0 && self.method_id == 0 {
@@ -191,5 +198,32 @@ impl AmqpError {
     /// 541.
     pub fn internal_error(detail: impl fmt::Display) -> Self {
         Self::new(ReplyCode::InternalError, detail)
+    }
+}
+
+/// A short string from any text: cut to 255 bytes at a character boundary. amq-protocol's own
+/// conversion panics on a longer string, so text that may be long (built from names, texts or
+/// HTTP input) goes through here.
+pub fn short_string(text: &str) -> amq_protocol::types::ShortString {
+    let mut end = text.len().min(255);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    amq_protocol::types::ShortString::from(&text[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_reply_texts_are_cut_to_a_short_string() {
+        let name = "q".repeat(255);
+        let error = AmqpError::not_found(format!("no queue '{name}' in vhost '/'"));
+        assert!(error.text.len() > 255);
+        assert_eq!(error.reply_text().as_str().len(), 255);
+        // A multi-byte character straddling byte 255 is dropped whole.
+        let text = format!("{}é", "a".repeat(254));
+        assert_eq!(short_string(&text).as_str(), "a".repeat(254));
     }
 }

@@ -280,7 +280,12 @@ pub(super) async fn run(
 ) {
     let socket = Arc::new(stream);
     let (writer, writer_task) = writer::spawn(socket.clone());
-    let mut reader = FrameReader::new(socket, broker.config().frame_max);
+    // Before login, frames are bounded whatever frame_max is configured (0 is "no limit").
+    let pre_auth = match broker.config().frame_max {
+        0 => super::handshake::PRE_AUTH_FRAME_MAX,
+        n => n.min(super::handshake::PRE_AUTH_FRAME_MAX),
+    };
+    let mut reader = FrameReader::new(socket, pre_auth);
     let session = match tokio::time::timeout(
         HANDSHAKE_TIMEOUT,
         handshake(&mut reader, &writer, &broker, peer, tls.as_ref()),
@@ -328,7 +333,7 @@ pub(super) async fn run(
             vhost: session.vhost,
             user: session.user,
             info: info.clone(),
-            frame_max: session.frame_max,
+            frame_max: super::handshake::outbound_frame_size(session.frame_max),
             capabilities: session.capabilities,
             out: BytesMut::with_capacity(OUT_CHUNK),
             sink,
@@ -402,7 +407,7 @@ async fn close_with(reader: &mut FrameReader, writer: &WriterHandle, error: Amqp
         0,
         &Method::Connection(connection::AMQPMethod::Close(connection::Close {
             reply_code: error.code as u16,
-            reply_text: error.text.as_str().into(),
+            reply_text: error.reply_text(),
             class_id: error.class_id,
             method_id: error.method_id,
         })),

@@ -132,6 +132,29 @@ async fn expect_method(reader: &mut FrameReader) -> Result<Method, HandshakeFail
     }
 }
 
+/// The largest frame accepted before the handshake settles frame_max: a peer that has not
+/// logged in cannot make the broker buffer more than this, whatever the configuration says.
+pub(super) const PRE_AUTH_FRAME_MAX: u32 = 131_072;
+
+/// The frame size the reader enforces once `frame_max` is negotiated. "No limit" (0) still
+/// has one: no frame needs to be larger than the largest message plus its frame overhead.
+pub(super) fn inbound_frame_limit(frame_max: u32, max_message_size: u64) -> u32 {
+    match frame_max {
+        0 => u32::try_from(max_message_size.saturating_add(8))
+            .unwrap_or(u32::MAX)
+            .max(PRE_AUTH_FRAME_MAX),
+        n => n,
+    }
+}
+
+/// The frame size the broker splits bodies at: with no negotiated limit, RabbitMQ's default.
+pub(super) fn outbound_frame_size(frame_max: u32) -> u32 {
+    match frame_max {
+        0 => PRE_AUTH_FRAME_MAX,
+        n => n,
+    }
+}
+
 /// Run the handshake on a fresh socket.
 pub(super) async fn handshake(
     reader: &mut FrameReader,
@@ -211,6 +234,8 @@ pub(super) async fn handshake(
     else {
         return Err(HandshakeFailure::Silent);
     };
+    // 0 means "no limit", from either side (RabbitMQ's reading of the spec): the client's
+    // value must be at least 4096 unless 0, and at most the server's unless that is 0.
     let frame_max = match tune_ok.frame_max {
         0 => config.frame_max,
         n => n,
@@ -219,18 +244,22 @@ pub(super) async fn handshake(
         0 => config.channel_max,
         n => n,
     };
-    if frame_max < 4096 || frame_max > config.frame_max || channel_max > config.channel_max {
+    let too_large = |value: u32, limit: u32| limit != 0 && value > limit;
+    if (frame_max != 0 && frame_max < 4096)
+        || too_large(frame_max, config.frame_max)
+        || too_large(u32::from(channel_max), u32::from(config.channel_max))
+    {
         tracing::warn!(
             %peer,
             frame_max,
             channel_max,
-            "failed to negotiate connection parameters: outside 4096..={} / ..={}",
+            "failed to negotiate connection parameters: outside 4096..={} / ..={} (0: no limit)",
             config.frame_max,
             config.channel_max
         );
         return Err(HandshakeFailure::Silent);
     }
-    reader.set_frame_max(frame_max);
+    reader.set_frame_max(inbound_frame_limit(frame_max, config.max_message_size));
     let Method::Connection(connection::AMQPMethod::Open(open)) = expect_method(reader).await?
     else {
         return Err(HandshakeFailure::Refused(AmqpError::command_invalid(
@@ -275,7 +304,12 @@ pub(super) async fn handshake(
         vhost,
         user,
         frame_max,
-        channel_max,
+        // No limit: as many channels as the protocol numbers.
+        channel_max: if channel_max == 0 {
+            u16::MAX
+        } else {
+            channel_max
+        },
         heartbeat: tune_ok.heartbeat,
         capabilities,
         mechanism: mechanism.to_owned(),

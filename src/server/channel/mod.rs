@@ -301,7 +301,7 @@ impl Channel {
             self.id,
             &Method::Channel(channel::AMQPMethod::Close(channel::Close {
                 reply_code: error.code as u16,
-                reply_text: error.text.as_str().into(),
+                reply_text: error.reply_text(),
                 class_id: error.class_id,
                 method_id: error.method_id,
             })),
