@@ -338,3 +338,71 @@ async fn a_fast_publisher_against_a_slow_consumer_keeps_memory_bounded() {
         "broker resident memory grew with the queue: {at_third} MiB at a third, peak {peak} MiB"
     );
 }
+
+/// `tx.commit-ok` promises what a confirm promises: 2,000 persistent messages committed in one
+/// transaction survive a SIGKILL sent right after the commit-ok, and so do the acks of a second
+/// committed transaction (the queue comes back empty, not redelivered).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_right_after_tx_commit_ok_loses_nothing_committed() {
+    const N: u32 = 2000;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let connect = |port: u16| async move {
+        let conn = Connection::connect(
+            &format!("amqp://127.0.0.1:{port}/%2f"),
+            ConnectionProperties::default(),
+        )
+        .await
+        .unwrap();
+        let ch = conn.create_channel().await.unwrap();
+        (conn, ch)
+    };
+    let (child, port) = common::spawn_leveret(&data);
+    let (_conn, ch) = connect(port).await;
+    ch.queue_declare("tx".into(), common::durable(), FieldTable::default())
+        .await
+        .unwrap();
+    // Past sled's background flush (500 ms), so only the transaction is at stake.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    ch.tx_select().await.unwrap();
+    for i in 0..N {
+        ch.basic_publish(
+            "".into(),
+            "tx".into(),
+            BasicPublishOptions::default(),
+            &i.to_be_bytes(),
+            BasicProperties::default().with_delivery_mode(2),
+        )
+        .await
+        .unwrap();
+    }
+    ch.tx_commit().await.unwrap();
+    drop(child);
+
+    let (child, port) = common::spawn_leveret(&data);
+    let (_conn, ch) = connect(port).await;
+    assert_eq!(
+        common::message_count(&ch, "tx").await,
+        N,
+        "committed publishes lost"
+    );
+    ch.tx_select().await.unwrap();
+    for _ in 0..N {
+        let m = ch
+            .basic_get("tx".into(), BasicGetOptions { no_ack: false })
+            .await
+            .unwrap()
+            .expect("a message");
+        m.delivery.ack(BasicAckOptions::default()).await.unwrap();
+    }
+    ch.tx_commit().await.unwrap();
+    drop(child);
+
+    let (_child, port) = common::spawn_leveret(&data);
+    let (_conn, ch) = connect(port).await;
+    assert_eq!(
+        common::message_count(&ch, "tx").await,
+        0,
+        "committed acks lost"
+    );
+}

@@ -59,6 +59,9 @@ impl ConfirmTarget {
                 let _ = sink.send(ClientEvent::Confirm { channel, seq, ack });
             }
             Self::DeadLetter(ticket) => ticket.answer(ack),
+            Self::Waiter(tx) => {
+                let _ = tx.send(ack);
+            }
         }
     }
 
@@ -67,7 +70,7 @@ impl ConfirmTarget {
     /// forgets its own stored copy.
     pub fn refuse(self) {
         match self {
-            Self::Publisher { .. } => self.reply(false),
+            Self::Publisher { .. } | Self::Waiter(_) => self.reply(false),
             Self::DeadLetter(ticket) => ticket.answer(true),
         }
     }

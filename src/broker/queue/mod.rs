@@ -63,6 +63,9 @@ pub enum ConfirmTarget {
     },
     /// A dead-lettered persistent message whose source still holds its stored copy.
     DeadLetter(Arc<DeadLetterTicket>),
+    /// A caller awaiting the answer itself (`tx.commit` waits for every publish and ack of
+    /// its transaction to be synced). A target dropped unanswered closes the channel.
+    Waiter(mpsc::UnboundedSender<bool>),
 }
 
 /// A dead-lettered persistent message on its way to the queues that store it. The source queue
@@ -286,6 +289,8 @@ pub(crate) enum Control {
     Publish(Publish),
     /// Every target stored a message this queue dead-lettered: drop its stored copy.
     Forget(u64),
+    /// Answer once everything this queue has written to the store so far is synced.
+    Sync(ConfirmTarget),
     /// The broker is stopping: end the actor, keeping stored messages.
     Shutdown,
     /// A policy changed: these are the queue's effective settings now.
@@ -311,6 +316,7 @@ impl Control {
             | Self::Touch
             | Self::Publish(_)
             | Self::Forget(_)
+            | Self::Sync(_)
             | Self::Shutdown
             | Self::Policy(_) => false,
         }
@@ -432,6 +438,12 @@ impl QueueHandle {
     /// Return deliveries that never reached the client (not marked redelivered).
     pub fn release(&self, seqs: Vec<u64>) {
         self.cast(Control::Release(seqs));
+    }
+
+    /// Answer `target` once everything this queue has stored so far (after the commands sent
+    /// before this one, acks included) is on disk.
+    pub fn sync(&self, target: ConfirmTarget) {
+        self.cast(Control::Sync(target));
     }
 
     /// Give a consumer `n` more in-flight credit.

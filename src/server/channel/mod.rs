@@ -16,7 +16,7 @@ use super::connection::ConnCtx;
 use crate::broker::access::{Permission, Resource};
 use crate::broker::connections::ChannelInfo;
 use crate::broker::exchange::Destination;
-use crate::broker::queue::{ChannelLimiter, QueueHandle, QueueStats};
+use crate::broker::queue::{ChannelLimiter, ConfirmTarget, QueueHandle, QueueStats};
 use crate::broker::vhost::{check_queue_name, random_name, ExchangeDeclare, QueueDeclare, VHost};
 use crate::broker::Message;
 use crate::protocol::codec::encode_confirm;
@@ -650,22 +650,7 @@ impl Channel {
                     .tx
                     .replace(TxState::default())
                     .ok_or_else(not_transactional)?;
-                for (queues, message) in state.publishes {
-                    for queue in &queues {
-                        queue.publish(message.clone(), None).await;
-                    }
-                }
-                for (_, unacked, settle) in state.settles {
-                    match settle {
-                        TxSettle::Ack => ctx.ack_later(&unacked.queue, unacked.seq),
-                        TxSettle::Reject { requeue: true } => {
-                            unacked.queue.requeue(vec![unacked.seq])
-                        }
-                        TxSettle::Reject { requeue: false } => {
-                            unacked.queue.reject(vec![unacked.seq])
-                        }
-                    }
-                }
+                commit(ctx, state).await;
                 tx::AMQPMethod::CommitOk(tx::CommitOk {})
             }
             tx::AMQPMethod::Rollback(_) => {
@@ -707,6 +692,51 @@ impl Channel {
             );
         }
         Ok(())
+    }
+}
+
+/// Apply a transaction, and return once what it stored is on disk: `commit-ok` promises what
+/// a confirm does. Publishes a queue stores (persistent, durable queue) and settlements on
+/// durable queues are awaited through the group commit; the rest need no sync.
+async fn commit(ctx: &mut ConnCtx, state: TxState) {
+    let (done, mut answers) = tokio::sync::mpsc::unbounded_channel();
+    let mut awaited = 0usize;
+    let mut touched: Vec<QueueHandle> = Vec::new();
+    for (queues, message) in state.publishes {
+        for queue in &queues {
+            let target = queue.answers_confirm(&message).then(|| {
+                awaited += 1;
+                ConfirmTarget::Waiter(done.clone())
+            });
+            queue.publish(message.clone(), target).await;
+        }
+    }
+    // Acks go straight to their queues (not batched) so the sync below comes after them.
+    let mut acks: Vec<Unacked> = Vec::new();
+    for (_, unacked, settle) in state.settles {
+        if unacked.queue.stores_persistent()
+            && !touched.iter().any(|q| q.id() == unacked.queue.id())
+        {
+            touched.push(unacked.queue.clone());
+        }
+        match settle {
+            TxSettle::Ack => acks.push(unacked),
+            TxSettle::Reject { requeue: true } => unacked.queue.requeue(vec![unacked.seq]),
+            TxSettle::Reject { requeue: false } => unacked.queue.reject(vec![unacked.seq]),
+        }
+    }
+    ctx.flush_acks();
+    for (queue, seqs) in by_queue(acks) {
+        queue.ack(seqs);
+    }
+    for queue in &touched {
+        awaited += 1;
+        queue.sync(ConfirmTarget::Waiter(done.clone()));
+    }
+    drop(done);
+    // A queue that goes away drops its target unanswered, which ends the wait too.
+    while awaited > 0 && answers.recv().await.is_some() {
+        awaited -= 1;
     }
 }
 

@@ -515,6 +515,13 @@ impl Actor {
                     tracing::error!(queue = %self.config.name, %error, "removing a dead-lettered message failed");
                 }
             }
+            Control::Sync(target) => {
+                if self.config.storage.durable {
+                    self.config.storage.committer.confirm_after_sync(target);
+                } else {
+                    target.reply(true);
+                }
+            }
             Control::Consume(req, reply) => {
                 let consumer = Consumer::from(req);
                 let in_use = self.in_use_error();
