@@ -55,6 +55,9 @@ pub struct Config {
     /// `max_unacked_per_channel` (Leveret's own): deliveries a channel may hold unacknowledged
     /// across its consumers, whatever their prefetch (0: no cap, as RabbitMQ).
     pub max_unacked_per_channel: u32,
+    /// `max_pending_output` (Leveret's own), bytes: output a connection may have queued for a
+    /// client that does not read before the broker stops reading that connection's socket.
+    pub max_pending_output: u64,
     /// `consumer_timeout`, milliseconds (`None`: `consumer_timeout = false`, never).
     pub consumer_timeout: Option<u64>,
     /// `vm_memory_high_watermark.relative` / `.absolute`.
@@ -94,6 +97,7 @@ impl Default for Config {
             channel_max: 2047,
             max_message_size: 128 * 1024 * 1024,
             max_unacked_per_channel: 0,
+            max_pending_output: 4 * 1024 * 1024,
             consumer_timeout: Some(30 * 60 * 1000),
             vm_memory_high_watermark: Watermark::Relative(0.4),
             disk_free_limit: Watermark::Absolute(50_000_000),
@@ -137,6 +141,7 @@ const KEYS: &[&str] = &[
     "channel_max",
     "max_message_size",
     "max_unacked_per_channel",
+    "max_pending_output",
     "consumer_timeout",
     "vm_memory_high_watermark.relative",
     "vm_memory_high_watermark.absolute",
@@ -316,6 +321,11 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
                         .parse()
                         .map_err(|_| bad("expected a count (0: no cap)"))?
                 }
+                "max_pending_output" => {
+                    config.max_pending_output = bytes(value)
+                        .filter(|b| *b >= 65_536)
+                        .ok_or_else(|| bad("expected bytes, at least 65536"))?
+                }
                 "max_message_size" => {
                     config.max_message_size = bytes(value)
                         .filter(|b| (1..=512 * 1024 * 1024).contains(b))
@@ -406,6 +416,7 @@ impl Config {
             "max_unacked_per_channel = {}",
             self.max_unacked_per_channel
         );
+        let _ = writeln!(out, "max_pending_output = {}", self.max_pending_output);
         match self.consumer_timeout {
             Some(ms) => writeln!(out, "consumer_timeout = {ms}"),
             None => writeln!(out, "consumer_timeout = false"),

@@ -406,3 +406,85 @@ async fn kill_9_right_after_tx_commit_ok_loses_nothing_committed() {
         "committed acks lost"
     );
 }
+
+/// A client that asks for output and never reads it: `basic.get` and `basic.reject(requeue)` of
+/// a 1 MB message in a loop, pipelined, for 4 s. The broker stops reading that socket once
+/// `max_pending_output` is queued for it, so its memory stays flat (it grew to 1.5 GB), and a
+/// well-behaved client is served meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_cannot_grow_broker_memory() {
+    use bytes::BufMut;
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (broker, port) = common::spawn_leveret(&dir.path().join("data"));
+    let pid = broker.0.id();
+    let rss_mb = move || -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+            .unwrap_or(0)
+            / 1024
+    };
+    let uri = format!("amqp://guest:guest@127.0.0.1:{port}/%2f");
+    let conn = Connection::connect(&uri, Default::default()).await.unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    common::declare(&ch, "big").await;
+    common::publish(&ch, "", "big", &vec![1u8; 1 << 20]).await;
+    common::declare(&ch, "small").await;
+    let before = rss_mb();
+
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut raw = common::raw::RawClient::open_at(addr, 0, 131_072, 0).await;
+    raw.open_channel(1).await;
+    let frame = |method_id: u16, args: &[u8]| {
+        let mut f = vec![1, 0, 1];
+        f.put_u32(4 + args.len() as u32);
+        f.put_u16(60);
+        f.put_u16(method_id);
+        f.extend_from_slice(args);
+        f.push(0xCE);
+        f
+    };
+    let flood = tokio::spawn(async move {
+        let deadline = std::time::Instant::now() + Duration::from_secs(4);
+        let mut tag = 1u64;
+        let mut get = vec![0, 0, 3];
+        get.extend_from_slice(b"big");
+        get.push(0);
+        while std::time::Instant::now() < deadline {
+            let mut burst = Vec::new();
+            for _ in 0..64 {
+                burst.extend(frame(70, &get));
+                let mut reject = tag.to_be_bytes().to_vec();
+                reject.push(1);
+                burst.extend(frame(90, &reject));
+                tag += 1;
+            }
+            // Once the broker stops reading, this write stalls: that is the point.
+            match tokio::time::timeout(Duration::from_millis(500), raw.stream.write_all(&burst))
+                .await
+            {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => break,
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+        raw
+    });
+    // Meanwhile, another client is served.
+    for i in 0..20u32 {
+        common::publish(&ch, "", "small", &i.to_be_bytes()).await;
+        assert!(common::get_body(&ch, "small").await.is_some());
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    let _raw = flood.await.unwrap();
+    let after = rss_mb();
+    eprintln!("broker RSS {before} MB before, {after} MB after 4 s of unread get-ok");
+    assert!(
+        after < before + 64,
+        "broker memory grew from {before} MB to {after} MB"
+    );
+    drop(broker);
+}

@@ -135,6 +135,7 @@ async fn run(config: Config, workers: usize) -> anyhow::Result<()> {
         channel_max: config.channel_max,
         max_message_size: config.max_message_size,
         max_unacked_per_channel: config.max_unacked_per_channel,
+        max_pending_output: usize::try_from(config.max_pending_output).unwrap_or(usize::MAX),
         loopback_users: config.loopback_users.clone(),
         default_vhost: config.default_vhost.clone(),
         default_user: config.default_user.clone(),

@@ -48,6 +48,9 @@ pub struct BrokerConfig {
     pub max_message_size: u64,
     /// Cap on a channel's unacknowledged deliveries across its consumers (0: none).
     pub max_unacked_per_channel: u32,
+    /// Output queued for a connection (bytes) past which its socket is not read until the
+    /// client has taken some: a client that never reads cannot grow the broker's memory.
+    pub max_pending_output: usize,
     /// Users allowed to log in only from loopback (RabbitMQ's `loopback_users`).
     pub loopback_users: Vec<String>,
     /// The vhost created on first start.
@@ -80,6 +83,7 @@ impl Default for BrokerConfig {
             heartbeat: 60,
             max_message_size: 128 * 1024 * 1024,
             max_unacked_per_channel: 0,
+            max_pending_output: 4 * 1024 * 1024,
             loopback_users: vec!["guest".to_owned()],
             default_vhost: "/".to_owned(),
             default_user: "guest".to_owned(),

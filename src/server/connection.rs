@@ -267,6 +267,8 @@ struct Connection {
     publishes: bool,
     /// Blocked by an alarm: its socket is not read until the alarm clears.
     blocked: bool,
+    /// The read buffer may hold frames not yet handled (held back by a full output).
+    undecoded: bool,
 }
 
 /// Serve one accepted socket to the end.
@@ -279,7 +281,8 @@ pub(super) async fn run(
     id: u64,
 ) {
     let socket = Arc::new(stream);
-    let (writer, writer_task) = writer::spawn(socket.clone());
+    let low_water = BACKLOG_HIGH.min(broker.config().max_pending_output) / 2;
+    let (writer, writer_task) = writer::spawn(socket.clone(), low_water);
     // Before login, frames are bounded whatever frame_max is configured (0 is "no limit").
     let pre_auth = match broker.config().frame_max {
         0 => super::handshake::PRE_AUTH_FRAME_MAX,
@@ -348,6 +351,7 @@ pub(super) async fn run(
         alarms,
         publishes: false,
         blocked: false,
+        undecoded: false,
     };
     let mut shutdown_later = shutdown.clone();
     let outcome = conn.serve(&mut reader, inbox, shutdown, killed).await;
@@ -472,8 +476,9 @@ impl Connection {
                         self.on_event(event);
                     }
                 }
-                // While blocked by an alarm the socket is not read: TCP pushes back on the client.
-                read = reader.fill(), if !self.blocked => {
+                // While blocked by an alarm, or while the client leaves too much of our output
+                // unread, the socket is not read: TCP pushes back on the client.
+                read = reader.fill(), if !self.blocked && !self.output_full() && !self.undecoded => {
                     match read {
                         Ok(0) | Err(_) => return Outcome::Eof,
                         Ok(n) => {
@@ -481,36 +486,7 @@ impl Connection {
                             self.ctx.info.recv_oct.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
                         }
                     }
-                    loop {
-                        let frame = match reader.decode() {
-                            Ok(Some(frame)) => frame,
-                            Ok(None) => break,
-                            Err(error) => return Outcome::Close(error),
-                        };
-                        let publish = matches!(
-                            &frame,
-                            Frame::Method(_, m) if m.get_amqp_class_id() == 60 && m.get_amqp_method_id() == 40
-                        );
-                        if let Some(outcome) = self.on_frame(frame).await {
-                            return outcome;
-                        }
-                        // A busy publisher's socket is always readable and its publishes take
-                        // no await, so without this it would keep the worker for its whole read
-                        // backlog while acks and deliveries of other connections wait: spending
-                        // budget per frame makes it yield every 128 frames (and lets the I/O
-                        // driver run), which keeps consumers fed under a publishing flood.
-                        tokio::task::consume_budget().await;
-                        if publish && !self.publishes {
-                            self.publishes = true;
-                            self.on_alarm_change();
-                        }
-                        if !self.ctx.deferred.is_empty() {
-                            self.run_deferred(&mut inbox, &mut events);
-                        }
-                        if self.ctx.out.len() >= OUT_CHUNK {
-                            self.ctx.flush_out();
-                        }
-                    }
+                    self.undecoded = true;
                 }
                 changed = self.alarms.changed() => {
                     if changed.is_err() {
@@ -521,7 +497,11 @@ impl Connection {
                     last_recv = Instant::now();
                 }
                 _ = ticker.tick(), if self.heartbeat > 0 => {
-                    if !self.blocked && last_recv.elapsed() > heartbeat * 2 {
+                    if self.blocked || self.output_full() {
+                        // Not reading is our choice, not the client's silence.
+                        last_recv = Instant::now();
+                    }
+                    if last_recv.elapsed() > heartbeat * 2 {
                         tracing::warn!(id = self.ctx.id, "missed heartbeats from client, timeout: {}s", self.heartbeat);
                         return Outcome::Eof;
                     }
@@ -538,10 +518,73 @@ impl Connection {
                         }
                     }
                 }
-                // Only worth waiting on while credit is held back by a full writer.
-                _ = drained.notified(), if !self.ctx.pending_credit.is_empty() => {}
+                // Only worth waiting on while credit or reading is held back by a full writer.
+                _ = drained.notified(), if !self.ctx.pending_credit.is_empty() || self.output_full() => {}
+            }
+            if self.undecoded && !self.blocked && !self.output_full() {
+                if let Some(outcome) = self.on_frames(reader, &mut inbox, &mut events).await {
+                    return outcome;
+                }
+            }
+            if self.ctx.writer.is_closed() {
+                // The socket failed under the writer: nothing we send arrives any more.
+                return Outcome::Eof;
             }
             sent_since_tick |= self.flush();
+        }
+    }
+
+    /// Whether the client has left so much of our output unread that we stop reading its
+    /// requests (which would only make more).
+    fn output_full(&self) -> bool {
+        self.ctx.writer.backlog() + self.ctx.out.len()
+            >= self.ctx.broker.config().max_pending_output
+    }
+
+    /// Handle the frames already read, until they run out or our output is full (then the
+    /// rest waits in the read buffer, and the socket is not read, until the client drains it).
+    async fn on_frames(
+        &mut self,
+        reader: &mut FrameReader,
+        inbox: &mut mpsc::UnboundedReceiver<ClientEvent>,
+        events: &mut Vec<ClientEvent>,
+    ) -> Option<Outcome> {
+        loop {
+            if self.output_full() {
+                self.ctx.flush_out();
+                return None;
+            }
+            let frame = match reader.decode() {
+                Ok(Some(frame)) => frame,
+                Ok(None) => {
+                    self.undecoded = false;
+                    return None;
+                }
+                Err(error) => return Some(Outcome::Close(error)),
+            };
+            let publish = matches!(
+                &frame,
+                Frame::Method(_, m) if m.get_amqp_class_id() == 60 && m.get_amqp_method_id() == 40
+            );
+            if let Some(outcome) = self.on_frame(frame).await {
+                return Some(outcome);
+            }
+            // A busy publisher's socket is always readable and its publishes take no await,
+            // so without this it would keep the worker for its whole read backlog while acks
+            // and deliveries of other connections wait: spending budget per frame makes it
+            // yield every 128 frames (and lets the I/O driver run), which keeps consumers fed
+            // under a publishing flood.
+            tokio::task::consume_budget().await;
+            if publish && !self.publishes {
+                self.publishes = true;
+                self.on_alarm_change();
+            }
+            if !self.ctx.deferred.is_empty() {
+                self.run_deferred(inbox, events);
+            }
+            if self.ctx.out.len() >= OUT_CHUNK {
+                self.ctx.flush_out();
+            }
         }
     }
 

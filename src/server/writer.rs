@@ -5,8 +5,8 @@
 //! the socket does not take goes to the writer task, which waits for writability and writes every
 //! queued buffer with one vectored write. `backlog` counts bytes handed over but not yet written;
 //! while it is non-zero the connection never writes directly, so bytes keep their order. The
-//! connection withholds consumer credit while the backlog is high, so a slow reader cannot make
-//! the broker buffer without bound.
+//! connection withholds consumer credit while the backlog is high, and stops reading its socket
+//! past `max_pending_output`, so a slow reader cannot make the broker buffer without bound.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
@@ -51,12 +51,17 @@ impl WriterHandle {
         let _ = self.tx.send(bytes);
     }
 
+    /// Whether the writer has stopped (the socket failed or closed): nothing sent arrives.
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+
     /// Bytes handed over but not yet written.
     pub fn backlog(&self) -> usize {
         self.backlog.load(Ordering::Acquire)
     }
 
-    /// Notified when the backlog falls below [`BACKLOG_HIGH`].
+    /// Notified when the backlog falls below the low-water mark given at spawn.
     pub fn drained(&self) -> Arc<Notify> {
         self.drained.clone()
     }
@@ -64,7 +69,12 @@ impl WriterHandle {
 
 /// Start the writer task; it ends when every handle is dropped (after writing what it has) or
 /// the socket fails.
-pub(super) fn spawn(socket: Arc<Socket>) -> (WriterHandle, tokio::task::JoinHandle<()>) {
+/// `low_water`: the backlog below which a connection holding back credit or reading is woken;
+/// it must be at most the thresholds it holds back at, so a drain always crosses it.
+pub(super) fn spawn(
+    socket: Arc<Socket>,
+    low_water: usize,
+) -> (WriterHandle, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::unbounded_channel();
     let handle = WriterHandle {
         socket: socket.clone(),
@@ -77,6 +87,7 @@ pub(super) fn spawn(socket: Arc<Socket>) -> (WriterHandle, tokio::task::JoinHand
         rx,
         handle.backlog.clone(),
         handle.drained.clone(),
+        low_water,
     ));
     (handle, task)
 }
@@ -106,6 +117,7 @@ async fn run(
     mut rx: mpsc::UnboundedReceiver<Bytes>,
     backlog: Arc<AtomicUsize>,
     drained: Arc<Notify>,
+    low_water: usize,
 ) {
     let mut queue: VecDeque<Bytes> = VecDeque::new();
     let mut batch = Vec::with_capacity(64);
@@ -130,7 +142,7 @@ async fn run(
             }
             Ok(n) => {
                 let before = backlog.fetch_sub(n, Ordering::AcqRel);
-                if before >= BACKLOG_HIGH && before - n < BACKLOG_HIGH {
+                if before >= low_water && before - n < low_water {
                     drained.notify_one();
                 }
             }

@@ -18,8 +18,12 @@ pub struct RawClient {
 
 impl RawClient {
     pub async fn connect(b: &TestBroker) -> Self {
+        Self::connect_to(b.addr).await
+    }
+
+    pub async fn connect_to(addr: std::net::SocketAddr) -> Self {
         Self {
-            stream: TcpStream::connect(b.addr).await.unwrap(),
+            stream: TcpStream::connect(addr).await.unwrap(),
             buf: BytesMut::new(),
         }
     }
@@ -36,7 +40,17 @@ impl RawClient {
         frame_max: u32,
         heartbeat: u16,
     ) -> Self {
-        let mut c = Self::connect(b).await;
+        Self::open_at(b.addr, channel_max, frame_max, heartbeat).await
+    }
+
+    /// [`RawClient::open_tuned`] against any address (a broker process).
+    pub async fn open_at(
+        addr: std::net::SocketAddr,
+        channel_max: u16,
+        frame_max: u32,
+        heartbeat: u16,
+    ) -> Self {
+        let mut c = Self::connect_to(addr).await;
         c.stream.write_all(PROTOCOL_HEADER).await.unwrap();
         assert!(matches!(
             c.method().await,

@@ -23,9 +23,10 @@ async fn context() -> (ConnCtx, Peer) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (client, accepted) = tokio::join!(tokio::net::TcpStream::connect(addr), listener.accept());
-    let (writer, _task) = crate::server::writer::spawn(Arc::new(
-        crate::server::socket::Socket::Tcp(accepted.unwrap().0),
-    ));
+    let (writer, _task) = crate::server::writer::spawn(
+        Arc::new(crate::server::socket::Socket::Tcp(accepted.unwrap().0)),
+        1 << 19,
+    );
     let (sink, inbox) = mpsc::unbounded_channel();
     (
         ConnCtx::for_tests(broker, sink, writer),
