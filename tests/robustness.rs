@@ -302,3 +302,54 @@ async fn frame_max_and_channel_max_zero_mean_no_limit() {
     c.stream.write_all(&frame).await.unwrap();
     c.expect_connection_close(501).await;
 }
+
+/// An HTTP get whose client hangs up mid-way settles what it took: with `ack_requeue_true`,
+/// every message is back in the queue, none left unacknowledged without an owner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_http_get_requeues_what_it_took() {
+    const N: u32 = 30_000;
+    let b = TestBroker::start().await;
+    let admin = common::start_admin(&b).await;
+    let (_conn, ch) = b.channel().await;
+    common::declare(&ch, "q").await;
+    for i in 0..N {
+        ch.basic_publish(
+            "".into(),
+            "q".into(),
+            BasicPublishOptions::default(),
+            &i.to_be_bytes(),
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    }
+    while common::message_count(&ch, "q").await < N {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let body = format!(r#"{{"count":{N},"ackmode":"ack_requeue_true","encoding":"auto"}}"#);
+    let request = format!(
+        "POST /api/queues/%2F/q/get HTTP/1.1\r\nHost: localhost\r\n\
+         Authorization: Basic Z3Vlc3Q6Z3Vlc3Q=\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut http = tokio::net::TcpStream::connect(admin).await.unwrap();
+    http.write_all(request.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    drop(http);
+    let queue = b.broker.vhost("/").unwrap().queue("q", 0).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let stats = queue.stats().await;
+        if stats.messages == N && stats.unacked == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} ready, {} unacked: messages stranded",
+            stats.messages,
+            stats.unacked
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -18,6 +18,7 @@ use super::{created, ApiError, Auth};
 use crate::broker::access::{Permission, Resource};
 use crate::broker::policy::Target;
 use crate::broker::queue::args::parse_expiration;
+use crate::broker::queue::QueueHandle;
 use crate::broker::vhost::{check_queue_name, ExchangeDeclare, QueueDeclare, VHost};
 use crate::broker::Message;
 use crate::protocol::codec::encode_properties;
@@ -324,12 +325,31 @@ async fn get_messages(
     let base64_only = text(&map, "encoding") == Some("base64");
     let truncate = integer(&map, "truncate").and_then(|t| usize::try_from(t).ok());
     let mut out = Vec::new();
-    let mut taken = Vec::new();
+    // What this request took is settled when it ends, however it ends: a client that hangs up
+    // drops this future mid-loop, and the guard's drop settles what was taken so far.
+    let mut taken = Taken {
+        queue: handle.clone(),
+        seqs: Vec::new(),
+        settle: match (no_ack, requeue, reject) {
+            (true, _, _) => None,
+            (false, true, _) => Some(QueueHandle::requeue),
+            (false, false, true) => Some(QueueHandle::reject),
+            (false, false, false) => Some(QueueHandle::ack),
+        },
+    };
+    let mut payload_bytes = 0usize;
     for _ in 0..count {
+        // The answer is built in memory: stop taking once it is large.
+        if payload_bytes >= MAX_GET_PAYLOAD {
+            break;
+        }
         let Some(r) = handle.get(no_ack).await else {
             break;
         };
-        taken.push(r.seq);
+        // From here `taken` settles it, whenever this request ends.
+        taken.seqs.push(r.seq);
+        r.guard.claim();
+        payload_bytes += r.message.body.len();
         let m = &r.message;
         let properties = decode_properties(&m.raw_properties)
             .map(|p| render::properties_json(&p))
@@ -357,14 +377,29 @@ async fn get_messages(
             "payload_encoding": encoding,
         }));
     }
-    if !no_ack && !taken.is_empty() {
-        match (requeue, reject) {
-            (true, _) => handle.requeue(taken),
-            (false, true) => handle.reject(taken),
-            (false, false) => handle.ack(taken),
+    drop(taken);
+    Ok(Json(out).into_response())
+}
+
+/// The payload bytes one `POST .../get` collects at most (RabbitMQ has no bound; an answer of
+/// thousands of large messages would be built whole in memory).
+const MAX_GET_PAYLOAD: usize = 64 * 1024 * 1024;
+
+/// Messages an HTTP get took from a queue, settled (requeued, rejected or acked, as its
+/// ackmode says) when dropped.
+struct Taken {
+    queue: QueueHandle,
+    seqs: Vec<u64>,
+    settle: Option<fn(&QueueHandle, Vec<u64>)>,
+}
+
+impl Drop for Taken {
+    fn drop(&mut self) {
+        let seqs = std::mem::take(&mut self.seqs);
+        if let (Some(settle), false) = (self.settle, seqs.is_empty()) {
+            settle(&self.queue, seqs);
         }
     }
-    Ok(Json(out).into_response())
 }
 
 fn exchanges_json(state: &super::AdminState, auth: &Auth, only: Option<&str>) -> Vec<Value> {

@@ -509,6 +509,8 @@ impl Channel {
                         },
                     );
                 }
+                // The channel owns it now: unacked, it is requeued when the channel closes.
+                r.guard.claim();
             }
             None => ctx.send_method(
                 self.id,

@@ -212,6 +212,33 @@ pub struct GetResult {
     pub redelivered: bool,
     /// Ready messages left after this one.
     pub remaining: u32,
+    /// Puts the message back unless the caller claims it.
+    pub guard: GetGuard,
+}
+
+/// A `basic.get` answer's hold on its message. The answer crosses a oneshot channel to a
+/// caller that may be gone by then (an HTTP client that hung up, a connection that closed), and
+/// a message nobody took must not stay unacknowledged with no owner: dropped unclaimed, the
+/// guard returns it to the queue, not marked redelivered.
+#[derive(Debug)]
+pub struct GetGuard {
+    pub(crate) queue: Option<QueueHandle>,
+    pub(crate) seq: u64,
+}
+
+impl GetGuard {
+    /// The caller has the message (and will ack, reject or requeue it itself).
+    pub fn claim(mut self) {
+        self.queue = None;
+    }
+}
+
+impl Drop for GetGuard {
+    fn drop(&mut self) {
+        if let Some(queue) = self.queue.take() {
+            queue.release(vec![self.seq]);
+        }
+    }
 }
 
 /// Counts reported by `queue.declare-ok` and management.

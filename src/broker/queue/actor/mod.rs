@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use super::args::{Overflow, QueueArgs};
 use super::state::{Consumer, Entry, QueueState, Slot, StateConfig};
 use super::{
-    ClientEvent, ConfirmTarget, Control, DeadLetterTicket, Delivery, GetResult, Publish,
+    ClientEvent, ConfirmTarget, Control, DeadLetterTicket, Delivery, GetGuard, GetResult, Publish,
     QueueGauges, QueueHandle, QueueStats, Shared, NEXT_QUEUE_ID, WORK_LANE_CAPACITY,
 };
 use crate::broker::commit::Committer;
@@ -593,9 +593,14 @@ impl Actor {
                         message,
                         redelivered: entry.redelivered,
                         remaining,
+                        guard: GetGuard {
+                            queue: (!no_ack).then(|| self.handle.clone()),
+                            seq: entry.seq,
+                        },
                     });
                     break;
                 }
+                // Unanswered (the caller went away), the result's guard puts the message back.
                 let _ = reply.send(result);
             }
             Control::Purge(reply) => {
