@@ -353,3 +353,93 @@ async fn a_cancelled_http_get_requeues_what_it_took() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A panic in a connection task leaves nothing behind: the connection leaves the registry, its
+/// unacknowledged deliveries go back to their queue, its consumer and its exclusive queue go.
+#[tokio::test]
+async fn a_panicking_connection_task_leaks_nothing_and_strands_nothing() {
+    use leveret::protocol::{basic, queue};
+    leveret::broker::fault::ENABLED.store(true, std::sync::atomic::Ordering::Relaxed);
+    let b = TestBroker::start().await;
+    let (_conn, ch) = b.channel().await;
+    common::declare(&ch, "work").await;
+    for i in 0..5u8 {
+        common::publish(&ch, "", "work", &[i]).await;
+    }
+    let mut c = RawClient::open(&b, 0, 0).await;
+    c.open_channel(1).await;
+    c.send(
+        1,
+        Method::Queue(queue::AMQPMethod::Declare(queue::Declare {
+            queue: "mine".into(),
+            exclusive: true,
+            ..Default::default()
+        })),
+    )
+    .await;
+    c.method().await;
+    c.send(
+        1,
+        Method::Basic(basic::AMQPMethod::Consume(basic::Consume {
+            queue: "work".into(),
+            consumer_tag: "raw".into(),
+            ..Default::default()
+        })),
+    )
+    .await;
+    // consume-ok, then five deliveries (method, header, body each).
+    let mut deliveries = 0;
+    while deliveries < 5 {
+        if let Some(leveret::protocol::Frame::Body(..)) = c.frame().await {
+            deliveries += 1;
+        }
+    }
+    let vhost = b.broker.vhost("/").unwrap();
+    let work = vhost.queue("work", 0).unwrap();
+    assert_eq!(work.stats().await.unacked, 5);
+    c.send(
+        0,
+        Method::Connection(connection::AMQPMethod::UpdateSecret(
+            connection::UpdateSecret {
+                new_secret: leveret::broker::fault::PANIC_CONNECTION.to_vec().into(),
+                reason: "test".into(),
+            },
+        )),
+    )
+    .await;
+    while c.frame().await.is_some() {}
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let stats = work.stats().await;
+        let listed = b.broker.connections().all().len();
+        let exclusive_gone = vhost.queue_record("mine").is_none();
+        if stats.messages == 5
+            && stats.unacked == 0
+            && stats.consumers == 0
+            && listed == 1
+            && exclusive_gone
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "after the panic: {stats:?}, {listed} connections listed, exclusive queue gone: {exclusive_gone}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    still_serving(&b).await;
+}
+
+/// A panic inside a queue actor is contained to the command: the queue and its messages stay.
+#[tokio::test]
+async fn a_panicking_queue_command_keeps_the_queue_and_its_messages() {
+    leveret::broker::fault::ENABLED.store(true, std::sync::atomic::Ordering::Relaxed);
+    let b = TestBroker::start().await;
+    let (_conn, ch) = b.channel().await;
+    common::declare(&ch, "pq").await;
+    common::publish(&ch, "", "pq", b"one").await;
+    common::publish(&ch, "", "pq", leveret::broker::fault::PANIC_QUEUE).await;
+    common::publish(&ch, "", "pq", b"two").await;
+    assert_eq!(common::drain(&ch, "pq").await, ["one", "two"]);
+    still_serving(&b).await;
+}

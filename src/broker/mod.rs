@@ -14,6 +14,8 @@ pub mod commit;
 pub mod connections;
 pub mod dead_letter;
 pub mod exchange;
+#[doc(hidden)]
+pub mod fault;
 pub mod memory;
 pub mod message;
 pub mod policy;

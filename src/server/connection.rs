@@ -269,6 +269,27 @@ struct Connection {
     blocked: bool,
     /// The read buffer may hold frames not yet handled (held back by a full output).
     undecoded: bool,
+    /// Its exclusive queues are deleted (the orderly close awaited it).
+    exclusive_deleted: bool,
+}
+
+/// However the connection task ends, a panic included, what it registered goes: the
+/// connection leaves the registry (management, metrics), its consumers leave their queues,
+/// its unacknowledged deliveries are requeued, and its exclusive queues are deleted.
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.ctx.broker.connections().unregister(self.ctx.id);
+        self.ctx.flush_acks();
+        for (_, mut ch) in self.channels.drain() {
+            ch.release_all(&mut self.ctx);
+        }
+        if !self.exclusive_deleted {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                let (vhost, id) = (self.ctx.vhost.clone(), self.ctx.id);
+                runtime.spawn(async move { vhost.delete_exclusive_queues(id).await });
+            }
+        }
+    }
 }
 
 /// Serve one accepted socket to the end.
@@ -352,11 +373,13 @@ pub(super) async fn run(
         publishes: false,
         blocked: false,
         undecoded: false,
+        exclusive_deleted: false,
     };
     let mut shutdown_later = shutdown.clone();
     let outcome = conn.serve(&mut reader, inbox, shutdown, killed).await;
     conn.ctx.broker.connections().unregister(id);
     conn.close_channels().await;
+    // The rest of the cleanup is `Connection`'s drop, which runs on a panic too.
     drop(conn);
     match outcome {
         Outcome::Close(error) => close_with(&mut reader, &writer, error).await,
@@ -764,7 +787,11 @@ impl Connection {
                 Some(Outcome::ClientClosed)
             }
             Method::Connection(connection::AMQPMethod::CloseOk(_)) => Some(Outcome::Eof),
-            Method::Connection(connection::AMQPMethod::UpdateSecret(_)) => {
+            Method::Connection(connection::AMQPMethod::UpdateSecret(update)) => {
+                crate::broker::fault::check(
+                    update.new_secret.as_bytes(),
+                    crate::broker::fault::PANIC_CONNECTION,
+                );
                 self.ctx.send_method(
                     0,
                     &Method::Connection(connection::AMQPMethod::UpdateSecretOk(
@@ -789,5 +816,6 @@ impl Connection {
             ch.release_all(&mut self.ctx);
         }
         self.ctx.vhost.delete_exclusive_queues(self.ctx.id).await;
+        self.exclusive_deleted = true;
     }
 }

@@ -272,7 +272,7 @@ impl Actor {
                         // A call must see every publish its caller made before it: take what the
                         // work lane holds first (control is otherwise polled ahead of work).
                         while let Ok(p) = work.try_recv() {
-                            self.on_publish(p);
+                            self.contained(|actor| actor.on_publish(p));
                         }
                         // ...and a queue as those publishes left it (expiry, length limits).
                         self.settle_dying();
@@ -280,7 +280,10 @@ impl Actor {
                     let mut stop = None;
                     for c in controls.drain(..) {
                         match stop {
-                            None => match self.on_control(c) {
+                            None => match self
+                                .contained(|actor| actor.on_control(c))
+                                .unwrap_or(Flow::Continue)
+                            {
                                 Flow::Continue => {}
                                 other => stop = Some(other),
                             },
@@ -295,7 +298,7 @@ impl Actor {
                 }
                 Woken::Work(_) => {
                     for p in publishes.drain(..) {
-                        self.on_publish(p);
+                        self.contained(|actor| actor.on_publish(p));
                     }
                 }
                 Woken::Timer => {}
@@ -313,6 +316,19 @@ impl Actor {
                 self.auto_delete();
                 close_lanes(&mut work, &mut control, true);
                 return;
+            }
+        }
+    }
+
+    /// Run one command, containing a panic in it: the queue and every other message in it
+    /// stay, and the panicking command is lost as if never sent (its reply sender is dropped,
+    /// which its caller sees as a gone queue). One bad command never takes a queue down.
+    fn contained<R>(&mut self, command: impl FnOnce(&mut Self) -> R) -> Option<R> {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| command(self))) {
+            Ok(result) => Some(result),
+            Err(_) => {
+                tracing::error!(queue = %self.config.name, "a queue command panicked; the queue goes on without it");
+                None
             }
         }
     }
@@ -386,6 +402,7 @@ impl Actor {
     /// next group commit. Deep in the queue, persistent messages (and, under memory pressure,
     /// transient ones, as scratch) live only in the store, keeping just their place in memory.
     fn on_publish(&mut self, Publish { message, confirm }: Publish) {
+        crate::broker::fault::check(&message.body, crate::broker::fault::PANIC_QUEUE);
         self.handle
             .gauges()
             .published
