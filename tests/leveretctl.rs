@@ -196,6 +196,12 @@ async fn rabbitmqctl_commands_manage_a_running_broker() {
     assert_eq!(ctl.ok(&["list_vhosts", "-q", "--no-table-headers"]), "/\n");
     let status = ctl.ok(&["status"]);
     assert!(status.contains("product_name: Leveret"), "{status}");
+    // The HTTP listener is the one the API really runs on (it said 15672 whatever the port).
+    assert!(
+        status.contains(&format!("\"port\":{},\"protocol\":\"http\"", broker.1)),
+        "{status}"
+    );
+    assert!(!status.contains("15672"), "{status}");
     // Runtime alarm limits.
     ctl.ok(&["set_vm_memory_high_watermark", "absolute", "1MB"]);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);

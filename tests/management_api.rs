@@ -647,6 +647,7 @@ async fn health_checks_alarms_aliveness_and_metrics() {
         broker: b.broker.clone(),
         rates: Default::default(),
         amqp_ports: vec![],
+        http_ports: vec![],
     });
     assert!(
         text.contains("rabbitmq_alarms_memory_used_watermark 1"),

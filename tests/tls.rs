@@ -255,6 +255,7 @@ async fn the_management_api_is_served_over_tls() {
         broker: b.broker.broker.clone(),
         rates: Default::default(),
         amqp_ports: vec![],
+        http_ports: vec![],
     });
     let (_tx, rx) = tokio::sync::watch::channel(false);
     std::mem::forget(_tx);

@@ -46,6 +46,8 @@ pub struct AdminState {
     pub rates: rates::Rates,
     /// The AMQP listener ports (for `/api/overview`).
     pub amqp_ports: Vec<u16>,
+    /// The HTTP API's listener ports, as bound (for `/api/overview`).
+    pub http_ports: Vec<u16>,
 }
 
 type State = Arc<AdminState>;

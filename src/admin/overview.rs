@@ -73,7 +73,7 @@ async fn overview(State(state): St, _auth: Auth) -> Json<Value> {
         .iter()
         .map(|port| json!({"node": NODE, "protocol": "amqp", "ip_address": "::", "port": port, "socket_opts": []}))
         .collect();
-    listeners.push(json!({"node": NODE, "protocol": "http", "ip_address": "::", "port": 15672, "socket_opts": []}));
+    listeners.extend(state.http_ports.iter().map(|port| json!({"node": NODE, "protocol": "http", "ip_address": "::", "port": port, "socket_opts": []})));
     let exchange_types: Vec<Value> = ["direct", "fanout", "topic", "headers"]
         .iter()
         .map(|t| json!({"name": t, "description": format!("AMQP {t} exchange, as per the AMQP specification"), "enabled": true}))

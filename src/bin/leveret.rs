@@ -165,15 +165,6 @@ async fn run(config: Config, workers: usize) -> anyhow::Result<()> {
         .values()
         .next()
         .map_or(IpAddr::from([0, 0, 0, 0]), SocketAddr::ip);
-    let admin = Arc::new(leveret::admin::AdminState {
-        broker: broker.clone(),
-        rates: Default::default(),
-        amqp_ports: config
-            .listeners_tcp
-            .values()
-            .map(SocketAddr::port)
-            .collect(),
-    });
     let http = tokio::net::TcpListener::bind((bind_ip, config.management_port))
         .await
         .with_context(|| {
@@ -182,6 +173,16 @@ async fn run(config: Config, workers: usize) -> anyhow::Result<()> {
                 config.management_port
             )
         })?;
+    let admin = Arc::new(leveret::admin::AdminState {
+        broker: broker.clone(),
+        rates: Default::default(),
+        amqp_ports: config
+            .listeners_tcp
+            .values()
+            .map(SocketAddr::port)
+            .collect(),
+        http_ports: vec![http.local_addr()?.port()],
+    });
     tracing::info!(http = %http.local_addr()?, "management API listening");
     servers.push(tokio::spawn(leveret::admin::serve(
         http,
