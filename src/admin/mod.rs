@@ -36,6 +36,7 @@ use crate::protocol::AmqpError;
 pub const NODE: &str = "leveret@localhost";
 
 pub use crate::broker::COMPATIBLE_VERSION;
+pub use overview::import_definitions;
 
 /// What every handler sees.
 #[derive(Debug)]

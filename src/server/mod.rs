@@ -59,6 +59,28 @@ pub async fn serve(
     while connections.join_next().await.is_some() {}
 }
 
+/// Serve one already-connected stream (one end of a Unix socket pair) as if it had been
+/// accepted from `peer`, to the end of the connection: the fuzz target drives whole
+/// connections this way, with no listener. The TLS listener hands its clear side to the same
+/// connection code.
+pub async fn serve_stream(
+    stream: tokio::net::UnixStream,
+    peer: SocketAddr,
+    broker: Arc<Broker>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let id = NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed);
+    connection::run(
+        socket::Socket::Unix(stream),
+        (peer, peer),
+        None,
+        broker,
+        shutdown,
+        id,
+    )
+    .await;
+}
+
 /// Bind `addr` and serve on it; returns the bound address and the server task.
 pub async fn start(
     addr: SocketAddr,
