@@ -188,6 +188,23 @@ pub async fn assert_no_delivery(consumer: &mut lapin::Consumer, ms: u64) {
 /// A `leveret` binary running as a child process, killed (SIGKILL) when dropped.
 pub struct BrokerProcess(pub std::process::Child, pub u16);
 
+impl BrokerProcess {
+    /// SIGTERM, and wait (up to 20 s) for the broker's orderly exit: what it owes the store is
+    /// synced.
+    pub fn stop_gracefully(mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
 impl Drop for BrokerProcess {
     fn drop(&mut self) {
         let _ = self.0.kill();
