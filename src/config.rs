@@ -97,7 +97,7 @@ impl Default for Config {
             channel_max: 2047,
             max_message_size: 128 * 1024 * 1024,
             max_unacked_per_channel: 0,
-            max_pending_output: 4 * 1024 * 1024,
+            max_pending_output: 1024 * 1024,
             consumer_timeout: Some(30 * 60 * 1000),
             vm_memory_high_watermark: Watermark::Relative(0.4),
             disk_free_limit: Watermark::Absolute(50_000_000),

@@ -1,7 +1,7 @@
 //! Resource alarms, as RabbitMQ's: memory (resident set over `vm_memory_high_watermark`) and disk
 //! (free space of the data directory under `disk_free_limit`).
 //!
-//! A monitor task checks both once a second and publishes the state on a watch channel;
+//! A monitor task checks both every 100 ms (memory also after every 4 MiB read from clients) and publishes the state on a watch channel;
 //! connections that publish block (stop reading their socket, and send `connection.blocked` to
 //! clients that understand it) while either alarm is on, and resume when both clear. The limits
 //! can be changed on a running broker.
@@ -48,7 +48,13 @@ pub struct Alarms {
     /// Free disk bytes below which the disk alarm is on (0: off).
     disk_limit: AtomicU64,
     state: watch::Sender<AlarmState>,
+    /// Bytes read from clients since memory was last looked at.
+    unchecked_input: AtomicU64,
 }
+
+/// Input (bytes, all connections together) after which memory is looked at at once rather than
+/// at the next tick: a flood of publishers reads hundreds of megabytes between two ticks.
+const INPUT_SLICE: u64 = 4 * 1024 * 1024;
 
 impl Alarms {
     /// Alarms with these limits, checked by a monitor task watching `data_dir` (none: no disk
@@ -58,6 +64,7 @@ impl Alarms {
             memory_limit: AtomicU64::new(memory_limit),
             disk_limit: AtomicU64::new(disk_limit),
             state: watch::Sender::new(AlarmState::default()),
+            unchecked_input: AtomicU64::new(0),
         });
         let weak = Arc::downgrade(&alarms);
         tokio::spawn(monitor(weak, data_dir));
@@ -94,9 +101,26 @@ impl Alarms {
         self.disk_limit.store(bytes, Ordering::Relaxed);
     }
 
+    /// Count bytes a connection read; every [`INPUT_SLICE`] of them, check memory now.
+    pub fn note_input(&self, bytes: usize) {
+        let before = self
+            .unchecked_input
+            .fetch_add(bytes as u64, Ordering::Relaxed);
+        if before / INPUT_SLICE != (before + bytes as u64) / INPUT_SLICE {
+            let memory = self.memory_over();
+            if memory != self.state.borrow().memory {
+                tracing::warn!(on = memory, "memory resource alarm");
+                self.state.send_modify(|s| s.memory = memory);
+            }
+        }
+    }
+
+    fn memory_over(&self) -> bool {
+        resident_bytes().is_some_and(|rss| rss >= self.memory_limit.load(Ordering::Relaxed))
+    }
+
     fn check(&self, data_dir: Option<&PathBuf>) {
-        let memory =
-            resident_bytes().is_some_and(|rss| rss >= self.memory_limit.load(Ordering::Relaxed));
+        let memory = self.memory_over();
         let disk = data_dir
             .and_then(|dir| free_disk_bytes(dir))
             .is_some_and(|free| free < self.disk_limit.load(Ordering::Relaxed));
@@ -114,8 +138,12 @@ impl Alarms {
     }
 }
 
+/// How often the monitor looks: often enough that a flood of publishers cannot push memory far
+/// past the watermark between two looks (a look is two small syscalls).
+const CHECK_EVERY: Duration = Duration::from_millis(100);
+
 async fn monitor(alarms: Weak<Alarms>, data_dir: Option<PathBuf>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut tick = tokio::time::interval(CHECK_EVERY);
     loop {
         tick.tick().await;
         let Some(alarms) = alarms.upgrade() else {

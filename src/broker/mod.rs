@@ -85,7 +85,7 @@ impl Default for BrokerConfig {
             heartbeat: 60,
             max_message_size: 128 * 1024 * 1024,
             max_unacked_per_channel: 0,
-            max_pending_output: 4 * 1024 * 1024,
+            max_pending_output: 1024 * 1024,
             loopback_users: vec!["guest".to_owned()],
             default_vhost: "/".to_owned(),
             default_user: "guest".to_owned(),

@@ -36,6 +36,8 @@ const CLIENT_EOF_TIMEOUT: Duration = Duration::from_secs(10);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Output is handed to the writer at least this often within one batch of input.
 const OUT_CHUNK: usize = 64 * 1024;
+/// The pending-output bound while the memory alarm is on.
+const ALARM_PENDING_OUTPUT: usize = 64 * 1024;
 /// How often channels look for deliveries past their consumer timeout.
 const CONSUMER_TIMEOUT_CHECK: Duration = Duration::from_secs(1);
 
@@ -50,7 +52,8 @@ impl FrameReader {
     fn new(socket: Arc<Socket>, frame_max: u32) -> Self {
         Self {
             socket,
-            buf: BytesMut::with_capacity(64 * 1024),
+            // Grown on demand (see `fill`): an idle connection holds little.
+            buf: BytesMut::with_capacity(4096),
             frame_max,
         }
     }
@@ -271,6 +274,8 @@ struct Connection {
     undecoded: bool,
     /// Its exclusive queues are deleted (the orderly close awaited it).
     exclusive_deleted: bool,
+    /// The memory alarm is on (output is bounded tighter).
+    memory_alarm: bool,
 }
 
 /// However the connection task ends, a panic included, what it registered goes: the
@@ -302,7 +307,12 @@ pub(super) async fn run(
     id: u64,
 ) {
     let socket = Arc::new(stream);
-    let low_water = BACKLOG_HIGH.min(broker.config().max_pending_output) / 2;
+    // Below every bound that holds a connection back (credit, reading, reading under alarm), so
+    // a drain always wakes it.
+    let low_water = BACKLOG_HIGH
+        .min(broker.config().max_pending_output)
+        .min(ALARM_PENDING_OUTPUT)
+        / 2;
     let (writer, writer_task) = writer::spawn(socket.clone(), low_water);
     // Before login, frames are bounded whatever frame_max is configured (0 is "no limit").
     let pre_auth = match broker.config().frame_max {
@@ -359,7 +369,7 @@ pub(super) async fn run(
             info: info.clone(),
             frame_max: super::handshake::outbound_frame_size(session.frame_max),
             capabilities: session.capabilities,
-            out: BytesMut::with_capacity(OUT_CHUNK),
+            out: BytesMut::new(),
             sink,
             writer: writer.clone(),
             pending_acks: HashMap::new(),
@@ -374,7 +384,9 @@ pub(super) async fn run(
         blocked: false,
         undecoded: false,
         exclusive_deleted: false,
+        memory_alarm: false,
     };
+    conn.memory_alarm = conn.alarms.borrow().memory;
     let mut shutdown_later = shutdown.clone();
     let outcome = conn.serve(&mut reader, inbox, shutdown, killed).await;
     conn.ctx.broker.connections().unregister(id);
@@ -499,6 +511,16 @@ impl Connection {
                         self.on_event(event);
                     }
                 }
+                // Before the socket: a flooding publisher's socket is always readable, and a
+                // biased select would never get to the alarm.
+                changed = self.alarms.changed() => {
+                    if changed.is_err() {
+                        continue;
+                    }
+                    self.on_alarm_change();
+                    // Not reading while blocked is not the client's silence.
+                    last_recv = Instant::now();
+                }
                 // While blocked by an alarm, or while the client leaves too much of our output
                 // unread, the socket is not read: TCP pushes back on the client.
                 read = reader.fill(), if !self.blocked && !self.output_full() && !self.undecoded => {
@@ -507,17 +529,10 @@ impl Connection {
                         Ok(n) => {
                             last_recv = Instant::now();
                             self.ctx.info.recv_oct.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+                            self.ctx.broker.alarms().note_input(n);
                         }
                     }
                     self.undecoded = true;
-                }
-                changed = self.alarms.changed() => {
-                    if changed.is_err() {
-                        continue;
-                    }
-                    self.on_alarm_change();
-                    // Not reading while blocked is not the client's silence.
-                    last_recv = Instant::now();
                 }
                 _ = ticker.tick(), if self.heartbeat > 0 => {
                     if self.blocked || self.output_full() {
@@ -615,6 +630,7 @@ impl Connection {
     /// read while an alarm is on, and clients that understand it are told why.
     fn on_alarm_change(&mut self) {
         let state = *self.alarms.borrow_and_update();
+        self.memory_alarm = state.memory;
         let block = state.any() && self.publishes;
         if block == self.blocked {
             return;
