@@ -8,13 +8,15 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 seconds="${FUZZ_SECONDS:-30}"
-targets=(frames field_tables config definitions connection)
+read -r -a targets <<<"${FUZZ_TARGETS:-frames field_tables config definitions connection}"
 if ! rustup toolchain list | grep -q '^nightly'; then
   echo "fuzz: no nightly toolchain; cargo fuzz needs one" >&2
   exit 1
 fi
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --quiet
-cargo +nightly fuzz build --quiet
+buildlog="$(mktemp)"
+cargo +nightly fuzz build >"$buildlog" 2>&1 || { cat "$buildlog"; exit 1; }
+rm -f "$buildlog"
 total=0
 for t in "${targets[@]}"; do
   mkdir -p "corpus/$t" "seeds/$t"
