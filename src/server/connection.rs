@@ -588,7 +588,15 @@ impl Connection {
         events: &mut Vec<ClientEvent>,
     ) -> Option<Outcome> {
         loop {
-            if self.output_full() {
+            // An alarm that trips mid-batch stops a publisher at once, not after its batch:
+            // hundreds of publishers' batches would land past the watermark.
+            if self.alarms.has_changed().unwrap_or(false) {
+                self.on_alarm_change();
+            }
+            // A blocked publisher stops at a command boundary: the publish that got it blocked
+            // is taken whole, as in RabbitMQ.
+            let blocked_now = self.blocked && !self.channels.values().any(Channel::mid_command);
+            if self.output_full() || blocked_now {
                 self.ctx.flush_out();
                 return None;
             }

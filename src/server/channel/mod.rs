@@ -219,6 +219,11 @@ impl Channel {
         }
     }
 
+    /// Whether a command's frames are partly read (a publish awaiting its header or body).
+    pub(super) fn mid_command(&self) -> bool {
+        !self.assembler.is_idle()
+    }
+
     /// Handle a frame for this channel. `Err` is a connection error.
     pub(super) async fn on_frame(
         &mut self,
