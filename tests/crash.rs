@@ -271,15 +271,7 @@ async fn a_fast_publisher_against_a_slow_consumer_keeps_memory_bounded() {
     let dir = tempfile::tempdir().unwrap();
     let (broker, port) = common::spawn_leveret(&dir.path().join("data"));
     let pid = broker.0.id();
-    let rss_mb = move || -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-            .unwrap_or(0)
-            / 1024
-    };
+    let rss_mb = move || common::rss_mb(pid);
     let uri = format!("amqp://guest:guest@127.0.0.1:{port}/%2f");
     let conn = Connection::connect(&uri, Default::default()).await.unwrap();
     let ch = conn.create_channel().await.unwrap();
@@ -418,15 +410,7 @@ async fn a_client_that_never_reads_cannot_grow_broker_memory() {
     let dir = tempfile::tempdir().unwrap();
     let (broker, port) = common::spawn_leveret(&dir.path().join("data"));
     let pid = broker.0.id();
-    let rss_mb = move || -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-            .unwrap_or(0)
-            / 1024
-    };
+    let rss_mb = move || common::rss_mb(pid);
     let uri = format!("amqp://guest:guest@127.0.0.1:{port}/%2f");
     let conn = Connection::connect(&uri, Default::default()).await.unwrap();
     let ch = conn.create_channel().await.unwrap();

@@ -69,15 +69,7 @@ async fn clients_that_never_read_cannot_push_the_broker_past_its_watermark() {
         &["--config", conf.to_str().unwrap()],
     );
     let pid = broker.0.id();
-    let rss_mb = move || -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-            .unwrap_or(0)
-            / 1024
-    };
+    let rss_mb = move || common::rss_mb(pid);
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let uri = format!("amqp://guest:guest@127.0.0.1:{port}/%2f");
     let conn = lapin::Connection::connect(&uri, Default::default())

@@ -188,6 +188,17 @@ pub async fn assert_no_delivery(consumer: &mut lapin::Consumer, ms: u64) {
 /// A `leveret` binary running as a child process, killed (SIGKILL) when dropped.
 pub struct BrokerProcess(pub std::process::Child, pub u16);
 
+/// Resident memory of process `pid`, MB.
+pub fn rss_mb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .unwrap_or(0)
+        / 1024
+}
+
 impl BrokerProcess {
     /// SIGTERM, and wait (up to 20 s) for the broker's orderly exit: what it owes the store is
     /// synced.
