@@ -121,11 +121,12 @@ async fn load(port: u16, round: u64, seed: u64, ledger: Arc<Mutex<Ledger>>) {
     let ch = conn.create_channel().await.unwrap();
     declare_all(&ch).await;
     let base = round << 32;
-    let mut tasks = Vec::new();
+    // A JoinSet: when the round gives up on this load, dropping it aborts every task.
+    let mut tasks = tokio::task::JoinSet::new();
 
     // Confirmed publishes, to the acked queue and to the dead-lettering source.
     let (ch1, l1) = (conn.create_channel().await.unwrap(), ledger.clone());
-    tasks.push(tokio::spawn(async move {
+    tasks.spawn(async move {
         ch1.confirm_select(ConfirmSelectOptions::default())
             .await
             .unwrap();
@@ -157,11 +158,11 @@ async fn load(port: u16, round: u64, seed: u64, ledger: Arc<Mutex<Ledger>>) {
                 }
             }
         }
-    }));
+    });
 
     // Transactions of 1-20 publishes.
     let (ch2, l2) = (conn.create_channel().await.unwrap(), ledger.clone());
-    tasks.push(tokio::spawn(async move {
+    tasks.spawn(async move {
         ch2.tx_select().await.unwrap();
         let mut rng = Rng(seed ^ 2);
         let mut next = 1u64 << 31;
@@ -189,11 +190,11 @@ async fn load(port: u16, round: u64, seed: u64, ledger: Arc<Mutex<Ledger>>) {
             }
             l2.lock().unwrap().safe.extend(ids);
         }
-    }));
+    });
 
     // Acks some confirmed messages (noted before the ack is sent).
     let (ch3, l3) = (conn.create_channel().await.unwrap(), ledger.clone());
-    tasks.push(tokio::spawn(async move {
+    tasks.spawn(async move {
         ch3.basic_qos(10, BasicQosOptions::default()).await.unwrap();
         let Ok(mut consumer) = ch3
             .basic_consume(
@@ -226,11 +227,11 @@ async fn load(port: u16, round: u64, seed: u64, ledger: Arc<Mutex<Ledger>>) {
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
-    }));
+    });
 
     // Dead-letters the source queue into the dead-letter queue.
     let ch4 = conn.create_channel().await.unwrap();
-    tasks.push(tokio::spawn(async move {
+    tasks.spawn(async move {
         ch4.basic_qos(20, BasicQosOptions::default()).await.unwrap();
         let Ok(mut consumer) = ch4
             .basic_consume(
@@ -252,11 +253,11 @@ async fn load(port: u16, round: u64, seed: u64, ledger: Arc<Mutex<Ledger>>) {
                 return;
             }
         }
-    }));
+    });
 
     // Queues declared, filled and deleted.
     let ch5 = conn.create_channel().await.unwrap();
-    tasks.push(tokio::spawn(async move {
+    tasks.spawn(async move {
         for k in 0.. {
             let name = format!("t.tmp.{round}.{k}");
             if ch5
@@ -289,10 +290,8 @@ async fn load(port: u16, round: u64, seed: u64, ledger: Arc<Mutex<Ledger>>) {
                 return;
             }
         }
-    }));
-    for t in tasks {
-        let _ = t.await;
-    }
+    });
+    while tasks.join_next().await.is_some() {}
 }
 
 /// Every message in `queue`, checked whole; counts by id.
@@ -329,7 +328,14 @@ async fn kill_9_torture_loses_and_tears_nothing() {
         let running = tokio::spawn(load(port, round + 1, seed, ledger.clone()));
         tokio::time::sleep(Duration::from_millis(100 + rng.below(700))).await;
         drop(child); // SIGKILL: no shutdown path runs.
-        let _ = tokio::time::timeout(Duration::from_secs(20), running).await;
+        let mut running = running;
+        if tokio::time::timeout(Duration::from_secs(20), &mut running)
+            .await
+            .is_err()
+        {
+            // Clients stuck on the dead broker: abort them (the JoinSet aborts the rest).
+            running.abort();
+        }
 
         let (child, port) = common::spawn_leveret(&data);
         let conn = connect(port).await;
@@ -357,6 +363,12 @@ async fn kill_9_torture_loses_and_tears_nothing() {
         // The drain's removals must be on disk before the next round kills the broker.
         drop(conn);
         child.stop_gracefully();
+        if (round + 1) % 50 == 0 {
+            eprintln!(
+                "torture: {} rounds done, {total_safe} confirmed or committed so far",
+                round + 1
+            );
+        }
     }
     eprintln!(
         "torture: {rounds} rounds, {total_safe} confirmed or committed, {total_seen} recovered, none lost or torn"
