@@ -441,5 +441,63 @@ async fn a_panicking_queue_command_keeps_the_queue_and_its_messages() {
     common::publish(&ch, "", "pq", leveret::broker::fault::PANIC_QUEUE).await;
     common::publish(&ch, "", "pq", b"two").await;
     assert_eq!(common::drain(&ch, "pq").await, ["one", "two"]);
+    // Under confirms, a persistent publish to a durable queue (which the queue itself
+    // confirms) whose command panicked is nacked, not left unanswered.
+    ch.queue_declare(
+        "pqd".into(),
+        QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let mut outcomes = Vec::new();
+    for body in [&b"three"[..], leveret::broker::fault::PANIC_QUEUE, b"four"] {
+        let confirm = ch
+            .basic_publish(
+                "".into(),
+                "pqd".into(),
+                BasicPublishOptions::default(),
+                body,
+                lapin::BasicProperties::default().with_delivery_mode(2),
+            )
+            .await
+            .unwrap();
+        let outcome = tokio::time::timeout(Duration::from_secs(5), confirm)
+            .await
+            .expect("a publish left unconfirmed")
+            .unwrap();
+        outcomes.push(outcome.is_ack());
+    }
+    assert_eq!(outcomes, [true, false, true]);
+    still_serving(&b).await;
+}
+
+/// The HTTP API refuses a body over `management.http.max_body_size` with 413, before reading
+/// it whole.
+#[tokio::test]
+async fn an_http_body_over_the_limit_is_refused() {
+    let b = TestBroker::start().await;
+    let admin = common::start_admin(&b).await;
+    let limit = leveret::admin::HttpLimits::default().max_body_size;
+    let body = format!(r#"{{"vhosts":[],"padding":"{}"}}"#, "x".repeat(limit));
+    let request = format!(
+        "POST /api/definitions HTTP/1.1\r\nHost: localhost\r\n\
+         Authorization: Basic Z3Vlc3Q6Z3Vlc3Q=\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let mut http = tokio::net::TcpStream::connect(admin).await.unwrap();
+    // The server may answer and close before the whole body is written.
+    let _ = http.write_all(request.as_bytes()).await;
+    let mut answer = Vec::new();
+    let _ = tokio::io::AsyncReadExt::read_to_end(&mut http, &mut answer).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     still_serving(&b).await;
 }

@@ -164,6 +164,18 @@ fn abandon_publish(publish: Publish, deleted: bool) {
     }
 }
 
+/// A publish's confirm until it is answered or handed on; dropped unanswered (a panic in
+/// `on_publish`), it nacks, as RabbitMQ nacks what a failing queue could not take.
+struct Unanswered(Option<ConfirmTarget>);
+
+impl Drop for Unanswered {
+    fn drop(&mut self) {
+        if let Some(target) = self.0.take() {
+            target.reply(false);
+        }
+    }
+}
+
 /// Close both lanes and answer whatever they still hold.
 fn close_lanes(
     work: &mut mpsc::Receiver<Publish>,
@@ -402,6 +414,9 @@ impl Actor {
     /// next group commit. Deep in the queue, persistent messages (and, under memory pressure,
     /// transient ones, as scratch) live only in the store, keeping just their place in memory.
     fn on_publish(&mut self, Publish { message, confirm }: Publish) {
+        // Answered on every path below; a panic part-way nacks it as it unwinds, so the
+        // publisher is never left waiting for a confirm nobody will send.
+        let mut confirm = Unanswered(confirm);
         crate::broker::fault::check(&message.body, crate::broker::fault::PANIC_QUEUE);
         self.handle
             .gauges()
@@ -418,7 +433,7 @@ impl Actor {
             if args.overflow == Overflow::RejectPublishDlx {
                 self.dead_letter_message(&message, DeathReason::Maxlen, None);
             }
-            if let Some(target) = confirm {
+            if let Some(target) = confirm.0.take() {
                 target.refuse();
             }
             return;
@@ -438,7 +453,7 @@ impl Actor {
         if !durable && !deep {
             self.state
                 .publish_entry(Slot::Resident(message), expires_at, priority);
-            if let Some(target) = confirm {
+            if let Some(target) = confirm.0.take() {
                 target.reply(true);
             }
             return;
@@ -455,7 +470,7 @@ impl Actor {
                     tracing::error!(queue = %self.config.name, %error, "registering scratch space failed; keeping the message in memory");
                     self.state
                         .publish_entry(Slot::Resident(message), expires_at, priority);
-                    if let Some(target) = confirm {
+                    if let Some(target) = confirm.0.take() {
                         target.reply(true);
                     }
                     return;
@@ -481,13 +496,13 @@ impl Actor {
             tracing::error!(queue = %self.config.name, %error, "storing a message failed");
             if durable {
                 // Refused as a whole: not queued, and nacked if the publisher asked for confirms.
-                if let Some(target) = confirm {
+                if let Some(target) = confirm.0.take() {
                     target.reply(false);
                 }
             } else {
                 self.state
                     .publish_entry(Slot::Resident(message), expires_at, priority);
-                if let Some(target) = confirm {
+                if let Some(target) = confirm.0.take() {
                     target.reply(true);
                 }
             }
@@ -502,7 +517,7 @@ impl Actor {
             Slot::Resident(message)
         };
         self.state.publish_entry(slot, expires_at, priority);
-        if let Some(target) = confirm {
+        if let Some(target) = confirm.0.take() {
             if durable {
                 storage.committer.confirm_after_sync(target);
             } else {
