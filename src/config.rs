@@ -66,6 +66,11 @@ pub struct Config {
     pub disk_free_limit: Watermark,
     /// `management.tcp.port`.
     pub management_port: u16,
+    /// `management.http.max_body_size`, bytes: the largest HTTP API request body.
+    pub management_max_body_size: u64,
+    /// `management.http.max_get_payload` (Leveret's own), bytes: payload one HTTP API get
+    /// collects at most.
+    pub management_max_get_payload: u64,
     /// `management.ssl.*` (`port`, `certfile`, `keyfile`, `cacertfile`, `verify`,
     /// `fail_if_no_peer_cert`): the HTTP API over TLS, as given.
     pub management_ssl: BTreeMap<String, String>,
@@ -102,6 +107,8 @@ impl Default for Config {
             vm_memory_high_watermark: Watermark::Relative(0.4),
             disk_free_limit: Watermark::Absolute(50_000_000),
             management_port: 15672,
+            management_max_body_size: 20 * 1024 * 1024,
+            management_max_get_payload: 64 * 1024 * 1024,
             management_ssl: BTreeMap::new(),
             prometheus_port: 15692,
             log_level: "info".to_owned(),
@@ -148,6 +155,8 @@ const KEYS: &[&str] = &[
     "disk_free_limit.relative",
     "disk_free_limit.absolute",
     "management.tcp.port",
+    "management.http.max_body_size",
+    "management.http.max_get_payload",
     "management.ssl.",
     "prometheus.tcp.port",
     "log.console.level",
@@ -360,6 +369,16 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
                 "management.tcp.port" => {
                     config.management_port = value.parse().map_err(|_| bad("expected a port"))?
                 }
+                "management.http.max_body_size" => {
+                    config.management_max_body_size = bytes(value)
+                        .filter(|b| *b >= 1024)
+                        .ok_or_else(|| bad("expected bytes, at least 1024"))?
+                }
+                "management.http.max_get_payload" => {
+                    config.management_max_get_payload = bytes(value)
+                        .filter(|b| *b >= 1024)
+                        .ok_or_else(|| bad("expected bytes, at least 1024"))?
+                }
                 "prometheus.tcp.port" => {
                     config.prometheus_port = value.parse().map_err(|_| bad("expected a port"))?
                 }
@@ -432,6 +451,16 @@ impl Config {
             };
         }
         let _ = writeln!(out, "management.tcp.port = {}", self.management_port);
+        let _ = writeln!(
+            out,
+            "management.http.max_body_size = {}",
+            self.management_max_body_size
+        );
+        let _ = writeln!(
+            out,
+            "management.http.max_get_payload = {}",
+            self.management_max_get_payload
+        );
         for (option, value) in &self.management_ssl {
             let _ = writeln!(out, "management.ssl.{option} = {value}");
         }

@@ -648,6 +648,7 @@ async fn health_checks_alarms_aliveness_and_metrics() {
         rates: Default::default(),
         amqp_ports: vec![],
         http_ports: vec![],
+        limits: Default::default(),
     });
     assert!(
         text.contains("rabbitmq_alarms_memory_used_watermark 1"),

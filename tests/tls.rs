@@ -256,6 +256,7 @@ async fn the_management_api_is_served_over_tls() {
         rates: Default::default(),
         amqp_ports: vec![],
         http_ports: vec![],
+        limits: Default::default(),
     });
     let (_tx, rx) = tokio::sync::watch::channel(false);
     std::mem::forget(_tx);

@@ -49,6 +49,28 @@ pub struct AdminState {
     pub amqp_ports: Vec<u16>,
     /// The HTTP API's listener ports, as bound (for `/api/overview`).
     pub http_ports: Vec<u16>,
+    /// Bounds on what one request may make the API hold in memory.
+    pub limits: HttpLimits,
+}
+
+/// Bounds on what one HTTP request may make the API hold in memory.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpLimits {
+    /// Largest request body (RabbitMQ's `management.http.max_body_size`); a larger one gets
+    /// 413 before it is read whole.
+    pub max_body_size: usize,
+    /// Payload bytes one `POST .../get` collects before it stops taking messages (Leveret's
+    /// `management.http.max_get_payload`): the answer is built whole in memory.
+    pub max_get_payload: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            max_body_size: 20 * 1024 * 1024,
+            max_get_payload: 64 * 1024 * 1024,
+        }
+    }
 }
 
 type State = Arc<AdminState>;
@@ -274,12 +296,14 @@ async fn fallback() -> ApiError {
 
 /// The API's routes.
 pub fn router(state: State) -> Router {
+    let body_limit = axum::extract::DefaultBodyLimit::max(state.limits.max_body_size);
     Router::new()
         .merge(overview::routes())
         .merge(objects::routes())
         .merge(bindings::routes())
         .merge(accounts::routes())
         .fallback(fallback)
+        .layer(body_limit)
         .with_state(state)
 }
 

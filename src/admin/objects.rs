@@ -340,7 +340,7 @@ async fn get_messages(
     let mut payload_bytes = 0usize;
     for _ in 0..count {
         // The answer is built in memory: stop taking once it is large.
-        if payload_bytes >= MAX_GET_PAYLOAD {
+        if payload_bytes >= state.limits.max_get_payload {
             break;
         }
         let Some(r) = handle.get(no_ack).await else {
@@ -380,10 +380,6 @@ async fn get_messages(
     drop(taken);
     Ok(Json(out).into_response())
 }
-
-/// The payload bytes one `POST .../get` collects at most (RabbitMQ has no bound; an answer of
-/// thousands of large messages would be built whole in memory).
-const MAX_GET_PAYLOAD: usize = 64 * 1024 * 1024;
 
 /// Messages an HTTP get took from a queue, settled (requeued, rejected or acked, as its
 /// ackmode says) when dropped.

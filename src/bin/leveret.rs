@@ -182,6 +182,11 @@ async fn run(config: Config, workers: usize) -> anyhow::Result<()> {
             .map(SocketAddr::port)
             .collect(),
         http_ports: vec![http.local_addr()?.port()],
+        limits: leveret::admin::HttpLimits {
+            max_body_size: usize::try_from(config.management_max_body_size).unwrap_or(usize::MAX),
+            max_get_payload: usize::try_from(config.management_max_get_payload)
+                .unwrap_or(usize::MAX),
+        },
     });
     tracing::info!(http = %http.local_addr()?, "management API listening");
     servers.push(tokio::spawn(leveret::admin::serve(

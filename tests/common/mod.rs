@@ -291,6 +291,7 @@ pub async fn start_admin(b: &TestBroker) -> SocketAddr {
         rates: Default::default(),
         amqp_ports: vec![b.addr.port()],
         http_ports: vec![addr.port()],
+        limits: Default::default(),
     });
     let (_tx, rx) = watch::channel(false);
     // The sender lives as long as the test: leak it so the server is never told to stop.
