@@ -240,7 +240,15 @@ async fn repeat_deaths_count_up_and_automatic_cycles_are_dropped() {
 async fn a_delivery_limit_counts_returns_and_dead_letters_the_poison_message() {
     let b = TestBroker::start().await;
     let (_c, ch) = b.channel().await;
-    setup(&ch, &[("x-delivery-limit", AMQPValue::LongInt(1))], false).await;
+    setup(
+        &ch,
+        &[
+            ("x-queue-type", long("quorum")),
+            ("x-delivery-limit", AMQPValue::LongInt(1)),
+        ],
+        true,
+    )
+    .await;
     publish(&ch, "", "source", b"poison").await;
     let first = get(&ch, "source").await.unwrap();
     assert!(!headers(&first.delivery).contains_key("x-delivery-count"));
@@ -280,7 +288,15 @@ async fn dead_letters_and_delivery_counts_survive_restarts() {
     let b = TestBroker::start_in(dir.path()).await;
     {
         let (_c, ch) = b.channel().await;
-        setup(&ch, &[("x-delivery-limit", AMQPValue::LongInt(5))], true).await;
+        setup(
+            &ch,
+            &[
+                ("x-queue-type", long("quorum")),
+                ("x-delivery-limit", AMQPValue::LongInt(5)),
+            ],
+            true,
+        )
+        .await;
         ch.confirm_select(ConfirmSelectOptions::default())
             .await
             .unwrap();

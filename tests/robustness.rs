@@ -86,8 +86,9 @@ async fn a_start_ok_nesting_4000_deep_closes_that_connection_only() {
         .write_all(&method_frame(0, 10, 11, &args))
         .await
         .unwrap();
-    let text = c.expect_connection_close(502).await;
-    assert!(text.contains("nested deeper than 64"), "{text}");
+    // Refused before login, as RabbitMQ refuses any handshake error: the socket closes without
+    // a word after the silent-close delay (after login a too-deep table is a 502 close).
+    assert!(c.frame().await.is_none(), "a close frame before login");
     still_serving(&b).await;
 }
 
@@ -293,14 +294,15 @@ async fn frame_max_and_channel_max_zero_mean_no_limit() {
     for id in 1..=3000 {
         c.open_channel(id).await;
     }
-    // Before login a frame is still bounded: a 1 MB frame is refused, not buffered.
+    // Before login a frame is still bounded: a 1 MB frame is refused, not buffered (the
+    // socket closes without a word, as after any handshake error).
     let mut c = RawClient::connect(&b).await;
     c.stream.write_all(PROTOCOL_HEADER).await.unwrap();
     c.method().await;
     let mut frame = vec![1, 0, 0];
     frame.put_u32(1 << 20);
     c.stream.write_all(&frame).await.unwrap();
-    c.expect_connection_close(501).await;
+    assert!(c.frame().await.is_none());
 }
 
 /// An HTTP get whose client hangs up mid-way settles what it took: with `ack_requeue_true`,

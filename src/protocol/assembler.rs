@@ -183,7 +183,8 @@ impl CommandAssembler {
             (State::Body(_), Frame::Method(..) | Frame::Header(..)) => {
                 Err(AmqpError::unexpected_frame(
                     "expected content body, got non content body frame instead",
-                ))
+                )
+                .with_method(60, 40))
             }
             (state, Frame::Heartbeat(_)) => {
                 self.state = state;

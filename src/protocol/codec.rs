@@ -193,7 +193,10 @@ fn is_known_method(class_id: u16, method_id: u16) -> bool {
 
 fn decode_method(payload: &[u8]) -> Result<AMQPClass, AmqpError> {
     if payload.len() < 4 {
-        return Err(AmqpError::syntax_error("method frame too short"));
+        return Err(AmqpError::frame_error(format!(
+            "type 1, all octets = {}: unknown_frame",
+            erlang_binary(payload)
+        )));
     }
     let class_id = u16::from_be_bytes([payload[0], payload[1]]);
     let method_id = u16::from_be_bytes([payload[2], payload[3]]);
@@ -226,6 +229,16 @@ fn decode_method(payload: &[u8]) -> Result<AMQPClass, AmqpError> {
     }
     match parse_class(payload) {
         Ok((_, method)) => Ok(method),
+        Err(error) if utf8_refused(&error) => {
+            // RabbitMQ's parser checks short strings in every method but basic.publish.
+            if (class_id, method_id) == (60, 40) {
+                let mended = mended_publish(payload);
+                if let Some(Ok((_, method))) = mended.as_deref().map(parse_class) {
+                    return Ok(method);
+                }
+            }
+            Err(AmqpError::frame_error("Malformed UTF-8 in shortstr"))
+        }
         Err(_) => Err(AmqpError::frame_error(format!(
             "cannot decode {}",
             erlang_binary(&payload[4..])
@@ -251,15 +264,47 @@ fn decode_header(payload: Bytes) -> Result<ContentHeader, AmqpError> {
         }
         Some(Ok(())) | None => {}
     }
-    match parse_content_header(&payload[..]) {
-        Ok((_, header)) if payload.len() >= 12 => Ok(ContentHeader {
+    let parsed = match parse_content_header(&payload[..]) {
+        Ok((_, header)) => Some(header),
+        // Short strings that are not UTF-8 (RabbitMQ takes any bytes there): read a mended
+        // copy; the message keeps the bytes as sent.
+        Err(_) => payload
+            .get(12..)
+            .and_then(nesting::utf8_properties)
+            .and_then(|fixed| {
+                let mut mended = payload[..12].to_vec();
+                mended.extend_from_slice(&fixed);
+                parse_content_header(&mended[..]).ok().map(|(_, h)| h)
+            }),
+    };
+    match parsed {
+        Some(header) if payload.len() >= 12 => Ok(ContentHeader {
             class_id: header.class_id,
             body_size: header.body_size,
             properties: header.properties,
             raw_properties: payload.slice(12..),
         }),
-        Ok(_) | Err(_) => Err(AmqpError::frame_error("malformed content header")),
+        Some(_) | None => Err(AmqpError::frame_error("malformed content header")),
     }
+}
+
+/// Whether amq-protocol refused a method for a short string that is not UTF-8 (its only
+/// `map_res` is the short string's UTF-8 conversion).
+fn utf8_refused<E: std::fmt::Display>(error: &E) -> bool {
+    error.to_string().contains("MapRes")
+}
+
+/// `basic.publish` with its exchange and routing key made UTF-8 (invalid bytes become `?`,
+/// lengths kept), for a publisher that sent other bytes: RabbitMQ routes them as bytes.
+fn mended_publish(payload: &[u8]) -> Option<Vec<u8>> {
+    let mut out = payload.to_vec();
+    let mut at = 6usize; // class, method, reserved
+    for _ in 0..2 {
+        let n = usize::from(*payload.get(at)?);
+        nesting::make_utf8(out.get_mut(at + 1..at + 1 + n)?);
+        at += 1 + n;
+    }
+    Some(out)
 }
 
 fn put_short_str(out: &mut BytesMut, s: &str) {

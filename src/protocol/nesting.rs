@@ -116,6 +116,68 @@ pub fn check_properties(raw: &[u8]) -> Result<(), NestingError> {
 
 /// Walk the field table at the start of `bytes` (with its 4-byte length); returns its size.
 pub fn check_table(bytes: &[u8]) -> Result<usize, NestingError> {
+    walk_table(bytes, &mut |_| {})
+}
+
+/// Replace, in place, the bytes of `bytes` that are not UTF-8 with `?`: the length is
+/// kept, so every length prefix around it stays right.
+pub(crate) fn make_utf8(bytes: &mut [u8]) {
+    let mut at = 0;
+    while at < bytes.len() {
+        match std::str::from_utf8(&bytes[at..]) {
+            Ok(_) => return,
+            Err(e) => {
+                let bad_from = at + e.valid_up_to();
+                let bad_to = e.error_len().map_or(bytes.len(), |n| bad_from + n);
+                bytes[bad_from..bad_to].fill(b'?');
+                at = bad_to;
+            }
+        }
+    }
+}
+
+/// A copy of content-header properties (flags first) whose short strings, table keys
+/// included, are UTF-8: what amq-protocol can parse, for the broker's own reading of a
+/// message (routing, expiration, user-id). RabbitMQ accepts any bytes there and so does
+/// Leveret: the message itself keeps the bytes the publisher sent. `None` if malformed.
+pub fn utf8_properties(raw: &[u8]) -> Option<Vec<u8>> {
+    // Property kinds in flag order: short string, table, octet, timestamp.
+    const KINDS: [u8; 14] = [
+        b's', b's', b'F', b'o', b'o', b's', b's', b's', b's', b'T', b's', b's', b's', b's',
+    ];
+    let mut out = raw.to_vec();
+    let flags = u16::from_be_bytes([*raw.first()?, *raw.get(1)?]);
+    let mut at = 2usize;
+    for (i, kind) in KINDS.iter().enumerate() {
+        if flags & (0x8000 >> i) == 0 {
+            continue;
+        }
+        match kind {
+            b's' => {
+                let n = usize::from(*raw.get(at)?);
+                make_utf8(out.get_mut(at + 1..at + 1 + n)?);
+                at += 1 + n;
+            }
+            b'F' => {
+                let mut keys = Vec::new();
+                let size = walk_table(raw.get(at..)?, &mut |key| keys.push(key)).ok()?;
+                for key in keys {
+                    make_utf8(out.get_mut(at + key.start..at + key.end)?);
+                }
+                at += size;
+            }
+            b'o' => at += 1,
+            _ => at += 8,
+        }
+    }
+    Some(out)
+}
+
+/// [`check_table`], telling `on_key` where each key's bytes are (at any depth).
+fn walk_table(
+    bytes: &[u8],
+    on_key: &mut dyn FnMut(std::ops::Range<usize>),
+) -> Result<usize, NestingError> {
     let len = u32_at(bytes, 0).ok_or(NestingError::Malformed)?;
     let end = len.checked_add(4).ok_or(NestingError::Malformed)?;
     if end > bytes.len() {
@@ -131,6 +193,10 @@ pub fn check_table(bytes: &[u8]) -> Result<usize, NestingError> {
         }
         if keyed {
             let key_len = usize::from(*bytes.get(at).ok_or(NestingError::Malformed)?);
+            if at + 1 + key_len > container_end {
+                return Err(NestingError::Malformed);
+            }
+            on_key(at + 1..at + 1 + key_len);
             at += 1 + key_len;
         }
         let tag = *bytes.get(at).ok_or(NestingError::Malformed)?;
@@ -213,6 +279,22 @@ mod tests {
         let mut table = (entry.len() as u32).to_be_bytes().to_vec();
         table.extend_from_slice(&entry);
         table
+    }
+
+    #[test]
+    fn utf8_properties_mends_short_strings_and_keys_in_place() {
+        // content-type "a\xff", headers {"k\xfe": I 1}
+        let mut raw = vec![0xA0, 0x00, 2, b'a', 0xFF];
+        let entry = [2, b'k', 0xFE, b'I', 0, 0, 0, 1];
+        raw.extend_from_slice(&(entry.len() as u32).to_be_bytes());
+        raw.extend_from_slice(&entry);
+        let fixed = utf8_properties(&raw).unwrap();
+        assert_eq!(fixed.len(), raw.len());
+        assert_eq!(&fixed[3..5], b"a?");
+        assert_eq!(&fixed[10..12], b"k?");
+        assert!(amq_protocol::protocol::basic::parse_properties(&fixed[..]).is_ok());
+        assert!(amq_protocol::protocol::basic::parse_properties(&raw[..]).is_err());
+        assert_eq!(utf8_properties(&raw[..6]), None);
     }
 
     #[test]

@@ -116,13 +116,20 @@ pub fn parse_amqplain(response: &[u8]) -> Option<(String, String)> {
     Some((login, password))
 }
 
-/// Parse a PLAIN response (`authzid NUL user NUL password`) into user/password.
+/// Parse a PLAIN response into user/password, as RabbitMQ reads it: `NUL user NUL password`,
+/// exactly (an authzid, or a third NUL, makes it malformed). Names that are not UTF-8 are kept
+/// lossily: no user has such a name, so they are refused as unknown.
 pub fn parse_plain(response: &[u8]) -> Option<(String, String)> {
-    let mut parts = response.split(|b| *b == 0);
-    let _authzid = parts.next()?;
-    let user = std::str::from_utf8(parts.next()?).ok()?.to_owned();
-    let password = std::str::from_utf8(parts.next()?).ok()?.to_owned();
-    Some((user, password))
+    let rest = response.strip_prefix(&[0])?;
+    let split = rest.iter().position(|b| *b == 0)?;
+    let (user, password) = (&rest[..split], &rest[split + 1..]);
+    if password.contains(&0) {
+        return None;
+    }
+    Some((
+        String::from_utf8_lossy(user).into_owned(),
+        String::from_utf8_lossy(password).into_owned(),
+    ))
 }
 
 /// A field table in wire form (with its length prefix), for storage.

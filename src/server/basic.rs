@@ -53,6 +53,32 @@ fn routing_keys<'a>(
     (keys, has_bcc)
 }
 
+/// What RabbitMQ checks as it builds a message from a publish (after `user_id` and
+/// `expiration`), in its order: `CC` and `BCC` are arrays (their non-string elements are
+/// ignored), and the delivery mode is absent, 1 or 2.
+fn check_message(properties: &crate::protocol::Properties) -> Result<(), AmqpError> {
+    let invalid =
+        |reason: String| AmqpError::precondition_failed(format!("invalid message: {reason}"));
+    if let Some(headers) = properties.headers() {
+        for name in ["CC", "BCC"] {
+            match headers.inner().get(name) {
+                None | Some(AMQPValue::FieldArray(_)) => {}
+                Some(other) => {
+                    return Err(invalid(format!(
+                        "{{unacceptable_type_in_header,\"{name}\",{}}}",
+                        crate::protocol::table::type_name(other)
+                    )))
+                }
+            }
+        }
+    }
+    match properties.delivery_mode() {
+        None | Some(1) | Some(2) => {}
+        Some(other) => return Err(invalid(format!("{{delivery_mode_unknown,{other}}}"))),
+    }
+    Ok(())
+}
+
 impl Channel {
     pub(super) async fn on_basic_method(
         &mut self,
@@ -153,6 +179,18 @@ impl Channel {
             has_bcc
         };
         // After routing (a missing exchange is 404 first), as in RabbitMQ.
+        // Direct reply-to is resolved as the content is decoded, before the checks below.
+        let reply_to = match content.properties.reply_to() {
+            Some(r) if r.as_str() == DIRECT_REPLY_TO => match &self.reply_queue {
+                Some(name) => Some(name.clone()),
+                None => {
+                    return Err(AmqpError::precondition_failed(
+                        "fast reply consumer does not exist",
+                    ))
+                }
+            },
+            _ => None,
+        };
         if let Some(user_id) = content.properties.user_id() {
             if user_id.as_str() != ctx.user && !ctx.may_impersonate() {
                 return Err(AmqpError::precondition_failed(format!(
@@ -169,18 +207,8 @@ impl Channel {
             .as_ref()
             .map(|e| parse_expiration(e.as_str()))
             .transpose()?;
+        check_message(&content.properties)?;
         let priority = content.properties.priority().unwrap_or(0);
-        let reply_to = match content.properties.reply_to() {
-            Some(r) if r.as_str() == DIRECT_REPLY_TO => match &self.reply_queue {
-                Some(name) => Some(name.clone()),
-                None => {
-                    return Err(AmqpError::precondition_failed(
-                        "fast reply consumer does not exist",
-                    ))
-                }
-            },
-            _ => None,
-        };
         let raw_properties = if has_bcc || reply_to.is_some() {
             let mut properties = content.properties.clone();
             if has_bcc {
@@ -216,22 +244,10 @@ impl Channel {
         if queues.is_empty() {
             ctx.count(&self.info, |c| &c.unroutable, 1);
             if p.mandatory {
-                ctx.send_method(
-                    self.id,
-                    &Method::Basic(basic::AMQPMethod::Return(basic::Return {
-                        reply_code: ReplyCode::NoRoute as u16,
-                        reply_text: "NO_ROUTE".into(),
-                        exchange: p.exchange,
-                        routing_key: p.routing_key,
-                    })),
-                );
-                encode_content(
-                    &mut ctx.out,
-                    self.id,
-                    &message.raw_properties,
-                    &message.body,
-                    ctx.frame_max,
-                );
+                match self.tx.as_mut() {
+                    Some(tx) => tx.returns.push(message),
+                    None => self.send_return(ctx, &message),
+                }
             }
         } else if let Some(tx) = self.tx.as_mut() {
             tx.publishes.push((queues, message));
@@ -263,6 +279,26 @@ impl Channel {
             confirms.settle(seq, true);
         }
         Ok(())
+    }
+
+    /// `basic.return` NO_ROUTE for an unroutable mandatory publish, with its content.
+    pub(super) fn send_return(&self, ctx: &mut ConnCtx, message: &Message) {
+        ctx.send_method(
+            self.id,
+            &Method::Basic(basic::AMQPMethod::Return(basic::Return {
+                reply_code: ReplyCode::NoRoute as u16,
+                reply_text: "NO_ROUTE".into(),
+                exchange: crate::protocol::short_string(&message.exchange),
+                routing_key: crate::protocol::short_string(&message.routing_key),
+            })),
+        );
+        encode_content(
+            &mut ctx.out,
+            self.id,
+            &message.raw_properties,
+            &message.body,
+            ctx.frame_max,
+        );
     }
 
     async fn on_basic_consume(

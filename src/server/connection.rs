@@ -26,6 +26,7 @@ use crate::broker::{Broker, VHost};
 use crate::protocol::codec::{
     decode_frame, encode_heartbeat, encode_method, erlang_binary, frame_payload,
 };
+use crate::protocol::CommandAssembler;
 use crate::protocol::{channel, connection, AmqpError, Frame, Method, ReplyCode};
 
 /// How long a peer has to answer our `connection.close`.
@@ -262,6 +263,10 @@ enum Outcome {
 struct Connection {
     ctx: ConnCtx,
     channels: HashMap<u16, Channel>,
+    /// Frames on channels that are not open, assembled as RabbitMQ does (it runs the command
+    /// assembler before the channel sees a command): a content-bearing method there fails
+    /// only once its content is complete, or when a frame breaks the content's sequence.
+    unopened: HashMap<u16, CommandAssembler>,
     channel_max: u16,
     heartbeat: u16,
     /// Resource alarms, watched.
@@ -332,7 +337,16 @@ pub(super) async fn run(
             finish(reader, writer, writer_task).await;
             return;
         }
-        Ok(Err(HandshakeFailure::Closed | HandshakeFailure::Silent)) | Err(_) => {
+        Ok(Err(HandshakeFailure::Delayed)) => {
+            let mut shutdown = shutdown.clone();
+            tokio::select! {
+                () = tokio::time::sleep(super::handshake::SILENT_CLOSE_DELAY) => {}
+                _ = shutdown.changed() => {}
+            }
+            finish(reader, writer, writer_task).await;
+            return;
+        }
+        Ok(Err(HandshakeFailure::Closed)) | Err(_) => {
             finish(reader, writer, writer_task).await;
             return;
         }
@@ -377,6 +391,7 @@ pub(super) async fn run(
             deferred: Vec::new(),
         },
         channels: HashMap::new(),
+        unopened: HashMap::new(),
         channel_max: session.channel_max,
         heartbeat: session.heartbeat,
         alarms,
@@ -749,15 +764,10 @@ impl Connection {
                     Frame::Method(_, m) => Some((m.get_amqp_class_id(), m.get_amqp_method_id())),
                     Frame::Header(..) | Frame::Body(..) | Frame::Heartbeat(_) => None,
                 };
+                let assembling = self.unopened.contains_key(&channel_id);
                 match (self.channels.get_mut(&channel_id), method_ids) {
-                    (None, Some((20, 10))) => self.on_channel_open(channel_id),
-                    (None, Some((class_id, method_id))) => Some(Outcome::Close(
-                        AmqpError::channel_error("expected 'channel.open'")
-                            .with_method(class_id, method_id),
-                    )),
-                    (None, None) => Some(Outcome::Close(AmqpError::unexpected_frame(
-                        "expected method frame, got non method frame instead",
-                    ))),
+                    (None, Some((20, 10))) if !assembling => self.on_channel_open(channel_id),
+                    (None, _) => self.on_unopened_frame(channel_id, frame),
                     (Some(_), Some((20, 10))) => Some(Outcome::Close(
                         AmqpError::channel_error("second 'channel.open' seen").with_method(20, 10),
                     )),
@@ -778,6 +788,39 @@ impl Connection {
                     }
                 }
             }
+        }
+    }
+
+    /// A frame on a channel that is not open: fed to that channel number's assembler, and a
+    /// complete command other than `channel.open` is refused.
+    fn on_unopened_frame(&mut self, id: u16, frame: Frame) -> Option<Outcome> {
+        if !self.unopened.contains_key(&id)
+            && self.channels.len() + self.unopened.len() >= usize::from(self.channel_max)
+        {
+            // Bounded as open channels are: each may buffer one partial message.
+            return Some(Outcome::Close(AmqpError::not_allowed(format!(
+                "number of channels opened ({}) has reached the negotiated channel_max ({})",
+                self.channels.len() + self.unopened.len(),
+                self.channel_max
+            ))));
+        }
+        let max_body = self.ctx.broker.config().max_message_size;
+        let assembler = self
+            .unopened
+            .entry(id)
+            .or_insert_with(|| CommandAssembler::new(max_body));
+        match assembler.feed(frame) {
+            Ok(None) => None,
+            Ok(Some(command)) => {
+                self.unopened.remove(&id);
+                Some(Outcome::Close(
+                    AmqpError::channel_error("expected 'channel.open'").with_method(
+                        command.method.get_amqp_class_id(),
+                        command.method.get_amqp_method_id(),
+                    ),
+                ))
+            }
+            Err(error) => Some(Outcome::Close(error)),
         }
     }
 

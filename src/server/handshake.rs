@@ -45,9 +45,16 @@ pub(super) enum HandshakeFailure {
     Closed,
     /// Send `connection.close` with this error, then close.
     Refused(AmqpError),
-    /// Close the socket without a word (auth failure for clients without the capability).
-    Silent,
+    /// Close the socket without a word, after RabbitMQ's silent-close delay: any other failure
+    /// before the connection is open (an unknown mechanism, a malformed response, a failed
+    /// tune negotiation, an unexpected method or frame). RabbitMQ makes such a client wait
+    /// so it cannot hammer the broker with retries.
+    Delayed,
 }
+
+/// How long a client that failed the handshake waits before its socket closes (RabbitMQ's
+/// `SILENT_CLOSE_DELAY`).
+pub(super) const SILENT_CLOSE_DELAY: std::time::Duration = std::time::Duration::from_secs(3);
 
 fn server_properties() -> FieldTable {
     let mut capabilities = FieldTable::default();
@@ -119,15 +126,18 @@ async fn expect_method(reader: &mut FrameReader) -> Result<Method, HandshakeFail
             Ok(Some(Frame::Heartbeat(_))) => continue,
             Ok(Some(frame)) => {
                 let (frame_type, payload) = frame_payload(&frame);
-                return Err(HandshakeFailure::Refused(AmqpError::unexpected_frame(
-                    format!(
-                        "type {frame_type}, all octets = {}",
-                        erlang_binary(&payload)
-                    ),
-                )));
+                tracing::debug!(
+                    frame_type,
+                    payload = %erlang_binary(&payload),
+                    "unexpected frame during the handshake"
+                );
+                return Err(HandshakeFailure::Delayed);
             }
             Ok(None) => return Err(HandshakeFailure::Closed),
-            Err(error) => return Err(HandshakeFailure::Refused(error)),
+            Err(error) => {
+                tracing::debug!(%error, "undecodable frame during the handshake");
+                return Err(HandshakeFailure::Delayed);
+            }
         }
     }
 }
@@ -169,7 +179,8 @@ pub(super) async fn handshake(
         .read_exact_bytes(8)
         .await
         .ok_or(HandshakeFailure::Closed)?;
-    if &header[..] != PROTOCOL_HEADER {
+    // AMQP 0-9 ("AMQP 1 1 0 9") is spoken as 0-9-1, as RabbitMQ does; 0-8 is not spoken.
+    if &header[..] != PROTOCOL_HEADER && &header[..] != b"AMQP\x01\x01\x00\x09" {
         writer.send(bytes::Bytes::from_static(PROTOCOL_HEADER));
         return Err(HandshakeFailure::Closed);
     }
@@ -179,10 +190,11 @@ pub(super) async fn handshake(
             version_major: 0,
             version_minor: 9,
             server_properties: server_properties(),
+            // RabbitMQ's order (clients that take the first mechanism they know see the same).
             mechanisms: if peer_cn.is_some() {
-                "PLAIN AMQPLAIN EXTERNAL".into()
+                "AMQPLAIN PLAIN EXTERNAL".into()
             } else {
-                "PLAIN AMQPLAIN".into()
+                "AMQPLAIN PLAIN".into()
             },
             locales: "en_US".into(),
         })),
@@ -190,29 +202,34 @@ pub(super) async fn handshake(
     let Method::Connection(connection::AMQPMethod::StartOk(start_ok)) =
         expect_method(reader).await?
     else {
-        return Err(HandshakeFailure::Refused(AmqpError::command_invalid(
-            "expected connection.start-ok",
-        )));
+        return Err(HandshakeFailure::Delayed);
     };
     let capabilities = capabilities_of(&start_ok.client_properties);
     let mechanism = start_ok.mechanism.as_str();
     let response: &LongString = &start_ok.response;
     let from_loopback = peer.ip().is_loopback();
-    let authenticated = match (mechanism, peer_cn) {
-        ("PLAIN", _) => parse_plain(response.as_bytes())
-            .and_then(|(user, pass)| broker.authenticate(&user, &pass, from_loopback)),
-        ("AMQPLAIN", _) => parse_amqplain(response.as_bytes())
-            .and_then(|(user, pass)| broker.authenticate(&user, &pass, from_loopback)),
-        ("EXTERNAL", Some(cn)) => broker.authenticate_external(cn, from_loopback),
+    let credentials = match (mechanism, peer_cn) {
+        ("PLAIN", _) => parse_plain(response.as_bytes()),
+        ("AMQPLAIN", _) => parse_amqplain(response.as_bytes()),
+        ("EXTERNAL", Some(_)) => Some((String::new(), String::new())),
         (other, _) => {
             tracing::warn!(%peer, mechanism = other, "unknown authentication mechanism");
-            return Err(HandshakeFailure::Silent);
+            return Err(HandshakeFailure::Delayed);
         }
+    };
+    let Some((login, password)) = credentials else {
+        tracing::warn!(%peer, mechanism, "malformed authentication response");
+        return Err(HandshakeFailure::Delayed);
+    };
+    let authenticated = match peer_cn.filter(|_| mechanism == "EXTERNAL") {
+        Some(cn) => broker.authenticate_external(cn, from_loopback),
+        None => broker.authenticate(&login, &password, from_loopback),
     };
     let Some(user) = authenticated.map(|u| u.name) else {
         tracing::warn!(%peer, mechanism, "login refused");
         if !capabilities.authentication_failure_close {
-            return Err(HandshakeFailure::Silent);
+            // RabbitMQ closes such a connection when its 3 s handshake timer fires.
+            return Err(HandshakeFailure::Delayed);
         }
         return Err(HandshakeFailure::Refused(
             AmqpError::access_refused(format!(
@@ -232,39 +249,31 @@ pub(super) async fn handshake(
     );
     let Method::Connection(connection::AMQPMethod::TuneOk(tune_ok)) = expect_method(reader).await?
     else {
-        return Err(HandshakeFailure::Silent);
+        return Err(HandshakeFailure::Delayed);
     };
-    // 0 means "no limit", from either side (RabbitMQ's reading of the spec): the client's
-    // value must be at least 4096 unless 0, and at most the server's unless that is 0.
-    let frame_max = match tune_ok.frame_max {
-        0 => config.frame_max,
-        n => n,
+    // RabbitMQ's negotiation: a client value is at least the minimum unless 0, and when the
+    // server has a limit the client must name one within it (0, "no limit", is refused then).
+    let (frame_max, channel_max) = (tune_ok.frame_max, tune_ok.channel_max);
+    let refused = |value: u32, min: u32, server: u32| {
+        (value != 0 && value < min) || (server != 0 && (value == 0 || value > server))
     };
-    let channel_max = match tune_ok.channel_max {
-        0 => config.channel_max,
-        n => n,
-    };
-    let too_large = |value: u32, limit: u32| limit != 0 && value > limit;
-    if (frame_max != 0 && frame_max < 4096)
-        || too_large(frame_max, config.frame_max)
-        || too_large(u32::from(channel_max), u32::from(config.channel_max))
+    if refused(frame_max, 4096, config.frame_max)
+        || refused(u32::from(channel_max), 1, u32::from(config.channel_max))
     {
         tracing::warn!(
             %peer,
             frame_max,
             channel_max,
-            "failed to negotiate connection parameters: outside 4096..={} / ..={} (0: no limit)",
+            "failed to negotiate connection parameters: frame_max within 4096..={}, channel_max within 1..={} (0 only when the server's is 0)",
             config.frame_max,
             config.channel_max
         );
-        return Err(HandshakeFailure::Silent);
+        return Err(HandshakeFailure::Delayed);
     }
     reader.set_frame_max(inbound_frame_limit(frame_max, config.max_message_size));
     let Method::Connection(connection::AMQPMethod::Open(open)) = expect_method(reader).await?
     else {
-        return Err(HandshakeFailure::Refused(AmqpError::command_invalid(
-            "expected connection.open",
-        )));
+        return Err(HandshakeFailure::Delayed);
     };
     let vhost_name = open.virtual_host.as_str();
     let Some(vhost) = broker.vhost(vhost_name) else {

@@ -28,7 +28,7 @@ impl RawClient {
         }
     }
 
-    /// Connect and complete the handshake with the given tune-ok values.
+    /// Connect and complete the handshake with the given tune-ok values (0: the broker's).
     pub async fn open(b: &TestBroker, channel_max: u16, heartbeat: u16) -> Self {
         Self::open_tuned(b, channel_max, 4096, heartbeat).await
     }
@@ -66,15 +66,16 @@ impl RawClient {
             })),
         )
         .await;
-        assert!(matches!(
-            c.method().await,
-            Method::Connection(connection::AMQPMethod::Tune(_))
-        ));
+        let Method::Connection(connection::AMQPMethod::Tune(tune)) = c.method().await else {
+            panic!("expected connection.tune");
+        };
+        // 0 takes the broker's value, as clients do (RabbitMQ refuses a 0 when it has a limit).
+        let pick = |ours: u32, theirs: u32| if ours == 0 { theirs } else { ours };
         c.send(
             0,
             Method::Connection(connection::AMQPMethod::TuneOk(connection::TuneOk {
-                channel_max,
-                frame_max,
+                channel_max: pick(u32::from(channel_max), u32::from(tune.channel_max)) as u16,
+                frame_max: pick(frame_max, tune.frame_max),
                 heartbeat,
             })),
         )

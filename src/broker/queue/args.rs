@@ -50,6 +50,142 @@ pub struct QueueArgs {
     pub delivery_limit: Option<u64>,
     /// `x-consumer-timeout`, ms.
     pub consumer_timeout: Option<u64>,
+    /// `x-queue-type`.
+    pub queue_type: QueueType,
+}
+
+/// A queue's declared type (`x-queue-type`). Leveret runs every queue on one implementation
+/// for now; the type decides which arguments and properties a declare may have, as in
+/// RabbitMQ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum QueueType {
+    /// `classic` (the default).
+    #[default]
+    Classic,
+    /// `quorum`.
+    Quorum,
+    /// `stream`.
+    Stream,
+}
+
+/// The x-arguments each queue type takes (RabbitMQ 3.10's `capabilities()`).
+const CLASSIC_ARGS: &[&str] = &[
+    "x-expires",
+    "x-message-ttl",
+    "x-dead-letter-exchange",
+    "x-dead-letter-routing-key",
+    "x-max-length",
+    "x-max-length-bytes",
+    "x-max-priority",
+    "x-overflow",
+    "x-queue-mode",
+    "x-queue-version",
+    "x-single-active-consumer",
+    "x-queue-type",
+    "x-queue-master-locator",
+];
+const QUORUM_ARGS: &[&str] = &[
+    "x-dead-letter-exchange",
+    "x-dead-letter-routing-key",
+    "x-dead-letter-strategy",
+    "x-expires",
+    "x-max-length",
+    "x-max-length-bytes",
+    "x-max-in-memory-length",
+    "x-max-in-memory-bytes",
+    "x-overflow",
+    "x-single-active-consumer",
+    "x-queue-type",
+    "x-quorum-initial-group-size",
+    "x-delivery-limit",
+    "x-message-ttl",
+    "x-queue-leader-locator",
+];
+const STREAM_ARGS: &[&str] = &[
+    "x-max-length-bytes",
+    "x-queue-type",
+    "x-max-age",
+    "x-stream-max-segment-size-bytes",
+    "x-initial-cluster-size",
+    "x-queue-leader-locator",
+];
+
+impl QueueType {
+    fn arguments(self) -> &'static [&'static str] {
+        match self {
+            QueueType::Classic => CLASSIC_ARGS,
+            QueueType::Quorum => QUORUM_ARGS,
+            QueueType::Stream => STREAM_ARGS,
+        }
+    }
+
+    /// Whether this type takes `key`.
+    pub fn accepts(self, key: &str) -> bool {
+        self.arguments().contains(&key)
+    }
+
+    /// RabbitMQ's module name for the type, as its errors print it.
+    pub fn module(self) -> &'static str {
+        match self {
+            QueueType::Classic => "rabbit_classic_queue",
+            QueueType::Quorum => "rabbit_quorum_queue",
+            QueueType::Stream => "rabbit_stream_queue",
+        }
+    }
+}
+
+/// The type a queue was declared with (`classic` when `x-queue-type` is absent or unreadable).
+pub fn declared_type(arguments: &FieldTable) -> QueueType {
+    match arguments
+        .inner()
+        .get("x-queue-type")
+        .and_then(|v| as_str(v))
+    {
+        Some(t) if t == "quorum" => QueueType::Quorum,
+        Some(t) if t == "stream" => QueueType::Stream,
+        _ => QueueType::Classic,
+    }
+}
+
+/// What RabbitMQ checks after the arguments' values: no argument another queue type takes
+/// (in the client's order), then the properties the type requires (quorum and stream queues
+/// are durable, not exclusive, not auto-delete).
+pub fn check_declare(
+    arguments: &FieldTable,
+    args: &QueueArgs,
+    resource: &str,
+    (durable, exclusive, auto_delete): (bool, bool, bool),
+) -> Result<(), AmqpError> {
+    let kind = args.queue_type;
+    for key in arguments.inner().keys() {
+        let key = key.as_str();
+        let known = [CLASSIC_ARGS, QUORUM_ARGS, STREAM_ARGS]
+            .iter()
+            .any(|list| list.contains(&key));
+        if known && !kind.accepts(key) {
+            return Err(AmqpError::precondition_failed(format!(
+                "invalid arg '{key}' for {resource} of queue type {}",
+                kind.module()
+            )));
+        }
+    }
+    if kind != QueueType::Classic {
+        let property = if auto_delete {
+            Some("auto-delete")
+        } else if exclusive {
+            Some("exclusive-owner")
+        } else if !durable {
+            Some("non-durable")
+        } else {
+            None
+        };
+        if let Some(property) = property {
+            return Err(AmqpError::precondition_failed(format!(
+                "invalid property '{property}' for {resource}"
+            )));
+        }
+    }
+    Ok(())
 }
 
 impl QueueArgs {
@@ -135,26 +271,9 @@ pub fn parse(arguments: &FieldTable, resource: &str) -> Result<QueueArgs, AmqpEr
             AmqpError::precondition_failed(format!("invalid arg '{key}' for {resource}: {term}"))
         })
     };
-    // RabbitMQ's order of checks, so the first bad argument reported is the same.
-    if let Some(v) = table.get("x-expires") {
-        check(
-            "x-expires",
-            expiry(v).and_then(|ms| {
-                if ms == 0 {
-                    Err(Invalid::Term("{value_zero,0}".into()))
-                } else {
-                    args.expires = Some(ms);
-                    Ok(())
-                }
-            }),
-        )?;
-    }
-    if let Some(v) = table.get("x-message-ttl") {
-        check(
-            "x-message-ttl",
-            expiry(v).map(|ms| args.message_ttl = Some(ms)),
-        )?;
-    }
+    // RabbitMQ's order of checks, so the first bad argument reported is the same: the
+    // dead-letter exchange's type (the channel checks it before declaring), the queue type,
+    // then each argument the queue type takes, in RabbitMQ's `declare_args()` order.
     if let Some(v) = table.get("x-dead-letter-exchange") {
         match string(v) {
             Ok(x) => args.dead_letter_exchange = Some(x),
@@ -167,7 +286,45 @@ pub fn parse(arguments: &FieldTable, resource: &str) -> Result<QueueArgs, AmqpEr
             }
         }
     }
-    if let Some(v) = table.get("x-dead-letter-routing-key") {
+    let mut kind = QueueType::Classic;
+    if let Some(v) = table.get("x-queue-type") {
+        check(
+            "x-queue-type",
+            string(v).and_then(|t| {
+                kind = match t.as_str() {
+                    "classic" => QueueType::Classic,
+                    "quorum" => QueueType::Quorum,
+                    "stream" => QueueType::Stream,
+                    _ => return Err(Invalid::Text(format!("unsupported queue type '{t}'"))),
+                };
+                Ok(())
+            }),
+        )?;
+    }
+    args.queue_type = kind;
+    // Only the arguments this queue type takes are validated; the others are refused by
+    // [`check_declare`] or ignored.
+    let table_get = |key: &str| table.get(key).filter(|_| kind.accepts(key));
+    if let Some(v) = table_get("x-expires") {
+        check(
+            "x-expires",
+            expiry(v).and_then(|ms| {
+                if ms == 0 {
+                    Err(Invalid::Term("{value_zero,0}".into()))
+                } else {
+                    args.expires = Some(ms);
+                    Ok(())
+                }
+            }),
+        )?;
+    }
+    if let Some(v) = table_get("x-message-ttl") {
+        check(
+            "x-message-ttl",
+            expiry(v).map(|ms| args.message_ttl = Some(ms)),
+        )?;
+    }
+    if let Some(v) = table_get("x-dead-letter-routing-key") {
         check(
             "x-dead-letter-routing-key",
             string(v).and_then(|k| {
@@ -184,16 +341,16 @@ pub fn parse(arguments: &FieldTable, resource: &str) -> Result<QueueArgs, AmqpEr
         ("x-max-length", &mut args.max_length),
         ("x-max-length-bytes", &mut args.max_length_bytes),
     ] {
-        if let Some(v) = table.get(key) {
+        if let Some(v) = table_get(key) {
             check(key, non_negative(v).map(|n| *slot = Some(n)))?;
         }
     }
     for key in ["x-max-in-memory-length", "x-max-in-memory-bytes"] {
-        if let Some(v) = table.get(key) {
+        if let Some(v) = table_get(key) {
             check(key, non_negative(v).map(|_| ()))?;
         }
     }
-    if let Some(v) = table.get("x-max-priority") {
+    if let Some(v) = table_get("x-max-priority") {
         check(
             "x-max-priority",
             non_negative(v).and_then(|n| match u8::try_from(n) {
@@ -205,7 +362,7 @@ pub fn parse(arguments: &FieldTable, resource: &str) -> Result<QueueArgs, AmqpEr
             }),
         )?;
     }
-    if let Some(v) = table.get("x-overflow") {
+    if let Some(v) = table_get("x-overflow") {
         check(
             "x-overflow",
             string(v).and_then(|o| {
@@ -219,7 +376,7 @@ pub fn parse(arguments: &FieldTable, resource: &str) -> Result<QueueArgs, AmqpEr
             }),
         )?;
     }
-    if let Some(v) = table.get("x-queue-mode") {
+    if let Some(v) = table_get("x-queue-mode") {
         check(
             "x-queue-mode",
             string(v).and_then(|m| match m.as_str() {
@@ -228,30 +385,18 @@ pub fn parse(arguments: &FieldTable, resource: &str) -> Result<QueueArgs, AmqpEr
             }),
         )?;
     }
-    if let Some(v) = table.get("x-single-active-consumer") {
+    if let Some(v) = table_get("x-single-active-consumer") {
         check(
             "x-single-active-consumer",
             boolean(v).map(|b| args.single_active_consumer = b),
         )?;
     }
-    if let Some(v) = table.get("x-queue-type") {
-        check(
-            "x-queue-type",
-            string(v).and_then(|t| match t.as_str() {
-                // Leveret has one queue implementation; quorum semantics that matter to clients
-                // (delivery limits) are available on it.
-                "classic" | "quorum" => Ok(()),
-                _ => Err(Invalid::Text(format!("unsupported queue type '{t}'"))),
-            }),
-        )?;
+    // Quorum queues only. RabbitMQ 3.10 does not validate it; a value that is not a
+    // non-negative integer sets no limit.
+    if let Some(v) = table_get("x-delivery-limit") {
+        args.delivery_limit = non_negative(v).ok();
     }
-    // RabbitMQ accepts this on quorum queues only; Leveret honours it on every queue.
-    if let Some(v) = table.get("x-delivery-limit") {
-        check(
-            "x-delivery-limit",
-            non_negative(v).map(|n| args.delivery_limit = Some(n)),
-        )?;
-    }
+    // Leveret's own (RabbitMQ 3.10 ignores it as an unknown argument).
     if let Some(v) = table.get("x-consumer-timeout") {
         check(
             "x-consumer-timeout",

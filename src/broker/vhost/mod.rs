@@ -432,7 +432,14 @@ impl VHost {
                         )));
                     }
                 }
-                let args = args::parse(&d.arguments, &self.queue_resource(&name))?;
+                let resource = self.queue_resource(&name);
+                let args = args::parse(&d.arguments, &resource)?;
+                args::check_declare(
+                    &d.arguments,
+                    &args,
+                    &resource,
+                    (d.durable, d.exclusive, d.auto_delete),
+                )?;
                 let args = self.with_policy(&name, &args, &d.arguments);
                 // Exclusive queues never survive a restart, so they are never stored.
                 let stored = d.durable && !d.exclusive;
@@ -531,6 +538,12 @@ impl VHost {
                 return Ok(0);
             };
             self.check_owner(record, name, connection)?;
+            if if_empty && args::declared_type(&record.arguments) == args::QueueType::Quorum {
+                return Err(AmqpError::not_implemented(format!(
+                    "cannot delete {}. queue.delete operations with if-empty flag set are not supported by quorum queues",
+                    self.queue_resource(name)
+                )));
+            }
             record.handle.clone()
         };
         let count = handle.delete(if_unused, if_empty).await?;
@@ -606,19 +619,22 @@ impl VHost {
         let Some(x) = t.exchanges.get(source) else {
             return Err(self.no_exchange(source));
         };
-        if bind && x.kind == ExchangeKind::Headers {
-            validate_x_match(arguments)?;
-        }
-        match &binding.destination {
-            Destination::Queue(q) => {
-                let record = t.queues.get(q).ok_or_else(|| self.no_queue(q))?;
-                self.check_owner(record, q, connection)?;
-            }
+        let headers = x.kind == ExchangeKind::Headers;
+        // RabbitMQ's order: source, destination, the binding's arguments, then exclusivity.
+        let owner = match &binding.destination {
+            Destination::Queue(q) => Some(t.queues.get(q).ok_or_else(|| self.no_queue(q))?),
             Destination::Exchange(x) => {
                 if !t.exchanges.contains_key(x) {
                     return Err(self.no_exchange(x));
                 }
+                None
             }
+        };
+        if bind && headers {
+            validate_x_match(arguments)?;
+        }
+        if let (Some(record), Destination::Queue(q)) = (owner, &binding.destination) {
+            self.check_owner(record, q, connection)?;
         }
         if bind {
             if t.exchanges

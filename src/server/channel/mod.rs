@@ -61,6 +61,9 @@ pub(super) enum TxSettle {
 pub(super) struct TxState {
     pub(super) publishes: Vec<(Vec<QueueHandle>, Arc<Message>)>,
     pub(super) settles: Vec<(u64, Unacked, TxSettle)>,
+    /// Unroutable mandatory publishes: RabbitMQ returns them at commit, before `commit-ok`
+    /// (and never, on rollback).
+    pub(super) returns: Vec<Arc<Message>>,
 }
 
 /// The exchange and routing key of the last publish, shared by the next if they match: most
@@ -174,6 +177,14 @@ fn authorize_queue_declare(
     arguments: &FieldTable,
 ) -> Result<String, AmqpError> {
     let name = if name.is_empty() {
+        // RabbitMQ looks at the queue type first: quorum queues and streams need a name.
+        let kind = crate::broker::queue::args::declared_type(arguments);
+        if kind != crate::broker::queue::args::QueueType::Classic {
+            return Err(AmqpError::precondition_failed(format!(
+                "Cannot declare a server-named queue for type {}",
+                kind.module()
+            )));
+        }
         random_name("amq.gen-")
     } else {
         check_queue_name(&name)?;
@@ -655,6 +666,9 @@ impl Channel {
                     .tx
                     .replace(TxState::default())
                     .ok_or_else(not_transactional)?;
+                for message in &state.returns {
+                    self.send_return(ctx, message);
+                }
                 commit(ctx, state).await;
                 tx::AMQPMethod::CommitOk(tx::CommitOk {})
             }
@@ -707,9 +721,9 @@ async fn commit(ctx: &mut ConnCtx, state: TxState) {
     let (done, mut answers) = tokio::sync::mpsc::unbounded_channel();
     let mut awaited = 0usize;
     let mut touched: Vec<QueueHandle> = Vec::new();
-    for (queues, message) in state.publishes {
-        for queue in &queues {
-            let target = queue.answers_confirm(&message).then(|| {
+    for (queues, message) in &state.publishes {
+        for queue in queues {
+            let target = queue.answers_confirm(message).then(|| {
                 awaited += 1;
                 ConfirmTarget::Waiter(done.clone())
             });
