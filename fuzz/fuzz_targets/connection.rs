@@ -298,8 +298,12 @@ fuzz_target!(|data: &[u8]| {
         bytes.extend_from_slice(rest);
     }
     runtime().block_on(async move {
-        let broker =
-            Broker::open(BrokerConfig::default(), Arc::new(MemoryStore::new())).expect("broker");
+        // No silent-close delay: a failed handshake would otherwise hold each input 3 s.
+        let config = BrokerConfig {
+            silent_close_delay: Duration::ZERO,
+            ..BrokerConfig::default()
+        };
+        let broker = Broker::open(config, Arc::new(MemoryStore::new())).expect("broker");
         let (client, server) = tokio::net::UnixStream::pair().expect("socket pair");
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let peer = "127.0.0.1:5672".parse().expect("address");

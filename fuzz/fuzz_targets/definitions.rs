@@ -32,6 +32,7 @@ fuzz_target!(|data: &[u8]| {
             rates: Default::default(),
             amqp_ports: vec![],
             http_ports: vec![],
+            limits: Default::default(),
         };
         let _ = import_definitions(&state, &defs).await;
         broker.shutdown(std::time::Duration::from_secs(1)).await;

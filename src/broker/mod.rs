@@ -75,6 +75,9 @@ pub struct BrokerConfig {
     /// How long a delivery may stay unacked before its channel is closed (RabbitMQ's
     /// `consumer_timeout`; a queue's `x-consumer-timeout` overrides it). `None`: never.
     pub consumer_timeout: Option<std::time::Duration>,
+    /// How long a client that failed the handshake waits before its socket is closed
+    /// (RabbitMQ's silent-close delay, 3 s: a client cannot hammer the broker with retries).
+    pub silent_close_delay: std::time::Duration,
 }
 
 impl Default for BrokerConfig {
@@ -96,6 +99,7 @@ impl Default for BrokerConfig {
                 .map_or(u64::MAX, |total| (total as f64 * 0.4) as u64),
             disk_free_limit: 50_000_000,
             data_dir: None,
+            silent_close_delay: std::time::Duration::from_secs(3),
         }
     }
 }

@@ -340,7 +340,7 @@ pub(super) async fn run(
         Ok(Err(HandshakeFailure::Delayed)) => {
             let mut shutdown = shutdown.clone();
             tokio::select! {
-                () = tokio::time::sleep(super::handshake::SILENT_CLOSE_DELAY) => {}
+                () = tokio::time::sleep(broker.config().silent_close_delay) => {}
                 _ = shutdown.changed() => {}
             }
             finish(reader, writer, writer_task).await;

@@ -52,10 +52,6 @@ pub(super) enum HandshakeFailure {
     Delayed,
 }
 
-/// How long a client that failed the handshake waits before its socket closes (RabbitMQ's
-/// `SILENT_CLOSE_DELAY`).
-pub(super) const SILENT_CLOSE_DELAY: std::time::Duration = std::time::Duration::from_secs(3);
-
 fn server_properties() -> FieldTable {
     let mut capabilities = FieldTable::default();
     for cap in [

@@ -139,7 +139,7 @@ pub fn declared_type(arguments: &FieldTable) -> QueueType {
     match arguments
         .inner()
         .get("x-queue-type")
-        .and_then(|v| as_str(v))
+        .and_then(as_str)
     {
         Some(t) if t == "quorum" => QueueType::Quorum,
         Some(t) if t == "stream" => QueueType::Stream,
