@@ -136,11 +136,7 @@ impl QueueType {
 
 /// The type a queue was declared with (`classic` when `x-queue-type` is absent or unreadable).
 pub fn declared_type(arguments: &FieldTable) -> QueueType {
-    match arguments
-        .inner()
-        .get("x-queue-type")
-        .and_then(as_str)
-    {
+    match arguments.inner().get("x-queue-type").and_then(as_str) {
         Some(t) if t == "quorum" => QueueType::Quorum,
         Some(t) if t == "stream" => QueueType::Stream,
         _ => QueueType::Classic,
