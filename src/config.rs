@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -89,7 +89,7 @@ impl Default for Config {
         Self {
             listeners_tcp: BTreeMap::from([(
                 "default".to_owned(),
-                SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 5672),
+                SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 5672),
             )]),
             listeners_ssl: BTreeMap::new(),
             ssl_options: BTreeMap::new(),
@@ -196,7 +196,7 @@ fn bytes(value: &str) -> Option<u64> {
 fn listener(value: &str) -> Option<SocketAddr> {
     value.parse::<SocketAddr>().ok().or_else(|| {
         Some(SocketAddr::new(
-            IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            IpAddr::V6(Ipv6Addr::UNSPECIFIED),
             value.parse().ok()?,
         ))
     })
@@ -554,7 +554,13 @@ mod tests {
             c.listeners_tcp["default"],
             "127.0.0.1:5673".parse().unwrap()
         );
-        assert_eq!(c.listeners_tcp["other"].port(), 5674);
+        // A bare port is every interface of both families (`[::]`), as in RabbitMQ, and so is
+        // the default listener.
+        assert_eq!(c.listeners_tcp["other"], "[::]:5674".parse().unwrap());
+        assert_eq!(
+            Config::default().listeners_tcp["default"],
+            "[::]:5672".parse().unwrap()
+        );
         assert_eq!(c.default_pass, "p#ss word");
         assert!(c.loopback_users.is_empty());
         assert_eq!((c.heartbeat, c.frame_max), (30, 65536));
@@ -633,7 +639,7 @@ mod tests {
                 loopback_users: vec![user],
                 ..Config::default()
             };
-            c.listeners_tcp.insert("default".into(), SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port));
+            c.listeners_tcp.insert("default".into(), SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), port));
             prop_assume!(!c.default_pass.is_empty());
             prop_assert_eq!(parse("r", &c.render()).unwrap(), c);
         }

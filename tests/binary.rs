@@ -9,6 +9,31 @@ use std::time::Duration;
 use futures::StreamExt;
 use lapin::{Connection, ConnectionProperties};
 
+/// Listening on every interface (`[::]`, what a bare port means, as in RabbitMQ) takes IPv4
+/// and IPv6 clients alike, for AMQP and the HTTP API: `localhost` works whichever family a
+/// client resolves it to.
+#[tokio::test]
+async fn every_interface_means_ipv4_and_ipv6() {
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("no IPv6 loopback on this host; skipped");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (broker, port) = common::spawn_leveret_with(&dir.path().join("data"), &["--bind", "::"]);
+    for host in ["127.0.0.1", "[::1]"] {
+        let conn = Connection::connect(
+            &format!("amqp://{host}:{port}/%2f"),
+            ConnectionProperties::default(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("AMQP over {host}: {e}"));
+        conn.close(200, "bye".into()).await.unwrap();
+        let http = std::net::TcpStream::connect(format!("{host}:{}", broker.1))
+            .unwrap_or_else(|e| panic!("HTTP over {host}: {e}"));
+        drop(http);
+    }
+}
+
 #[tokio::test]
 async fn sigterm_closes_connections_and_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
@@ -114,7 +139,7 @@ fn print_config_shows_the_file_under_flags_and_environment() {
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     for line in [
-        "listeners.tcp.default = 0.0.0.0:5999",
+        "listeners.tcp.default = [::]:5999",
         "heartbeat = 9",
         "channel_max = 100",
         "frame_max = 131072",

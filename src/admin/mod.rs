@@ -308,18 +308,29 @@ pub fn router(state: State) -> Router {
 }
 
 /// Serve the management API on `listener` until `shutdown` turns true.
-pub async fn serve(listener: TcpListener, state: State, mut shutdown: watch::Receiver<bool>) {
-    let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
-    let sampler = tokio::spawn(rates::sample(state));
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            let _ = shutdown.changed().await;
-        })
-        .await;
+pub async fn serve(listener: TcpListener, state: State, shutdown: watch::Receiver<bool>) {
+    serve_all(vec![listener], state, shutdown).await;
+}
+
+/// [`serve`] on several listeners (one per address family), with one rate sampler.
+pub async fn serve_all(listeners: Vec<TcpListener>, state: State, shutdown: watch::Receiver<bool>) {
+    let sampler = tokio::spawn(rates::sample(state.clone()));
+    let servers = listeners.into_iter().map(|listener| {
+        let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        let mut shutdown = shutdown.clone();
+        async move {
+            let result = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = shutdown.changed().await;
+                })
+                .await;
+            if let Err(error) = result {
+                tracing::error!(%error, "management API failed");
+            }
+        }
+    });
+    futures::future::join_all(servers).await;
     sampler.abort();
-    if let Err(error) = result {
-        tracing::error!(%error, "management API failed");
-    }
 }
 
 /// The Prometheus metrics text, as `GET /metrics` returns it.

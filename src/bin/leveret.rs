@@ -65,7 +65,7 @@ fn effective_config(args: &Args) -> anyhow::Result<Config> {
     let listener = config
         .listeners_tcp
         .entry("default".to_owned())
-        .or_insert_with(|| SocketAddr::from(([0, 0, 0, 0], 5672)));
+        .or_insert_with(|| SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 5672)));
     if let Some(ip) = args.bind {
         listener.set_ip(ip);
     }
@@ -160,19 +160,18 @@ async fn run(config: Config, workers: usize) -> anyhow::Result<()> {
     let mut servers = Vec::new();
     // The HTTP listeners bind on the AMQP listener's address, and before it: once the AMQP
     // "ready" line is logged, everything is.
-    let bind_ip = config
-        .listeners_tcp
-        .values()
-        .next()
-        .map_or(IpAddr::from([0, 0, 0, 0]), SocketAddr::ip);
-    let http = tokio::net::TcpListener::bind((bind_ip, config.management_port))
-        .await
+    let bind_ip = config.listeners_tcp.values().next().map_or(
+        IpAddr::from(std::net::Ipv6Addr::UNSPECIFIED),
+        SocketAddr::ip,
+    );
+    let http = leveret::server::bind(SocketAddr::new(bind_ip, config.management_port))
         .with_context(|| {
             format!(
                 "listening on port {} (management.tcp.port)",
                 config.management_port
             )
         })?;
+    let http_local = http[0].local_addr()?;
     let admin = Arc::new(leveret::admin::AdminState {
         broker: broker.clone(),
         rates: Default::default(),
@@ -181,15 +180,15 @@ async fn run(config: Config, workers: usize) -> anyhow::Result<()> {
             .values()
             .map(SocketAddr::port)
             .collect(),
-        http_ports: vec![http.local_addr()?.port()],
+        http_ports: vec![http_local.port()],
         limits: leveret::admin::HttpLimits {
             max_body_size: usize::try_from(config.management_max_body_size).unwrap_or(usize::MAX),
             max_get_payload: usize::try_from(config.management_max_get_payload)
                 .unwrap_or(usize::MAX),
         },
     });
-    tracing::info!(http = %http.local_addr()?, "management API listening");
-    servers.push(tokio::spawn(leveret::admin::serve(
+    tracing::info!(http = %http_local, "management API listening");
+    servers.push(tokio::spawn(leveret::admin::serve_all(
         http,
         admin.clone(),
         shutdown_rx.clone(),
@@ -198,31 +197,33 @@ async fn run(config: Config, workers: usize) -> anyhow::Result<()> {
         let port: u16 = port.parse().context("management.ssl.port")?;
         let tls = leveret::server::tls::server_config(&config.management_ssl)
             .context("loading the management API's TLS settings (management.ssl.*)")?;
-        let https = tokio::net::TcpListener::bind((bind_ip, port))
-            .await
+        let https = leveret::server::bind(SocketAddr::new(bind_ip, port))
             .with_context(|| format!("listening on port {port} (management.ssl.port)"))?;
-        tracing::info!(https = %https.local_addr()?, "management API listening over TLS");
-        servers.push(tokio::spawn(leveret::admin::serve_tls(
-            https,
-            tls,
-            admin.clone(),
-            shutdown_rx.clone(),
-        )));
+        tracing::info!(https = %https[0].local_addr()?, "management API listening over TLS");
+        for listener in https {
+            servers.push(tokio::spawn(leveret::admin::serve_tls(
+                listener,
+                tls.clone(),
+                admin.clone(),
+                shutdown_rx.clone(),
+            )));
+        }
     }
-    let metrics = tokio::net::TcpListener::bind((bind_ip, config.prometheus_port))
-        .await
+    let metrics = leveret::server::bind(SocketAddr::new(bind_ip, config.prometheus_port))
         .with_context(|| {
             format!(
                 "listening on port {} (prometheus.tcp.port)",
                 config.prometheus_port
             )
         })?;
-    tracing::info!(metrics = %metrics.local_addr()?, "Prometheus metrics listening");
-    servers.push(tokio::spawn(leveret::admin::serve_metrics(
-        metrics,
-        admin,
-        shutdown_rx.clone(),
-    )));
+    tracing::info!(metrics = %metrics[0].local_addr()?, "Prometheus metrics listening");
+    for listener in metrics {
+        servers.push(tokio::spawn(leveret::admin::serve_metrics(
+            listener,
+            admin.clone(),
+            shutdown_rx.clone(),
+        )));
+    }
     // TLS listeners come up before the plain ones, so the "ready" line means all are.
     if !config.listeners_ssl.is_empty() {
         let tls = leveret::server::tls::server_config(&config.ssl_options)

@@ -81,14 +81,66 @@ pub async fn serve_stream(
     .await;
 }
 
-/// Bind `addr` and serve on it; returns the bound address and the server task.
+/// Bind a listener address. `[::]` stands for every interface of both families, as a
+/// RabbitMQ listener given as a bare port does: `0.0.0.0` and `[::]` (IPv6 only) on the same
+/// port, so `localhost` works whichever family a client resolves it to; a host without IPv6
+/// gets the IPv4 listener alone. Any other address is bound as given.
+pub fn bind(addr: SocketAddr) -> std::io::Result<Vec<TcpListener>> {
+    use std::net::{IpAddr, Ipv4Addr};
+    let listen = |addr: SocketAddr, v6_only: bool| -> std::io::Result<TcpListener> {
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )?;
+        if addr.is_ipv6() {
+            socket.set_only_v6(v6_only)?;
+        }
+        socket.set_reuse_address(true)?;
+        socket.set_nonblocking(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(1024)?;
+        TcpListener::from_std(socket.into())
+    };
+    if addr.ip() != IpAddr::from(std::net::Ipv6Addr::UNSPECIFIED) {
+        return Ok(vec![listen(addr, false)?]);
+    }
+    let v4 = listen(
+        SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), addr.port()),
+        false,
+    )?;
+    let port = v4.local_addr()?.port();
+    match listen(SocketAddr::new(addr.ip(), port), true) {
+        Ok(v6) => Ok(vec![v4, v6]),
+        Err(error)
+            if matches!(
+                error.kind(),
+                std::io::ErrorKind::AddrNotAvailable | std::io::ErrorKind::Unsupported
+            ) || error.raw_os_error() == Some(97) =>
+        {
+            // EAFNOSUPPORT (97): no IPv6 on this host.
+            tracing::info!(%error, port, "no IPv6: listening on IPv4 only");
+            Ok(vec![v4])
+        }
+        Err(error) => Err(error),
+    }
+}
+
+/// Bind `addr` (see [`bind`]) and serve on it; returns the bound address (IPv4 first when
+/// both families are bound) and the server task.
 pub async fn start(
     addr: SocketAddr,
     broker: Arc<Broker>,
     shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    let listener = TcpListener::bind(addr).await?;
-    let local = listener.local_addr()?;
-    let task = tokio::spawn(serve(listener, broker, shutdown));
+    let listeners = bind(addr)?;
+    let local = listeners[0].local_addr()?;
+    let servers: Vec<_> = listeners
+        .into_iter()
+        .map(|l| tokio::spawn(serve(l, broker.clone(), shutdown.clone())))
+        .collect();
+    let task = tokio::spawn(async move {
+        futures::future::join_all(servers).await;
+    });
     Ok((local, task))
 }

@@ -234,21 +234,30 @@ pub async fn serve(
     while connections.join_next().await.is_some() {}
 }
 
-/// Bind `addr` and serve amqps on it; returns the bound address and the server task.
+/// Bind `addr` (see [`super::bind`]) and serve amqps on it; returns the bound address and the
+/// server task.
 pub async fn start(
     addr: SocketAddr,
     config: Arc<ServerConfig>,
     broker: Arc<Broker>,
     shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    let listener = TcpListener::bind(addr).await?;
-    let local = listener.local_addr()?;
-    let task = tokio::spawn(serve(
-        listener,
-        config,
-        broker,
-        shutdown,
-        &super::NEXT_CONNECTION_ID,
-    ));
+    let listeners = super::bind(addr)?;
+    let local = listeners[0].local_addr()?;
+    let servers: Vec<_> = listeners
+        .into_iter()
+        .map(|listener| {
+            tokio::spawn(serve(
+                listener,
+                config.clone(),
+                broker.clone(),
+                shutdown.clone(),
+                &super::NEXT_CONNECTION_ID,
+            ))
+        })
+        .collect();
+    let task = tokio::spawn(async move {
+        futures::future::join_all(servers).await;
+    });
     Ok((local, task))
 }

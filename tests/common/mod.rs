@@ -238,9 +238,15 @@ pub fn spawn_leveret_with(dir: &std::path::Path, extra: &[&str]) -> (BrokerProce
     } else {
         &["--management-port", "0", "--prometheus-port", "0"]
     };
+    let bind: &[&str] = if extra.contains(&"--bind") {
+        &[]
+    } else {
+        &["--bind", "127.0.0.1"]
+    };
     let mut broker = BrokerProcess(
         Command::new(env!("CARGO_BIN_EXE_leveret"))
-            .args(["--bind", "127.0.0.1", "--port", "0", "--data-dir"])
+            .args(bind)
+            .args(["--port", "0", "--data-dir"])
             .arg(dir)
             .args(ports)
             .args(extra)
