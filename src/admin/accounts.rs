@@ -93,8 +93,16 @@ pub(super) fn vhost_json(v: &VHost) -> Value {
         "tracing": false,
         "cluster_state": { super::NODE: "running" },
         "messages": ready + unacked,
+        "messages_details": { "rate": 0.0 },
         "messages_ready": ready,
+        "messages_ready_details": { "rate": 0.0 },
         "messages_unacknowledged": unacked,
+        "messages_unacknowledged_details": { "rate": 0.0 },
+        "recv_oct": 0,
+        "recv_oct_details": { "rate": 0.0 },
+        "send_oct": 0,
+        "send_oct_details": { "rate": 0.0 },
+        "message_stats": {},
     })
 }
 

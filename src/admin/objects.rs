@@ -195,13 +195,28 @@ async fn get_queue(
     let v = visible_vhost(&state, &auth, &vh)?;
     let record = v.queue_record(&name).ok_or_else(ApiError::not_found)?;
     let policy = v.policy_for(Target::Queue, &name);
-    Ok(Json(render::queue_json(
-        &vh,
-        &name,
-        &record,
-        policy.as_ref(),
-        &state.rates,
-    )))
+    let mut queue = render::queue_json(&vh, &name, &record, policy.as_ref(), &state.rates);
+    // One queue's page also lists its consumers, and (with detailed rates, which Leveret does
+    // not keep) where its messages came from and went.
+    let mut consumers = Vec::new();
+    for c in state.broker.connections().all() {
+        if c.vhost != vh {
+            continue;
+        }
+        for ch in c.channels() {
+            for consumer in ch.consumers() {
+                if *consumer.queue == *name {
+                    consumers.push(render::consumer_json(&c, &ch, &consumer));
+                }
+            }
+        }
+    }
+    if let Some(map) = queue.as_object_mut() {
+        map.insert("consumer_details".into(), Value::Array(consumers));
+        map.insert("deliveries".into(), Value::Array(Vec::new()));
+        map.insert("incoming".into(), Value::Array(Vec::new()));
+    }
+    Ok(Json(queue))
 }
 
 async fn put_queue(

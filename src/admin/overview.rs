@@ -27,6 +27,37 @@ pub(super) fn routes() -> Router<Arc<super::AdminState>> {
     Router::new()
         .route("/api/overview", get(overview))
         .route("/api/nodes", get(nodes))
+        .route("/api/nodes/{name}", get(get_node))
+        .route(
+            "/api/healthchecks/node",
+            get(|auth| node_health(auth, None)),
+        )
+        .route(
+            "/api/healthchecks/node/{name}",
+            get(|auth, name| node_health(auth, Some(name))),
+        )
+        .route(
+            "/api/cluster-name",
+            get(|_auth: Auth| async { Json(json!({"name": NODE})) }),
+        )
+        .route(
+            "/api/parameters",
+            get(|_auth: Auth| async { Json(json!([])) }),
+        )
+        .route(
+            "/api/global-parameters",
+            get(|_auth: Auth| async { Json(json!([])) }),
+        )
+        .route(
+            "/api/feature-flags",
+            get(|_auth: Auth| async { Json(json!([])) }),
+        )
+        .route(
+            "/api/auth",
+            get(|| async {
+                Json(json!({"enable_uaa": false, "uaa_client_id": "", "uaa_location": ""}))
+            }),
+        )
         .route("/api/extensions", get(|| async { Json(json!([])) }))
         .route("/api/connections", get(list_connections))
         .route(
@@ -34,6 +65,8 @@ pub(super) fn routes() -> Router<Arc<super::AdminState>> {
             get(get_connection).delete(close_connection),
         )
         .route("/api/channels", get(list_channels))
+        .route("/api/vhosts/{vhost}/connections", get(list_connections_in))
+        .route("/api/vhosts/{vhost}/channels", get(list_channels_in))
         .route("/api/consumers", get(list_consumers))
         .route("/api/consumers/{vhost}", get(list_consumers_in))
         .route("/api/health/checks/alarms", get(alarms))
@@ -71,13 +104,10 @@ async fn overview(State(state): St, _auth: Auth) -> Json<Value> {
     let mut listeners: Vec<Value> = state
         .amqp_ports
         .iter()
-        .map(|port| json!({"node": NODE, "protocol": "amqp", "ip_address": "::", "port": port, "socket_opts": []}))
+        .map(|port| json!({"node": NODE, "protocol": "amqp", "ip_address": "::", "port": port, "socket_opts": {}}))
         .collect();
-    listeners.extend(state.http_ports.iter().map(|port| json!({"node": NODE, "protocol": "http", "ip_address": "::", "port": port, "socket_opts": []})));
-    let exchange_types: Vec<Value> = ["direct", "fanout", "topic", "headers"]
-        .iter()
-        .map(|t| json!({"name": t, "description": format!("AMQP {t} exchange, as per the AMQP specification"), "enabled": true}))
-        .collect();
+    listeners.extend(state.http_ports.iter().map(|port| json!({"node": NODE, "protocol": "http", "ip_address": "::", "port": port, "socket_opts": {}})));
+    let exchange_types = exchange_types();
     Json(json!({
         "management_version": COMPATIBLE_VERSION,
         "rates_mode": "basic",
@@ -99,7 +129,30 @@ async fn overview(State(state): St, _auth: Auth) -> Json<Value> {
             "ack": load(&c.ack), "ack_details": rate(&state, "ack"),
             "redeliver": load(&c.redeliver), "redeliver_details": rate(&state, "redeliver"),
             "return_unroutable": load(&c.unroutable), "return_unroutable_details": rate(&state, "return_unroutable"),
+            // Counted by RabbitMQ, not yet by Leveret.
+            "deliver_no_ack": 0, "deliver_no_ack_details": {"rate": 0.0},
+            "get_no_ack": 0, "get_no_ack_details": {"rate": 0.0},
+            "get_empty": 0, "get_empty_details": {"rate": 0.0},
+            "drop_unroutable": 0, "drop_unroutable_details": {"rate": 0.0},
+            "disk_reads": 0, "disk_reads_details": {"rate": 0.0},
+            "disk_writes": 0, "disk_writes_details": {"rate": 0.0},
         },
+        "churn_rates": {
+            "channel_closed": 0, "channel_closed_details": {"rate": 0.0},
+            "channel_created": 0, "channel_created_details": {"rate": 0.0},
+            "connection_closed": 0, "connection_closed_details": {"rate": 0.0},
+            "connection_created": 0, "connection_created_details": {"rate": 0.0},
+            "queue_created": 0, "queue_created_details": {"rate": 0.0},
+            "queue_declared": 0, "queue_declared_details": {"rate": 0.0},
+            "queue_deleted": 0, "queue_deleted_details": {"rate": 0.0},
+        },
+        "sample_retention_policies": {
+            "global": [600, 3600, 28800, 86400],
+            "basic": [600, 3600],
+            "detailed": [600],
+        },
+        "release_series_support_status": "supported",
+        "erlang_full_version": "none (Leveret is written in Rust)",
         "queue_totals": {
             "messages": ready + unacked, "messages_details": {"rate": 0.0},
             "messages_ready": ready, "messages_ready_details": {"rate": 0.0},
@@ -111,37 +164,192 @@ async fn overview(State(state): St, _auth: Auth) -> Json<Value> {
         },
         "statistics_db_event_queue": 0,
         "listeners": listeners,
-        "contexts": [],
+        "contexts": contexts(&state),
     }))
 }
 
-async fn nodes(State(state): St, _auth: Auth) -> Json<Value> {
-    let alarms = state.broker.alarms();
+/// When the API first served (the node's `uptime` counts from it).
+static STARTED: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+
+/// Open file descriptors, and the process's limit.
+fn file_descriptors() -> (u64, u64) {
+    let used = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as u64);
+    let total = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|l| {
+            l.lines()
+                .find(|l| l.starts_with("Max open files"))
+                .and_then(|l| l.split_whitespace().nth(3)?.parse().ok())
+        })
+        .unwrap_or(1024);
+    (used, total)
+}
+
+/// The node, with every field RabbitMQ's node object has (Erlang's own measurements as 0).
+fn node_json(state: &super::AdminState) -> Value {
+    let broker = &state.broker;
+    let alarms = broker.alarms();
     let a = alarms.state();
-    Json(json!([{
+    let (fd_used, fd_total) = file_descriptors();
+    let sockets = broker.connections().all().len() as u64;
+    let zero = json!({"rate": 0.0});
+    let mut node = json!({
         "name": NODE,
         "type": "disc",
         "running": true,
+        "os_pid": std::process::id().to_string(),
         "mem_used": crate::broker::memory::resident_bytes().unwrap_or(0),
         "mem_limit": alarms.memory_limit(),
         "mem_alarm": a.memory,
+        "mem_calculation_strategy": "rss",
+        "disk_free": broker.config().data_dir.as_deref().and_then(crate::broker::alarms::free_disk_bytes).unwrap_or(0),
         "disk_free_limit": alarms.disk_limit(),
         "disk_free_alarm": a.disk,
-        "uptime": 0,
-    }]))
+        "fd_used": fd_used,
+        "fd_total": fd_total,
+        "sockets_used": sockets,
+        "sockets_total": fd_total.saturating_mul(9) / 10,
+        "proc_used": 0,
+        "proc_total": 1_048_576,
+        "processors": std::thread::available_parallelism().map_or(1, |n| n.get()),
+        "run_queue": 0,
+        "uptime": STARTED.get_or_init(std::time::Instant::now).elapsed().as_millis() as u64,
+        "rates_mode": "basic",
+        "net_ticktime": 60,
+        "partitions": [],
+        "cluster_links": [],
+        "applications": [],
+        "enabled_plugins": ["rabbitmq_management"],
+        "auth_mechanisms": [
+            {"name": "PLAIN", "description": "SASL PLAIN authentication mechanism", "enabled": true},
+            {"name": "AMQPLAIN", "description": "QPid AMQPLAIN mechanism", "enabled": true},
+            {"name": "EXTERNAL", "description": "SASL EXTERNAL authentication mechanism", "enabled": false},
+        ],
+        "exchange_types": exchange_types(),
+        "contexts": contexts(state),
+        "log_files": ["<stderr>"],
+        "config_files": [],
+        "db_dir": broker.config().data_dir.as_ref().map_or(String::new(), |d| d.display().to_string()),
+        "ra_open_file_metrics": {},
+        "metrics_gc_queue_length": {},
+    });
+    if let Some(map) = node.as_object_mut() {
+        // Counters RabbitMQ keeps per node (Erlang's and its stores'); Leveret has none of them.
+        for counter in [
+            "channel_closed",
+            "channel_created",
+            "connection_closed",
+            "connection_created",
+            "context_switches",
+            "gc_bytes_reclaimed",
+            "gc_num",
+            "io_read_avg_time",
+            "io_read_bytes",
+            "io_read_count",
+            "io_reopen_count",
+            "io_seek_avg_time",
+            "io_seek_count",
+            "io_sync_avg_time",
+            "io_sync_count",
+            "io_write_avg_time",
+            "io_write_bytes",
+            "io_write_count",
+            "mnesia_disk_tx_count",
+            "mnesia_ram_tx_count",
+            "msg_store_read_count",
+            "msg_store_write_count",
+            "queue_created",
+            "queue_declared",
+            "queue_deleted",
+            "queue_index_read_count",
+            "queue_index_write_count",
+        ] {
+            map.entry(counter).or_insert(json!(0));
+            map.insert(format!("{counter}_details"), zero.clone());
+        }
+        for gauge in [
+            "mem_used",
+            "disk_free",
+            "fd_used",
+            "sockets_used",
+            "proc_used",
+        ] {
+            map.insert(format!("{gauge}_details"), zero.clone());
+        }
+    }
+    node
+}
+
+fn exchange_types() -> Vec<Value> {
+    ["direct", "fanout", "topic", "headers"]
+        .iter()
+        .map(|t| json!({"name": t, "description": format!("AMQP {t} exchange, as per the AMQP specification"), "enabled": true}))
+        .collect()
+}
+
+fn contexts(state: &super::AdminState) -> Vec<Value> {
+    state
+        .http_ports
+        .iter()
+        .map(|port| json!({"node": NODE, "description": "RabbitMQ Management", "path": "/", "port": port.to_string()}))
+        .collect()
+}
+
+async fn nodes(State(state): St, _auth: Auth) -> Json<Value> {
+    Json(json!([node_json(&state)]))
+}
+
+async fn get_node(
+    State(state): St,
+    _auth: Auth,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    if name != NODE {
+        return Err(ApiError::not_found());
+    }
+    Ok(Json(node_json(&state)))
+}
+
+/// The deprecated node health check RabbitMQ 3.10 still answers.
+async fn node_health(_auth: Auth, name: Option<Path<String>>) -> Result<Json<Value>, ApiError> {
+    match name {
+        Some(Path(name)) if name != NODE => Err(ApiError::not_found()),
+        _ => Ok(Json(json!({"status": "ok"}))),
+    }
 }
 
 async fn list_connections(State(state): St, auth: Auth) -> Json<Vec<Value>> {
-    Json(
-        state
-            .broker
-            .connections()
-            .all()
-            .iter()
-            .filter(|c| auth.sees_all() || c.user == auth.0.name)
-            .map(|c| render::connection_json(c))
-            .collect(),
-    )
+    Json(connections_json(&state, &auth, None))
+}
+
+fn connections_json(state: &super::AdminState, auth: &Auth, vhost: Option<&str>) -> Vec<Value> {
+    state
+        .broker
+        .connections()
+        .all()
+        .iter()
+        .filter(|c| auth.sees_all() || c.user == auth.0.name)
+        .filter(|c| vhost.is_none_or(|v| c.vhost == v))
+        .map(|c| render::connection_json(c))
+        .collect()
+}
+
+async fn list_connections_in(
+    State(state): St,
+    auth: Auth,
+    Path(vhost): Path<String>,
+) -> Result<Json<Vec<Value>>, ApiError> {
+    super::objects::visible_vhost(&state, &auth, &vhost)?;
+    Ok(Json(connections_json(&state, &auth, Some(&vhost))))
+}
+
+async fn list_channels_in(
+    State(state): St,
+    auth: Auth,
+    Path(vhost): Path<String>,
+) -> Result<Json<Vec<Value>>, ApiError> {
+    super::objects::visible_vhost(&state, &auth, &vhost)?;
+    Ok(Json(channels_json(&state, &auth, Some(&vhost))))
 }
 
 async fn get_connection(
@@ -184,15 +392,19 @@ async fn close_connection(
 }
 
 async fn list_channels(State(state): St, auth: Auth) -> Json<Vec<Value>> {
+    Json(channels_json(&state, &auth, None))
+}
+
+fn channels_json(state: &super::AdminState, auth: &Auth, vhost: Option<&str>) -> Vec<Value> {
     let mut out = Vec::new();
     for c in state.broker.connections().all() {
-        if auth.sees_all() || c.user == auth.0.name {
+        if (auth.sees_all() || c.user == auth.0.name) && vhost.is_none_or(|v| c.vhost == v) {
             for ch in c.channels() {
                 out.push(render::channel_json(&c, &ch));
             }
         }
     }
-    Json(out)
+    out
 }
 
 fn consumers(state: &super::AdminState, auth: &Auth, only: Option<&str>) -> Vec<Value> {

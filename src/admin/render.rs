@@ -117,7 +117,7 @@ pub fn queue_json(
     let (ack, ack_details) = rate(load(&g.acked), rates.of(&key, "ack"));
     let (redeliver, redeliver_details) = rate(load(&g.redelivered), rates.of(&key, "redeliver"));
     let consumers = load(&g.consumers);
-    json!({
+    let mut queue = json!({
         "name": name,
         "vhost": vhost,
         "durable": record.durable,
@@ -130,7 +130,7 @@ pub fn queue_json(
         "policy": policy.map(|p| p.name.as_str()),
         "effective_policy_definition": policy.map_or_else(|| json!({}), |p| json!(p.definition)),
         "consumers": consumers,
-        "consumer_utilisation": if consumers > 0 { json!(1.0) } else { Value::Null },
+        "consumer_utilisation": if consumers > 0 { 1.0 } else { 0.0 },
         "messages": ready + unacked,
         "messages_details": { "rate": 0.0 },
         "messages_ready": ready,
@@ -139,17 +139,72 @@ pub fn queue_json(
         "messages_unacknowledged_details": { "rate": 0.0 },
         "message_bytes": load(&g.ready_bytes),
         "message_bytes_ready": load(&g.ready_bytes),
-        "message_stats": {
-            "publish": publish,
-            "publish_details": publish_details,
-            "deliver_get": deliver,
-            "deliver_get_details": deliver_details,
-            "ack": ack,
-            "ack_details": ack_details,
-            "redeliver": redeliver,
-            "redeliver_details": redeliver_details,
-        },
-    })
+    });
+    extend(
+        &mut queue,
+        json!({
+            // RabbitMQ's memory and paging breakdown: Leveret keeps what is ready in memory or in
+            // its store, and reports it all as in RAM, nothing paged out.
+            "message_bytes_ram": load(&g.ready_bytes),
+            "message_bytes_unacknowledged": 0,
+            "message_bytes_paged_out": 0,
+            "message_bytes_persistent": if record.durable { load(&g.ready_bytes) } else { 0 },
+            "messages_ram": ready + unacked,
+            "messages_ready_ram": ready,
+            "messages_unacknowledged_ram": unacked,
+            "messages_paged_out": 0,
+            "messages_persistent": if record.durable { ready } else { 0 },
+            "consumer_capacity": if consumers > 0 { 1.0 } else { 0.0 },
+            "exclusive_consumer_tag": Value::Null,
+            "single_active_consumer_tag": Value::Null,
+            "head_message_timestamp": Value::Null,
+            "operator_policy": Value::Null,
+            "recoverable_slaves": Value::Null,
+            "memory": 0,
+            "reductions": 0,
+            "reductions_details": { "rate": 0.0 },
+            "garbage_collection": {
+                "fullsweep_after": 65535, "max_heap_size": 0, "min_bin_vheap_size": 46422,
+                "min_heap_size": 233, "minor_gcs": 0,
+            },
+        }),
+    );
+    extend(
+        &mut queue,
+        json!({
+            "backing_queue_status": {
+                "mode": "default", "version": 1, "len": ready, "q1": 0, "q2": 0,
+                "delta": ["delta", "undefined", 0, 0, "undefined"], "q3": 0, "q4": ready,
+                "target_ram_count": "infinity", "next_seq_id": 0, "next_deliver_seq_id": 0,
+                "avg_ingress_rate": 0.0, "avg_egress_rate": 0.0, "avg_ack_ingress_rate": 0.0,
+                "avg_ack_egress_rate": 0.0,
+            },
+            "message_stats": {
+                "publish": publish,
+                "publish_details": publish_details,
+                "deliver_get": deliver,
+                "deliver_get_details": deliver_details,
+                "deliver": deliver,
+                "deliver_details": deliver_details,
+                "ack": ack,
+                "ack_details": ack_details,
+                "redeliver": redeliver,
+                "redeliver_details": redeliver_details,
+                "deliver_no_ack": 0, "deliver_no_ack_details": { "rate": 0.0 },
+                "get": 0, "get_details": { "rate": 0.0 },
+                "get_no_ack": 0, "get_no_ack_details": { "rate": 0.0 },
+                "get_empty": 0, "get_empty_details": { "rate": 0.0 },
+            },
+        }),
+    );
+    queue
+}
+
+/// Add `extra`'s fields to the object `value` (json! nests only so deep in one call).
+fn extend(value: &mut Value, extra: Value) {
+    if let (Some(map), Value::Object(extra)) = (value.as_object_mut(), extra) {
+        map.extend(extra);
+    }
 }
 
 /// An exchange as `GET /api/exchanges` lists it.
@@ -236,7 +291,7 @@ pub fn connection_json(c: &ConnectionInfo) -> Value {
     let channels = c.channels().len();
     let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
     let blocked = c.blocked.load(std::sync::atomic::Ordering::Relaxed);
-    json!({
+    let mut connection = json!({
         "name": c.name,
         "vhost": c.vhost,
         "user": c.user,
@@ -261,7 +316,30 @@ pub fn connection_json(c: &ConnectionInfo) -> Value {
         "send_oct": load(&c.send_oct),
         "recv_oct_details": { "rate": 0.0 },
         "send_oct_details": { "rate": 0.0 },
-    })
+    });
+    extend(
+        &mut connection,
+        json!({
+            "recv_cnt": 0,
+            "send_cnt": 0,
+            "send_pend": 0,
+            "user_provided_name": c.client_properties.inner().get("connection_name").map(value_json),
+            "ssl_protocol": Value::Null,
+            "ssl_key_exchange": Value::Null,
+            "ssl_cipher": Value::Null,
+            "ssl_hash": Value::Null,
+            "peer_cert_subject": Value::Null,
+            "peer_cert_issuer": Value::Null,
+            "peer_cert_validity": Value::Null,
+            "reductions": 0,
+            "reductions_details": { "rate": 0.0 },
+            "garbage_collection": {
+                "fullsweep_after": 65535, "max_heap_size": 0, "min_bin_vheap_size": 46422,
+                "min_heap_size": 233, "minor_gcs": 0,
+            },
+        }),
+    );
+    connection
 }
 
 /// A channel as `GET /api/channels` lists it.
@@ -269,7 +347,7 @@ pub fn channel_json(c: &ConnectionInfo, ch: &ChannelInfo) -> Value {
     let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
     let relaxed = std::sync::atomic::Ordering::Relaxed;
     let counters = &ch.counters;
-    json!({
+    let mut channel = json!({
         "name": format!("{} ({})", c.name, ch.number),
         "number": ch.number,
         "vhost": c.vhost,
@@ -286,17 +364,44 @@ pub fn channel_json(c: &ConnectionInfo, ch: &ChannelInfo) -> Value {
         "confirm": ch.confirm.load(relaxed),
         "transactional": ch.transactional.load(relaxed),
         "state": "running",
-        "message_stats": {
-            "publish": load(&counters.publish),
-            "confirm": load(&counters.confirm),
-            "deliver": load(&counters.deliver),
-            "get": load(&counters.get),
-            "deliver_get": load(&counters.deliver) + load(&counters.get),
-            "ack": load(&counters.ack),
-            "redeliver": load(&counters.redeliver),
-            "return_unroutable": load(&counters.unroutable),
-        },
-    })
+    });
+    extend(
+        &mut channel,
+        json!({
+            "user_who_performed_action": c.user,
+            "idle_since": Value::Null,
+            "pending_raft_commands": 0,
+            "reductions": 0,
+            "reductions_details": { "rate": 0.0 },
+            "garbage_collection": {
+                "fullsweep_after": 65535, "max_heap_size": 0, "min_bin_vheap_size": 46422,
+                "min_heap_size": 233, "minor_gcs": 0,
+            },
+            "message_stats": {
+                "publish": load(&counters.publish),
+                "publish_details": { "rate": 0.0 },
+                "confirm": load(&counters.confirm),
+                "confirm_details": { "rate": 0.0 },
+                "deliver": load(&counters.deliver),
+                "deliver_details": { "rate": 0.0 },
+                "get": load(&counters.get),
+                "get_details": { "rate": 0.0 },
+                "deliver_get": load(&counters.deliver) + load(&counters.get),
+                "deliver_get_details": { "rate": 0.0 },
+                "ack": load(&counters.ack),
+                "ack_details": { "rate": 0.0 },
+                "redeliver": load(&counters.redeliver),
+                "redeliver_details": { "rate": 0.0 },
+                "return_unroutable": load(&counters.unroutable),
+                "return_unroutable_details": { "rate": 0.0 },
+                "deliver_no_ack": 0, "deliver_no_ack_details": { "rate": 0.0 },
+                "get_no_ack": 0, "get_no_ack_details": { "rate": 0.0 },
+                "get_empty": 0, "get_empty_details": { "rate": 0.0 },
+                "drop_unroutable": 0, "drop_unroutable_details": { "rate": 0.0 },
+            },
+        }),
+    );
+    channel
 }
 
 /// A consumer as `GET /api/consumers` lists it.
