@@ -255,6 +255,7 @@ async fn a_reply_text_over_255_bytes_is_cut_and_the_connection_cleaned_up() {
     assert_eq!(code, 404);
     assert_eq!(text.len(), 255);
     assert!(text.starts_with("NOT_FOUND - no queue 'qqq"), "{text}");
+    assert!(text.ends_with("qqq..."), "cut as RabbitMQ cuts: {text}");
     // The connection survived the channel error, and closes cleanly.
     let ch2 = conn.create_channel().await.unwrap();
     common::declare(&ch2, "after").await;

@@ -128,7 +128,15 @@ impl AmqpError {
     /// character boundary) as RabbitMQ cuts it. Texts name queues and exchanges, whose names
     /// alone may be 255 bytes long.
     pub fn reply_text(&self) -> amq_protocol::types::ShortString {
-        short_string(&self.text)
+        // RabbitMQ keeps the first 252 bytes and marks the cut with "...".
+        if self.text.len() <= 255 {
+            return short_string(&self.text);
+        }
+        let mut end = 252;
+        while !self.text.is_char_boundary(end) {
+            end -= 1;
+        }
+        amq_protocol::types::ShortString::from(format!("{}...", &self.text[..end]))
     }
 
     /// The same error, attributed to the method that caused it.
@@ -222,6 +230,7 @@ mod tests {
         let error = AmqpError::not_found(format!("no queue '{name}' in vhost '/'"));
         assert!(error.text.len() > 255);
         assert_eq!(error.reply_text().as_str().len(), 255);
+        assert!(error.reply_text().as_str().ends_with("qqq..."));
         // A multi-byte character straddling byte 255 is dropped whole.
         let text = format!("{}é", "a".repeat(254));
         assert_eq!(short_string(&text).as_str(), "a".repeat(254));

@@ -173,6 +173,69 @@ pub fn utf8_properties(raw: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// Content-header properties (flags first) without the top-level header `key`, every other
+/// byte as sent: duplicate keys, key order and field types stay exactly as the publisher
+/// wrote them (RabbitMQ strips `BCC` so and keeps the rest). `None` if malformed or absent.
+pub fn strip_header(raw: &[u8], key: &str) -> Option<Vec<u8>> {
+    let flags = u16::from_be_bytes([*raw.first()?, *raw.get(1)?]);
+    if flags & 0x2000 == 0 {
+        return None;
+    }
+    let mut at = 2usize;
+    for bit in [0x8000u16, 0x4000] {
+        if flags & bit != 0 {
+            at += 1 + usize::from(*raw.get(at)?);
+        }
+    }
+    let table_at = at;
+    let len = u32_at(raw, table_at)?;
+    let end = table_at.checked_add(4)?.checked_add(len)?;
+    if end > raw.len() {
+        return None;
+    }
+    // Entry by entry at the top level; a nested value is skipped by its length prefix.
+    let mut entry = table_at + 4;
+    let mut removed: Vec<std::ops::Range<usize>> = Vec::new();
+    while entry < end {
+        let key_len = usize::from(*raw.get(entry)?);
+        let name = raw.get(entry + 1..entry + 1 + key_len)?;
+        let tag_at = entry + 1 + key_len;
+        let value_at = tag_at + 1;
+        let size = match *raw.get(tag_at)? {
+            b't' | b'b' | b'B' => 1,
+            b's' | b'U' | b'u' => 2,
+            b'I' | b'i' | b'f' => 4,
+            b'D' => 5,
+            b'L' | b'l' | b'd' | b'T' => 8,
+            b'V' => 0,
+            b'S' | b'x' | b'A' | b'F' => 4 + u32_at(raw, value_at)?,
+            _ => return None,
+        };
+        let next = value_at.checked_add(size)?;
+        if next > end {
+            return None;
+        }
+        if name == key.as_bytes() {
+            removed.push(entry..next);
+        }
+        entry = next;
+    }
+    if removed.is_empty() {
+        return None;
+    }
+    let cut: usize = removed.iter().map(|r| r.len()).sum();
+    let mut out = Vec::with_capacity(raw.len() - cut);
+    out.extend_from_slice(&raw[..table_at]);
+    out.extend_from_slice(&((len - cut) as u32).to_be_bytes());
+    let mut from = table_at + 4;
+    for r in &removed {
+        out.extend_from_slice(&raw[from..r.start]);
+        from = r.end;
+    }
+    out.extend_from_slice(&raw[from..]);
+    Some(out)
+}
+
 /// [`check_table`], telling `on_key` where each key's bytes are (at any depth).
 fn walk_table(
     bytes: &[u8],
@@ -279,6 +342,28 @@ mod tests {
         let mut table = (entry.len() as u32).to_be_bytes().to_vec();
         table.extend_from_slice(&entry);
         table
+    }
+
+    #[test]
+    fn strip_header_removes_one_key_and_keeps_every_other_byte() {
+        // headers {k: b 0, BCC: A [S "q"], k: B 1}, duplicates kept as sent
+        let mut entries = vec![1, b'k', b'b', 0];
+        entries.extend_from_slice(&[
+            3, b'B', b'C', b'C', b'A', 0, 0, 0, 6, b'S', 0, 0, 0, 1, b'q',
+        ]);
+        entries.extend_from_slice(&[1, b'k', b'B', 1]);
+        let mut raw = vec![0x20, 0x00];
+        raw.extend_from_slice(&(entries.len() as u32).to_be_bytes());
+        raw.extend_from_slice(&entries);
+        raw.push(2); // a delivery-mode byte would follow in real properties; kept as is
+        let stripped = strip_header(&raw, "BCC").unwrap();
+        let mut expected = vec![
+            0x20, 0x00, 0, 0, 0, 8, 1, b'k', b'b', 0, 1, b'k', b'B', 1, 2,
+        ];
+        assert_eq!(stripped, expected);
+        assert_eq!(strip_header(&raw, "CC"), None);
+        expected.truncate(5);
+        assert_eq!(strip_header(&expected, "BCC"), None);
     }
 
     #[test]

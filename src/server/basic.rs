@@ -209,7 +209,14 @@ impl Channel {
             .transpose()?;
         check_message(&content.properties)?;
         let priority = content.properties.priority().unwrap_or(0);
-        let raw_properties = if has_bcc || reply_to.is_some() {
+        // BCC is stripped from the bytes as sent, so the rest of the headers stays exactly as
+        // the publisher wrote it (duplicate keys included, as RabbitMQ keeps them).
+        let stripped = has_bcc
+            .then(|| crate::protocol::nesting::strip_header(&content.raw_properties, "BCC"))
+            .flatten();
+        let raw_properties = if let (Some(stripped), None) = (stripped, &reply_to) {
+            bytes::Bytes::from(stripped)
+        } else if has_bcc || reply_to.is_some() {
             let mut properties = content.properties.clone();
             if has_bcc {
                 let mut stripped = crate::protocol::FieldTable::default();

@@ -111,7 +111,9 @@ const STREAM_ARGS: &[&str] = &[
 ];
 
 impl QueueType {
-    fn arguments(self) -> &'static [&'static str] {
+    /// The arguments it takes, in RabbitMQ's order (redeclarations compare them in this
+    /// order, those of the existing queue's type only).
+    pub fn arguments(self) -> &'static [&'static str] {
         match self {
             QueueType::Classic => CLASSIC_ARGS,
             QueueType::Quorum => QUORUM_ARGS,

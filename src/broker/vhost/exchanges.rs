@@ -6,10 +6,10 @@ use super::*;
 impl VHost {
     /// `exchange.declare`.
     pub fn declare_exchange(&self, d: &ExchangeDeclare) -> Result<(), AmqpError> {
-        if d.name.is_empty() {
-            return Err(Self::default_exchange_refused());
-        }
         if d.passive {
+            if d.name.is_empty() {
+                return Err(Self::default_exchange_refused());
+            }
             // A passive declare checks existence only: not even the type is validated.
             return if self.read().exchanges.contains_key(&d.name) {
                 Ok(())
@@ -25,6 +25,10 @@ impl VHost {
             };
             AmqpError::command_invalid(format!("{adjective} exchange type '{}'", d.kind))
         })?;
+        // After the type, as in RabbitMQ: an unknown type is the error even for "".
+        if d.name.is_empty() {
+            return Err(Self::default_exchange_refused());
+        }
         let mut t = self.write();
         match t.exchanges.get(&d.name) {
             Some(x) => {
@@ -103,6 +107,10 @@ impl VHost {
             let (c, r) = (lookup(Some(current), key), lookup(Some(received), key));
             let same = match (c, r) {
                 (None, None) => true,
+                // RabbitMQ's one exception: a queue declared without a type is a classic one.
+                (None, Some(r)) if *key == "x-queue-type" => {
+                    crate::protocol::table::as_str(r).is_some_and(|t| t == "classic")
+                }
                 (Some(c), Some(r)) => args_equivalent(c, r),
                 _ => false,
             };

@@ -104,25 +104,6 @@ pub struct QueueDeclare {
 /// Names of the queues behind direct reply-to consumers.
 pub const REPLY_QUEUE_PREFIX: &str = "amq.rabbitmq.reply-to.";
 
-/// Queue arguments RabbitMQ compares on redeclaration; others are ignored.
-const EQUIVALENCE_ARGS: &[&str] = &[
-    "x-expires",
-    "x-message-ttl",
-    "x-dead-letter-exchange",
-    "x-dead-letter-routing-key",
-    "x-max-length",
-    "x-max-length-bytes",
-    "x-max-in-memory-length",
-    "x-max-in-memory-bytes",
-    "x-max-priority",
-    "x-overflow",
-    "x-queue-mode",
-    "x-queue-version",
-    "x-single-active-consumer",
-    "x-queue-type",
-    "x-delivery-limit",
-];
-
 /// One virtual host.
 #[derive(Debug)]
 pub struct VHost {
@@ -414,7 +395,8 @@ impl VHost {
                         q(record.auto_delete),
                     ));
                 }
-                self.check_args(&resource, EQUIVALENCE_ARGS, &record.arguments, &d.arguments)?;
+                let compared = args::declared_type(&record.arguments).arguments();
+                self.check_args(&resource, compared, &record.arguments, &d.arguments)?;
                 record.handle.touch();
                 record.handle.clone()
             } else {
