@@ -146,7 +146,11 @@ def set_http(args):
 
 def cmd_live(args):
     rabbit, leveret = addr(args.rabbitmq), addr(args.leveret)
-    lo, hi = map(int, args.seeds.split(":"))
+    if args.seed_file:
+        seeds = [int(line.split()[0]) for line in open(args.seed_file) if line.strip()]
+    else:
+        lo, hi = map(int, args.seeds.split(":"))
+        seeds = range(lo, hi)
     os.makedirs(args.out, exist_ok=True)
     found = []
     started = time.monotonic()
@@ -174,7 +178,7 @@ def cmd_live(args):
 
     done = 0
     with ThreadPoolExecutor(args.jobs) as pool:
-        for result in pool.map(one, range(lo, hi)):
+        for result in pool.map(one, seeds):
             done += 1
             if result:
                 found.append(result)
@@ -278,6 +282,7 @@ def main():
         s.add_argument("--fixtures", default=os.path.join(os.path.dirname(__file__), "fixtures.jsonl"))
         s.add_argument("--pending", default=os.path.join(os.path.dirname(__file__), "pending.txt"))
         s.add_argument("--shrink", action="store_true")
+        s.add_argument("--seed-file", help="live: the seeds to run, one per line (first field)")
     args = p.parse_args()
     set_http(args)
     return {"live": cmd_live, "record": cmd_record, "replay": cmd_replay, "show": cmd_show}[args.cmd](args)

@@ -254,7 +254,9 @@ class Runner:
 
     def settled_tags(self, chan, tag, multiple):
         if multiple:
-            tags = sorted(t for t in chan.unconfirmed if t <= tag)
+            # The tag itself too: a publish the runner did not count (a raw frame) is still
+            # confirmed, whether the broker folds it into a multiple ack or not.
+            tags = sorted({t for t in chan.unconfirmed if t <= tag} | {tag})
         else:
             tags = [tag] if tag in chan.unconfirmed else [tag]
         chan.unconfirmed.difference_update(tags)

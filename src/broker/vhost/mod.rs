@@ -520,11 +520,15 @@ impl VHost {
                 return Ok(0);
             };
             self.check_owner(record, name, connection)?;
-            if if_empty && args::declared_type(&record.arguments) == args::QueueType::Quorum {
-                return Err(AmqpError::not_implemented(format!(
-                    "cannot delete {}. queue.delete operations with if-empty flag set are not supported by quorum queues",
-                    self.queue_resource(name)
-                )));
+            // Quorum queues refuse the conditions (if-unused is looked at first).
+            let quorum = args::declared_type(&record.arguments) == args::QueueType::Quorum;
+            for (set, flag) in [(if_unused, "if-unused"), (if_empty, "if-empty")] {
+                if set && quorum {
+                    return Err(AmqpError::not_implemented(format!(
+                        "cannot delete {}. queue.delete operations with {flag} flag set are not supported by quorum queues",
+                        self.queue_resource(name)
+                    )));
+                }
             }
             record.handle.clone()
         };
