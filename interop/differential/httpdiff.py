@@ -38,9 +38,9 @@ IDENTITY = {
     "consumers", "messages", "messages_ready", "messages_unacknowledged", "state", "user",
     "protocol", "client_properties", "auth_mechanism", "ssl", "number",
     "prefetch_count", "global_prefetch_count", "confirm", "transactional", "consumer_count",
-    "consumer_tag", "ack_required", "exclusive", "source", "destination", "destination_type",
+    "consumer_tag", "ack_required", "source", "destination", "destination_type",
     "routing_key", "properties_key", "tags", "configure", "write", "read", "frame_max",
-    "channel_max", "timeout", "vhost", "policy", "active", "status",
+    "channel_max", "timeout", "policy", "active", "status",
     "reason", "product_name", "product_version", "rabbitmq_version", "management_version",
 }
 
