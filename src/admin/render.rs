@@ -163,10 +163,7 @@ pub fn queue_json(
             "memory": 0,
             "reductions": 0,
             "reductions_details": { "rate": 0.0 },
-            "garbage_collection": {
-                "fullsweep_after": 65535, "max_heap_size": 0, "min_bin_vheap_size": 46422,
-                "min_heap_size": 233, "minor_gcs": 0,
-            },
+            "garbage_collection": garbage_collection(),
         }),
     );
     extend(
@@ -198,6 +195,15 @@ pub fn queue_json(
         }),
     );
     queue
+}
+
+/// Erlang's per-process garbage collection settings, which RabbitMQ reports for queues,
+/// connections and channels; Leveret has no such processes and reports Erlang's defaults.
+fn garbage_collection() -> Value {
+    json!({
+        "fullsweep_after": 65535, "max_heap_size": 0, "min_bin_vheap_size": 46422,
+        "min_heap_size": 233, "minor_gcs": 0,
+    })
 }
 
 /// Add `extra`'s fields to the object `value` (json! nests only so deep in one call).
@@ -333,10 +339,7 @@ pub fn connection_json(c: &ConnectionInfo) -> Value {
             "peer_cert_validity": Value::Null,
             "reductions": 0,
             "reductions_details": { "rate": 0.0 },
-            "garbage_collection": {
-                "fullsweep_after": 65535, "max_heap_size": 0, "min_bin_vheap_size": 46422,
-                "min_heap_size": 233, "minor_gcs": 0,
-            },
+            "garbage_collection": garbage_collection(),
         }),
     );
     connection
@@ -373,10 +376,7 @@ pub fn channel_json(c: &ConnectionInfo, ch: &ChannelInfo) -> Value {
             "pending_raft_commands": 0,
             "reductions": 0,
             "reductions_details": { "rate": 0.0 },
-            "garbage_collection": {
-                "fullsweep_after": 65535, "max_heap_size": 0, "min_bin_vheap_size": 46422,
-                "min_heap_size": 233, "minor_gcs": 0,
-            },
+            "garbage_collection": garbage_collection(),
             "message_stats": {
                 "publish": load(&counters.publish),
                 "publish_details": { "rate": 0.0 },

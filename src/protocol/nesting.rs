@@ -202,14 +202,8 @@ pub fn strip_header(raw: &[u8], key: &str) -> Option<Vec<u8>> {
         let tag_at = entry + 1 + key_len;
         let value_at = tag_at + 1;
         let size = match *raw.get(tag_at)? {
-            b't' | b'b' | b'B' => 1,
-            b's' | b'U' | b'u' => 2,
-            b'I' | b'i' | b'f' => 4,
-            b'D' => 5,
-            b'L' | b'l' | b'd' | b'T' => 8,
-            b'V' => 0,
             b'S' | b'x' | b'A' | b'F' => 4 + u32_at(raw, value_at)?,
-            _ => return None,
+            tag => fixed_size(tag)?,
         };
         let next = value_at.checked_add(size)?;
         if next > end {
@@ -234,6 +228,19 @@ pub fn strip_header(raw: &[u8], key: &str) -> Option<Vec<u8>> {
     }
     out.extend_from_slice(&raw[from..]);
     Some(out)
+}
+
+/// The size of a field value of fixed size (the types amq-protocol reads), by its type tag.
+fn fixed_size(tag: u8) -> Option<usize> {
+    match tag {
+        b't' | b'b' | b'B' => Some(1),
+        b's' | b'U' | b'u' => Some(2),
+        b'I' | b'i' | b'f' => Some(4),
+        b'D' => Some(5),
+        b'L' | b'l' | b'd' | b'T' => Some(8),
+        b'V' => Some(0),
+        _ => None,
+    }
 }
 
 /// [`check_table`], telling `on_key` where each key's bytes are (at any depth).
@@ -265,12 +272,6 @@ fn walk_table(
         let tag = *bytes.get(at).ok_or(NestingError::Malformed)?;
         at += 1;
         let size = match tag {
-            b't' | b'b' | b'B' => 1,
-            b's' | b'U' | b'u' => 2,
-            b'I' | b'i' | b'f' => 4,
-            b'D' => 5,
-            b'L' | b'l' | b'd' | b'T' => 8,
-            b'V' => 0,
             b'S' | b'x' => 4 + u32_at(bytes, at).ok_or(NestingError::Malformed)?,
             b'A' | b'F' => {
                 let inner = u32_at(bytes, at).ok_or(NestingError::Malformed)?;
@@ -285,7 +286,7 @@ fn walk_table(
                 at += 4;
                 continue;
             }
-            _ => return Err(NestingError::Malformed),
+            scalar => fixed_size(scalar).ok_or(NestingError::Malformed)?,
         };
         at += size;
         if at > container_end {
