@@ -446,36 +446,20 @@ async fn a_panicking_queue_command_keeps_the_queue_and_its_messages() {
     assert_eq!(common::drain(&ch, "pq").await, ["one", "two"]);
     // Under confirms, a persistent publish to a durable queue (which the queue itself
     // confirms) whose command panicked is nacked, not left unanswered.
-    ch.queue_declare(
-        "pqd".into(),
-        QueueDeclareOptions {
-            durable: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
+    ch.queue_declare("pqd".into(), common::durable(), FieldTable::default())
+        .await
+        .unwrap();
     ch.confirm_select(ConfirmSelectOptions::default())
         .await
         .unwrap();
     let mut outcomes = Vec::new();
     for body in [&b"three"[..], leveret::broker::fault::PANIC_QUEUE, b"four"] {
-        let confirm = ch
-            .basic_publish(
-                "".into(),
-                "pqd".into(),
-                BasicPublishOptions::default(),
-                body,
-                lapin::BasicProperties::default().with_delivery_mode(2),
-            )
+        let persistent = lapin::BasicProperties::default().with_delivery_mode(2);
+        let confirmed = common::publish_confirmed(&ch, "", "pqd", body, persistent);
+        let ack = tokio::time::timeout(Duration::from_secs(5), confirmed)
             .await
-            .unwrap();
-        let outcome = tokio::time::timeout(Duration::from_secs(5), confirm)
-            .await
-            .expect("a publish left unconfirmed")
-            .unwrap();
-        outcomes.push(outcome.is_ack());
+            .expect("a publish left unconfirmed");
+        outcomes.push(ack);
     }
     assert_eq!(outcomes, [true, false, true]);
     still_serving(&b).await;
