@@ -3,8 +3,8 @@
 //!
 //! Parsing (nom) and validation are pure: [`parse`] turns text into a [`Config`] or an error that
 //! names the file, line, column and key, with a suggestion for an unknown key. Keys follow
-//! RabbitMQ's where the meaning is the same; Leveret's own are `data_dir` and
-//! `store.flush_interval`. [`Config::render`] prints the effective configuration in the same
+//! RabbitMQ's where the meaning is the same; Leveret's own are `data_dir`, `store.*`,
+//! `max_unacked_per_channel`, `max_pending_output` and `management.http.max_get_payload`. [`Config::render`] prints the effective configuration in the same
 //! syntax, so that `parse(render(c)) == c`.
 
 use std::collections::BTreeMap;
@@ -62,6 +62,9 @@ pub struct Config {
     pub consumer_timeout: Option<u64>,
     /// `vm_memory_high_watermark.relative` / `.absolute`.
     pub vm_memory_high_watermark: Watermark,
+    /// `vm_memory_high_watermark_paging_ratio`: the fraction of the watermark at which queues
+    /// start paging transient messages out of memory (RabbitMQ's default, 0.5).
+    pub vm_memory_high_watermark_paging_ratio: f64,
     /// `disk_free_limit.absolute` / `.relative`.
     pub disk_free_limit: Watermark,
     /// `management.tcp.port`.
@@ -82,6 +85,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// `store.flush_interval`, milliseconds: sled's background flush (Leveret's own).
     pub store_flush_interval: u64,
+    /// `store.segment_size`, bytes: the message log starts a new segment file past this
+    /// (Leveret's own).
+    pub store_segment_size: u64,
 }
 
 impl Default for Config {
@@ -105,6 +111,7 @@ impl Default for Config {
             max_pending_output: 1024 * 1024,
             consumer_timeout: Some(30 * 60 * 1000),
             vm_memory_high_watermark: Watermark::Relative(0.4),
+            vm_memory_high_watermark_paging_ratio: 0.5,
             disk_free_limit: Watermark::Absolute(50_000_000),
             management_port: 15672,
             management_max_body_size: 20 * 1024 * 1024,
@@ -114,6 +121,7 @@ impl Default for Config {
             log_level: "info".to_owned(),
             data_dir: PathBuf::from("./data"),
             store_flush_interval: 500,
+            store_segment_size: 8 * 1024 * 1024,
         }
     }
 }
@@ -152,6 +160,7 @@ const KEYS: &[&str] = &[
     "consumer_timeout",
     "vm_memory_high_watermark.relative",
     "vm_memory_high_watermark.absolute",
+    "vm_memory_high_watermark_paging_ratio",
     "disk_free_limit.relative",
     "disk_free_limit.absolute",
     "management.tcp.port",
@@ -162,6 +171,7 @@ const KEYS: &[&str] = &[
     "log.console.level",
     "data_dir",
     "store.flush_interval",
+    "store.segment_size",
 ];
 
 /// One `key = value` line: the key and where the value starts.
@@ -358,6 +368,13 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
                         config.disk_free_limit = Watermark::Relative(f);
                     }
                 }
+                "vm_memory_high_watermark_paging_ratio" => {
+                    config.vm_memory_high_watermark_paging_ratio = value
+                        .parse()
+                        .ok()
+                        .filter(|f: &f64| f.is_finite() && *f >= 0.0)
+                        .ok_or_else(|| bad("expected a fraction such as 0.5"))?;
+                }
                 "vm_memory_high_watermark.absolute" | "disk_free_limit.absolute" => {
                     let b = bytes(value).ok_or_else(|| bad("expected bytes such as 2GB"))?;
                     if key.starts_with("vm_") {
@@ -393,6 +410,11 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
                 "data_dir" => config.data_dir = PathBuf::from(value),
                 "store.flush_interval" => {
                     config.store_flush_interval = number("expected milliseconds")?
+                }
+                "store.segment_size" => {
+                    config.store_segment_size = bytes(value)
+                        .filter(|b| (64 * 1024..=1024 * 1024 * 1024).contains(b))
+                        .ok_or_else(|| bad("expected bytes from 64KiB to 1GiB"))?
                 }
                 _ => {
                     return Err(error(
@@ -450,6 +472,11 @@ impl Config {
                 Watermark::Absolute(b) => writeln!(out, "{key}.absolute = {b}"),
             };
         }
+        let _ = writeln!(
+            out,
+            "vm_memory_high_watermark_paging_ratio = {:?}",
+            self.vm_memory_high_watermark_paging_ratio
+        );
         let _ = writeln!(out, "management.tcp.port = {}", self.management_port);
         let _ = writeln!(
             out,
@@ -468,6 +495,7 @@ impl Config {
         let _ = writeln!(out, "log.console.level = {}", self.log_level);
         let _ = writeln!(out, "data_dir = {}", self.data_dir.display());
         let _ = writeln!(out, "store.flush_interval = {}", self.store_flush_interval);
+        let _ = writeln!(out, "store.segment_size = {}", self.store_segment_size);
         out
     }
 

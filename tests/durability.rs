@@ -397,7 +397,7 @@ async fn deep_transient_queues_page_to_scratch_space_that_a_restart_wipes() {
     let dir = tempfile::tempdir().unwrap();
     // Threshold 0: memory pressure is always high, so transient messages page too.
     let config = leveret::broker::BrokerConfig {
-        paging_threshold: 0,
+        paging_ratio: 0.0,
         ..Default::default()
     };
     let b = TestBroker::start_in_with(dir.path(), config).await;
@@ -451,8 +451,8 @@ async fn deep_transient_queues_page_to_scratch_space_that_a_restart_wipes() {
     b.broker.close();
     drop(b);
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    let store = leveret::store::SledStore::open(dir.path()).unwrap();
-    use leveret::store::Store;
+    let store = leveret::store::DataDir::open(dir.path()).unwrap();
+    use leveret::store::MetaStore;
     assert!(
         store.definitions("scratch").unwrap().is_empty(),
         "scratch space was wiped"

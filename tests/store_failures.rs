@@ -14,7 +14,7 @@ use lapin::options::*;
 use lapin::types::FieldTable;
 use lapin::BasicProperties;
 use leveret::broker::BrokerConfig;
-use leveret::store::{MemoryStore, Store, StoreError, StoredMessage};
+use leveret::store::{MemoryStore, MessageLog, MetaStore, StoreError, StoredMessage};
 
 #[derive(Debug, Default)]
 struct FailingStore {
@@ -35,7 +35,7 @@ impl FailingStore {
 }
 
 #[async_trait]
-impl Store for FailingStore {
+impl MessageLog for FailingStore {
     fn append(&self, queue: &str, seq: u64, record: &[u8], meta: &[u8]) -> Result<(), StoreError> {
         self.check()?;
         self.inner.append(queue, seq, record, meta)
@@ -64,6 +64,13 @@ impl Store for FailingStore {
     fn delete_queue(&self, queue: &str) -> Result<(), StoreError> {
         self.inner.delete_queue(queue)
     }
+    async fn sync_messages(&self) -> Result<(), StoreError> {
+        self.check()
+    }
+}
+
+#[async_trait]
+impl MetaStore for FailingStore {
     fn put_definition(&self, kind: &str, name: &str, record: &[u8]) -> Result<(), StoreError> {
         self.inner.put_definition(kind, name, record)
     }
@@ -73,8 +80,8 @@ impl Store for FailingStore {
     fn definitions(&self, kind: &str) -> Result<Vec<(String, Bytes)>, StoreError> {
         self.inner.definitions(kind)
     }
-    async fn sync(&self) -> Result<(), StoreError> {
-        self.check()
+    async fn sync_definitions(&self) -> Result<(), StoreError> {
+        Ok(())
     }
 }
 

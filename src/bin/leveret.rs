@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::Parser;
 use leveret::broker::{Broker, BrokerConfig};
 use leveret::config::{self, Config};
-use leveret::store::SledStore;
+use leveret::store::{DataDir, DataDirOptions};
 
 /// An AMQP 0-9-1 message broker with RabbitMQ's semantics.
 #[derive(Debug, Parser)]
@@ -142,13 +142,20 @@ async fn run(config: Config, workers: usize) -> anyhow::Result<()> {
         default_pass: config.default_pass.clone(),
         consumer_timeout: config.consumer_timeout(),
         memory_high_watermark: config.memory_high_watermark_bytes(),
+        paging_ratio: config.vm_memory_high_watermark_paging_ratio,
         disk_free_limit: config.disk_free_limit_bytes(),
         data_dir: Some(config.data_dir.clone()),
         ..BrokerConfig::default()
     };
     let data_dir = &config.data_dir;
-    let store = SledStore::open_with(data_dir, config.store_flush_interval)
-        .with_context(|| format!("opening the data directory {}", data_dir.display()))?;
+    let store = DataDir::open_with(
+        data_dir,
+        DataDirOptions {
+            flush_interval_ms: config.store_flush_interval,
+            segment_bytes: config.store_segment_size,
+        },
+    )
+    .with_context(|| format!("opening the data directory {}", data_dir.display()))?;
     let started = std::time::Instant::now();
     let broker = Broker::open(broker_config, Arc::new(store))
         .context("recovering stored definitions and messages")?;

@@ -1,7 +1,7 @@
 //! Memory pressure: whether queues should page transient messages out to the store.
 //!
-//! A background task reads the process's resident set size from `/proc/self/statm` once a second
-//! and raises a shared flag above the threshold. Queues read the flag when a message arrives
+//! A background task reads the process's resident set size from `/proc/self/statm` five times a
+//! second and raises a shared flag above the paging ratio of the memory watermark. Queues read the flag when a message arrives
 //! deep in a queue; short queues never page. The same task hands memory the allocator holds but
 //! no longer uses back to the kernel now and then: glibc keeps freed memory in per-thread arenas,
 //! and after recovering or draining a deep queue that is most of the resident set.
@@ -9,6 +9,8 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+
+use super::alarms::Alarms;
 
 /// The shared "page transient messages out" flag.
 #[derive(Debug, Clone, Default)]
@@ -20,26 +22,42 @@ impl MemoryPressure {
         self.0.load(Ordering::Relaxed)
     }
 
-    /// A flag that is always raised (threshold 0), or watched against `threshold` bytes of RSS.
-    pub fn watch(threshold: u64) -> Self {
-        let pressure = Self(Arc::new(AtomicBool::new(threshold == 0)));
+    /// A flag that is always raised (`ratio` 0), or raised while the resident set is over
+    /// `ratio` of the memory alarm's watermark, which follows the watermark when it is changed
+    /// on a running broker.
+    pub fn watch(ratio: f64, alarms: &Arc<Alarms>) -> Self {
+        let pressure = Self(Arc::new(AtomicBool::new(ratio <= 0.0)));
         let flag = Arc::downgrade(&pressure.0);
+        let alarms = Arc::downgrade(alarms);
+        let ratio = ratio.clamp(0.0, 1.0);
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            let mut tick = tokio::time::interval(CHECK_EVERY);
             let mut ticks = 0u32;
             loop {
                 tick.tick().await;
-                let Some(flag) = flag.upgrade() else { return };
+                let (Some(flag), Some(alarms)) = (flag.upgrade(), alarms.upgrade()) else {
+                    return;
+                };
                 let Some(rss) = resident_bytes() else {
                     continue;
                 };
-                if threshold > 0 {
+                let high = if ratio > 0.0 {
+                    let threshold = (alarms.memory_limit() as f64 * ratio) as u64;
                     flag.store(rss >= threshold, Ordering::Relaxed);
-                }
-                // Every few seconds, once the process is big enough for it to matter: a trim
+                    rss >= threshold
+                } else {
+                    false
+                };
+                // Every few seconds, once the process is big enough for it to matter (every
+                // second under pressure, when paging frees bodies by the thousand): a trim
                 // walks the allocator's free lists, and freed pages come back as page faults.
                 ticks = ticks.wrapping_add(1);
-                if rss > TRIM_FLOOR && ticks.is_multiple_of(TRIM_EVERY_SECS) {
+                let every = if high {
+                    TRIM_EVERY_TICKS_HIGH
+                } else {
+                    TRIM_EVERY_TICKS
+                };
+                if rss > TRIM_FLOOR && ticks.is_multiple_of(every) {
                     // Off the async workers: a trim of a large heap takes milliseconds.
                     tokio::task::spawn_blocking(release_freed_memory);
                 }
@@ -49,10 +67,16 @@ impl MemoryPressure {
     }
 }
 
+/// How often the pressure is looked at: a flood of publishers fills a queue fast, and paging
+/// must start before the alarm's watermark is reached.
+const CHECK_EVERY: Duration = Duration::from_millis(200);
+
 /// Resident set (bytes) above which the watcher returns freed memory to the kernel.
 const TRIM_FLOOR: u64 = 96 * 1024 * 1024;
-/// How often it does, in seconds.
-const TRIM_EVERY_SECS: u32 = 5;
+/// How often it does, in ticks (5 s).
+const TRIM_EVERY_TICKS: u32 = 25;
+/// How often under memory pressure (1 s).
+const TRIM_EVERY_TICKS_HIGH: u32 = 5;
 
 /// Return memory the allocator holds but does not use to the kernel.
 pub fn release_freed_memory() {

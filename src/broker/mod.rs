@@ -61,9 +61,9 @@ pub struct BrokerConfig {
     pub default_user: String,
     /// Its password.
     pub default_pass: String,
-    /// Resident memory above which deep queues page transient messages out to the store
-    /// (0: always). Default: a fifth of the machine's memory, where RabbitMQ starts paging.
-    pub paging_threshold: u64,
+    /// The fraction of `memory_high_watermark` above which deep queues page transient messages
+    /// out to the store (RabbitMQ's `vm_memory_high_watermark_paging_ratio`; 0: always page).
+    pub paging_ratio: f64,
     /// Resident memory (bytes) at which the memory alarm blocks publishers (RabbitMQ's
     /// `vm_memory_high_watermark`; default 0.4 of RAM; `u64::MAX`: never).
     pub memory_high_watermark: u64,
@@ -93,7 +93,7 @@ impl Default for BrokerConfig {
             default_vhost: "/".to_owned(),
             default_user: "guest".to_owned(),
             default_pass: "guest".to_owned(),
-            paging_threshold: memory::total_memory().map_or(1 << 30, |total| total / 5),
+            paging_ratio: 0.5,
             consumer_timeout: Some(std::time::Duration::from_secs(30 * 60)),
             memory_high_watermark: memory::total_memory()
                 .map_or(u64::MAX, |total| (total as f64 * 0.4) as u64),
@@ -145,12 +145,12 @@ impl Broker {
     /// Must run inside a tokio runtime (queue actors are spawned).
     pub fn open(config: BrokerConfig, store: Arc<dyn Store>) -> Result<Arc<Self>, StoreError> {
         let committer = Committer::spawn(store.clone());
-        let pressure = memory::MemoryPressure::watch(config.paging_threshold);
         let alarms = alarms::Alarms::start(
             config.memory_high_watermark,
             config.disk_free_limit,
             config.data_dir.clone(),
         );
+        let pressure = memory::MemoryPressure::watch(config.paging_ratio, &alarms);
         let access = AccessControl::load(store.clone())?;
         let broker = Self {
             config,
@@ -186,6 +186,9 @@ impl Broker {
         for (name, meta) in vhosts {
             broker.put_vhost(&name, meta)?.recover()?;
         }
+        // Records of queues that no longer exist (a deletion a crash cut short) go, before a
+        // queue declared under the same name could find them.
+        broker.store.retain_recovered()?;
         // RabbitMQ creates its default user on first boot only; Leveret also when no user is
         // left, so a database can never lock everyone out.
         if broker.access.is_empty() {

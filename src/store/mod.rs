@@ -1,19 +1,28 @@
-//! Storage behind a narrow trait: message records keyed by (queue, sequence), each with a small
-//! index entry (opaque metadata and a delivery count) that recovery reads without touching the
-//! records, and definition records keyed by (kind, name).
+//! Storage behind two narrow traits that know bytes, not broker types:
+//! - [`MetaStore`]: definition records keyed by (kind, name): vhosts, users, exchanges, queues,
+//!   bindings, policies. Small and rarely written; sled keeps them.
+//! - [`MessageLog`]: message records keyed by (queue, sequence), each with a small index entry
+//!   (opaque metadata and a delivery count) that recovery reads back. [`SegmentLog`] keeps them
+//!   in append-only segment files.
 //!
-//! The store knows bytes, not broker types. `sync` is the durability point: once it returns, every
-//! record appended before the call is on disk (for backends that have a disk). The in-memory
-//! backend keeps records in maps and syncs trivially; [`conformance`] is the test suite every
-//! backend must pass.
+//! [`Store`] is the pair as the broker sees it. `sync` is the durability point: once it returns,
+//! every record appended (and every definition written) before the call is on disk, for
+//! backends that have a disk. The in-memory backend keeps both in maps and syncs trivially;
+//! [`conformance`] holds the suites every backend passes. [`DataDir`] is a data directory:
+//! sled for definitions, the segment log for messages, the lock and the format marker, and
+//! the migration of message records written by the sled-only format.
 
 use async_trait::async_trait;
 use bytes::Bytes;
 
+pub mod data_dir;
 pub mod memory;
+pub mod segment_log;
 pub mod sled_store;
 
+pub use data_dir::{DataDir, DataDirOptions};
 pub use memory::MemoryStore;
+pub use segment_log::{LogStats, SegmentLog};
 pub use sled_store::SledStore;
 
 /// Failures of a storage backend.
@@ -39,11 +48,24 @@ pub struct StoredMessage {
     pub deliveries: u32,
 }
 
-/// What every storage backend provides.
+/// Definition records: what the broker is configured with.
 #[async_trait]
-pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+pub trait MetaStore: Send + Sync + std::fmt::Debug + 'static {
+    /// Store a definition (exchange, queue, binding, vhost, user) under `kind`/`name`.
+    fn put_definition(&self, kind: &str, name: &str, record: &[u8]) -> Result<(), StoreError>;
+    /// Remove a definition.
+    fn remove_definition(&self, kind: &str, name: &str) -> Result<(), StoreError>;
+    /// Every definition of a kind, ordered by name.
+    fn definitions(&self, kind: &str) -> Result<Vec<(String, Bytes)>, StoreError>;
+    /// Make every earlier definition write durable (cheap when there was none).
+    async fn sync_definitions(&self) -> Result<(), StoreError>;
+}
+
+/// Message records, per queue, in sequence order.
+#[async_trait]
+pub trait MessageLog: Send + Sync + std::fmt::Debug + 'static {
     /// Append a message record to `queue` at `seq` (seqs increase per queue), with a few bytes
-    /// of metadata that recovery gets back without reading the record.
+    /// of metadata that recovery gets back.
     fn append(&self, queue: &str, seq: u64, record: &[u8], meta: &[u8]) -> Result<(), StoreError>;
     /// Note that a message has been handed to consumers `deliveries` times (so it comes back
     /// `redelivered`, and a delivery limit survives restarts).
@@ -62,8 +84,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         to: u64,
         visit: &mut dyn FnMut(u64, Bytes) -> bool,
     ) -> Result<(), StoreError>;
-    /// Visit the index entry of every message of a queue, in sequence order, without reading
-    /// the records (recovering a deep queue reads a few bytes per message).
+    /// Visit the index entry of every message of a queue, in sequence order. `visit` must not
+    /// call back into the log (it may run under the queue's lock).
     fn recover(&self, queue: &str, visit: &mut dyn FnMut(StoredMessage)) -> Result<(), StoreError>;
 
     /// Every index entry of a queue, in sequence order (for tests and small queues).
@@ -74,27 +96,45 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     }
     /// Drop a queue's records.
     fn delete_queue(&self, queue: &str) -> Result<(), StoreError>;
-    /// Store a definition (exchange, queue, binding, vhost, user) under `kind`/`name`.
-    fn put_definition(&self, kind: &str, name: &str, record: &[u8]) -> Result<(), StoreError>;
-    /// Remove a definition.
-    fn remove_definition(&self, kind: &str, name: &str) -> Result<(), StoreError>;
-    /// Every definition of a kind, ordered by name.
-    fn definitions(&self, kind: &str) -> Result<Vec<(String, Bytes)>, StoreError>;
-    /// Make every earlier write durable.
-    async fn sync(&self) -> Result<(), StoreError>;
+    /// Drop the records of every queue [`MessageLog::recover`] has not been called for since
+    /// the log was opened: called once the broker has recovered its queues, it removes what
+    /// belongs to no queue (a deletion a crash cut short), so a queue declared later under the
+    /// same name never finds old records.
+    fn retain_recovered(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+    /// Make every earlier append durable.
+    async fn sync_messages(&self) -> Result<(), StoreError>;
+    /// Space and sync figures, for the HTTP API and Prometheus.
+    fn stats(&self) -> LogStats {
+        LogStats::default()
+    }
 }
+
+/// Definitions and messages, as the broker uses them.
+#[async_trait]
+pub trait Store: MetaStore + MessageLog {
+    /// Make every earlier write durable: messages, and definitions if any changed.
+    async fn sync(&self) -> Result<(), StoreError> {
+        let (messages, definitions) = futures::join!(self.sync_messages(), self.sync_definitions());
+        messages.and(definitions)
+    }
+}
+
+impl<T: MetaStore + MessageLog> Store for T {}
 
 /// The behaviour every backend must show; call from each backend's tests.
 #[cfg(test)]
 pub(crate) mod conformance {
     use super::*;
 
-    pub(crate) async fn run(store: &dyn Store) {
+    /// The message-log suite.
+    pub(crate) async fn run_log(store: &dyn MessageLog) {
         store.append("q", 1, b"one", b"m1").unwrap();
         store.append("q", 2, b"two", b"m2").unwrap();
         store.append("q", 3, b"three", b"m3").unwrap();
         store.append("other", 1, b"x", b"").unwrap();
-        store.sync().await.unwrap();
+        store.sync_messages().await.unwrap();
         store.remove("q", 2).unwrap();
         store.mark_delivered("q", 3, 1).unwrap();
         store.mark_delivered("q", 3, 4).unwrap();
@@ -141,7 +181,15 @@ pub(crate) mod conformance {
         store.delete_queue("q").unwrap();
         assert!(store.recover_all("q").unwrap().is_empty());
         assert_eq!(store.recover_all("other").unwrap().len(), 1);
+        // Numbers from 1 again after a delete: the new records, never the old.
+        store.append("q", 1, b"new", b"n1").unwrap();
+        assert_eq!(store.read("q", 1).unwrap().as_deref(), Some(&b"new"[..]));
+        assert_eq!(store.read("q", 3).unwrap(), None);
+        assert_eq!(store.recover_all("q").unwrap().len(), 1);
+    }
 
+    /// The definitions suite.
+    pub(crate) async fn run_meta(store: &dyn MetaStore) {
         store.put_definition("queue", "/\0b", b"B").unwrap();
         store.put_definition("queue", "/\0a", b"A").unwrap();
         store.put_definition("exchange", "/\0a", b"E").unwrap();
@@ -155,5 +203,6 @@ pub(crate) mod conformance {
         store.remove_definition("queue", "/\0a").unwrap();
         assert_eq!(store.definitions("queue").unwrap().len(), 1);
         assert_eq!(store.definitions("exchange").unwrap().len(), 1);
+        store.sync_definitions().await.unwrap();
     }
 }

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 
-use super::{Store, StoreError, StoredMessage};
+use super::{MessageLog, MetaStore, StoreError, StoredMessage};
 
 /// Chunk size for records: 17 of them (a leaf's most before it splits) with their keys stay
 /// below sled's 128 KiB blob threshold for a page. (12 KiB made no blob in tests, as sled
@@ -36,8 +36,9 @@ const LAST_CHUNK: u16 = u16::MAX;
 /// sled's cache budget. sled's real use is a multiple of it (nodes are held deserialized), and a
 /// queue workload touches little beyond the head and tail of each queue, so it is kept small.
 const CACHE_BYTES: u64 = 4 * 1024 * 1024;
-/// Written to `FORMAT` in the data directory.
-const FORMAT: &str = "leveret-sled-2";
+/// Written to `FORMAT` in a data directory of the sled-only format (messages in sled too),
+/// which [`super::DataDir`] migrates.
+pub const FORMAT: &str = "leveret-sled-2";
 
 /// A store in a directory, backed by sled.
 #[derive(Debug, Clone)]
@@ -151,6 +152,16 @@ impl SledStore {
                 f.sync_all().map_err(io)?;
             }
         }
+        Self::open_db(dir, flush_interval_ms, Arc::new(lock))
+    }
+
+    /// Open sled's database under `dir/sled`, the caller holding the directory's lock (and
+    /// having checked its format).
+    pub(crate) fn open_db(
+        dir: &Path,
+        flush_interval_ms: u64,
+        lock: Arc<File>,
+    ) -> Result<Self, StoreError> {
         let sled_dir = dir.join("sled");
         let db = sled::Config::new()
             .path(&sled_dir)
@@ -172,7 +183,7 @@ impl SledStore {
                 path: sled_dir.join("blobs"),
                 synced: Default::default(),
             }),
-            _lock: Arc::new(lock),
+            _lock: lock,
             dir: dir.to_owned(),
         })
     }
@@ -193,7 +204,7 @@ impl SledStore {
 }
 
 #[async_trait]
-impl Store for SledStore {
+impl MessageLog for SledStore {
     fn append(&self, queue: &str, seq: u64, record: &[u8], meta: &[u8]) -> Result<(), StoreError> {
         if record.len() <= CHUNK {
             self.messages
@@ -345,6 +356,13 @@ impl Store for SledStore {
         Ok(())
     }
 
+    async fn sync_messages(&self) -> Result<(), StoreError> {
+        self.sync_all().await
+    }
+}
+
+#[async_trait]
+impl MetaStore for SledStore {
     fn put_definition(&self, kind: &str, name: &str, record: &[u8]) -> Result<(), StoreError> {
         self.definitions
             .insert(definition_key(kind, name), record)
@@ -370,7 +388,46 @@ impl Store for SledStore {
         Ok(out)
     }
 
-    async fn sync(&self) -> Result<(), StoreError> {
+    async fn sync_definitions(&self) -> Result<(), StoreError> {
+        self.sync_all().await
+    }
+}
+
+impl SledStore {
+    /// sled's flush, the blob files, then an fdatasync of the data file, on this thread.
+    pub fn sync_blocking(&self) -> Result<(), StoreError> {
+        self.db.flush().map_err(sled_error)?;
+        sync_blobs(&self.blobs)?;
+        self.data_file.sync_data().map_err(io)
+    }
+
+    /// The names of queues with message records (written by the sled-only format).
+    pub fn legacy_queues(&self) -> Result<Vec<String>, StoreError> {
+        let mut out: Vec<String> = Vec::new();
+        for item in self.index.iter() {
+            let (key, _) = item.map_err(sled_error)?;
+            let name = match key.first() {
+                Some(&u8::MAX) => key
+                    .get(1..3)
+                    .and_then(|l| <[u8; 2]>::try_from(l).ok())
+                    .map(|l| usize::from(u16::from_be_bytes(l)))
+                    .and_then(|len| key.get(3..3 + len)),
+                Some(&len) => key.get(1..1 + usize::from(len)),
+                None => None,
+            };
+            let Some(name) = name.and_then(|n| std::str::from_utf8(n).ok()) else {
+                continue;
+            };
+            if out.last().is_none_or(|last| last != name) {
+                out.push(name.to_owned());
+            }
+        }
+        out.dedup();
+        Ok(out)
+    }
+
+    /// sled's flush, the blob files, then an fdatasync of the data file.
+    pub async fn sync_all(&self) -> Result<(), StoreError> {
         let db = self.db.clone();
         let file = self.data_file.clone();
         let blobs = self.blobs.clone();
@@ -440,12 +497,14 @@ impl Drop for SledStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Store;
 
     #[tokio::test]
     async fn passes_conformance() {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path()).unwrap();
-        super::super::conformance::run(&store).await;
+        super::super::conformance::run_log(&store).await;
+        super::super::conformance::run_meta(&store).await;
     }
 
     /// A crash in the middle of a removal left chunks of a large record whose index entry is

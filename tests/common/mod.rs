@@ -37,7 +37,7 @@ impl TestBroker {
     }
 
     pub async fn start_in_with(dir: &std::path::Path, config: BrokerConfig) -> Self {
-        let store = leveret::store::SledStore::open(dir).expect("open store");
+        let store = leveret::store::DataDir::open(dir).expect("open store");
         Self::start_on(config, Arc::new(store)).await
     }
 
@@ -83,7 +83,7 @@ impl TestBroker {
         drop(self);
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         loop {
-            match leveret::store::SledStore::open(dir) {
+            match leveret::store::DataDir::open(dir) {
                 Ok(store) => return Self::start_on(BrokerConfig::default(), Arc::new(store)).await,
                 Err(e) if std::time::Instant::now() < deadline => {
                     let _ = e;

@@ -22,6 +22,19 @@ pub use actor::{spawn, QueueConfig, QueueStorage, RESIDENT_BYTES, RESIDENT_WINDO
 
 /// Capacity of a queue's work lane, in publishes.
 pub const WORK_LANE_CAPACITY: usize = 4096;
+/// The body bytes a queue's work lane holds at most, in [`LANE_UNIT`]s (8 MiB): thousands of
+/// small publishes may wait, but not thousands of large ones (4,096 waiting 16 KB bodies were
+/// 64 MB of a broker's memory under a publisher flood).
+pub const WORK_LANE_UNITS: u32 = 8 * 1024;
+/// Bytes per unit of the lane's byte budget.
+pub const LANE_UNIT: usize = 1024;
+
+/// The units of the lane's budget a body takes (at least one, at most all).
+fn lane_units(body_len: usize) -> u32 {
+    u32::try_from(body_len.div_ceil(LANE_UNIT))
+        .unwrap_or(u32::MAX)
+        .clamp(1, WORK_LANE_UNITS)
+}
 
 /// Events a queue (or the broker) sends to a connection.
 #[derive(Debug)]
@@ -110,6 +123,8 @@ impl DeadLetterTicket {
 pub(crate) struct Publish {
     message: Arc<Message>,
     confirm: Option<ConfirmTarget>,
+    /// Its share of the work lane's byte budget, given back when the actor takes it.
+    _budget: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 /// A message on its way to a consumer.
@@ -360,6 +375,8 @@ struct Shared {
     /// `x-consumer-timeout`.
     consumer_timeout: Option<u64>,
     work: mpsc::Sender<Publish>,
+    /// The work lane's byte budget.
+    lane_bytes: Arc<tokio::sync::Semaphore>,
     control: mpsc::UnboundedSender<Control>,
     gauges: QueueGauges,
 }
@@ -407,11 +424,11 @@ impl QueueHandle {
         if let Err(mpsc::error::SendError(Control::Publish(Publish {
             confirm: Some(target),
             ..
-        }))) = self
-            .shared
-            .control
-            .send(Control::Publish(Publish { message, confirm }))
-        {
+        }))) = self.shared.control.send(Control::Publish(Publish {
+            message,
+            confirm,
+            _budget: None,
+        })) {
             target.reply(true);
         }
     }
@@ -424,7 +441,20 @@ impl QueueHandle {
     /// Enqueue a message; waits while the work lane is full (backpressure). With a confirm
     /// target, the queue settles the publish once the message is safe.
     pub async fn publish(&self, message: Arc<Message>, confirm: Option<ConfirmTarget>) {
-        let publish = Publish { message, confirm };
+        let units = lane_units(message.body.len());
+        let lane = &self.shared.lane_bytes;
+        let budget = match lane.clone().try_acquire_many_owned(units) {
+            Ok(permit) => Some(permit),
+            Err(tokio::sync::TryAcquireError::NoPermits) => {
+                lane.clone().acquire_many_owned(units).await.ok()
+            }
+            Err(tokio::sync::TryAcquireError::Closed) => None,
+        };
+        let publish = Publish {
+            message,
+            confirm,
+            _budget: budget,
+        };
         let refused = match self.shared.work.try_send(publish) {
             Ok(()) => None,
             Err(mpsc::error::TrySendError::Full(publish)) => {

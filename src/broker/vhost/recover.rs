@@ -66,6 +66,7 @@ impl VHost {
             let queue_args = self.with_policy(name, &queue_args, &arguments);
             // The head of the queue comes back into memory; the rest stays paged in the store.
             let mut entries: Vec<Entry> = Vec::new();
+            let mut resident = 0usize;
             let mut resident_bytes = 0u64;
             let key = self.key(name);
             self.store.recover(&key, &mut |stored| {
@@ -77,38 +78,45 @@ impl VHost {
                     );
                     return;
                 };
-                let slot = if entries.len() < queue::RESIDENT_WINDOW as usize
+                if resident == entries.len()
+                    && entries.len() < queue::RESIDENT_WINDOW as usize
                     && resident_bytes < queue::RESIDENT_BYTES
                 {
+                    resident += 1;
                     resident_bytes += u64::from(body_len);
-                    match self.store.read(&key, stored.seq) {
-                        Ok(Some(record)) => {
-                            records::decode_message(&record).map(|m| Slot::Resident(Arc::new(m)))
-                        }
-                        Ok(None) | Err(_) => None,
-                    }
-                } else {
-                    Some(Slot::Paged {
+                }
+                entries.push(Entry {
+                    seq: stored.seq,
+                    message: Slot::Paged {
                         body_len,
                         scratch: false,
-                    })
-                };
-                match slot {
-                    Some(message) => entries.push(Entry {
-                        seq: stored.seq,
-                        message,
-                        expires_at: meta.expires_at.unwrap_or(NEVER),
-                        deliveries: stored.deliveries,
-                        priority: meta.priority,
-                        redelivered: stored.deliveries > 0,
-                    }),
-                    None => tracing::error!(
-                        queue = name,
-                        seq = stored.seq,
-                        "skipping an unreadable message"
-                    ),
-                }
+                    },
+                    expires_at: meta.expires_at.unwrap_or(NEVER),
+                    deliveries: stored.deliveries,
+                    priority: meta.priority,
+                    redelivered: stored.deliveries > 0,
+                });
             })?;
+            // Read after the scan: the store is not called back from inside its own visit.
+            let mut unreadable = Vec::new();
+            for (i, entry) in entries.iter_mut().take(resident).enumerate() {
+                let message = match self.store.read(&key, entry.seq) {
+                    Ok(Some(record)) => records::decode_message(&record),
+                    Ok(None) | Err(_) => None,
+                };
+                match message {
+                    Some(m) => entry.message = Slot::Resident(Arc::new(m)),
+                    None => unreadable.push(i),
+                }
+            }
+            for i in unreadable.into_iter().rev() {
+                let entry = entries.remove(i);
+                tracing::error!(
+                    queue = name,
+                    seq = entry.seq,
+                    "skipping an unreadable message"
+                );
+            }
             tracing::info!(vhost = %self.name, queue = name, messages = entries.len(), "recovered queue");
             let handle = queue::spawn(
                 queue::QueueConfig {

@@ -19,6 +19,7 @@ use super::state::{Consumer, Entry, QueueState, Slot, StateConfig};
 use super::{
     ClientEvent, ConfirmTarget, Control, DeadLetterTicket, Delivery, GetGuard, GetResult, Publish,
     QueueGauges, QueueHandle, QueueStats, Shared, NEXT_QUEUE_ID, WORK_LANE_CAPACITY,
+    WORK_LANE_UNITS,
 };
 use crate::broker::commit::Committer;
 use crate::broker::dead_letter::{self, DeathReason};
@@ -213,6 +214,7 @@ pub fn spawn(config: QueueConfig, vhost: Weak<VHost>, recovered: Vec<Entry>) -> 
             ),
             consumer_timeout: config.args.consumer_timeout,
             work: work_tx,
+            lane_bytes: Arc::new(tokio::sync::Semaphore::new(WORK_LANE_UNITS as usize)),
             control: control_tx,
             gauges: QueueGauges::default(),
         }),
@@ -413,7 +415,12 @@ impl Actor {
     /// Enqueue. A persistent message in a durable queue is stored first and confirmed after the
     /// next group commit. Deep in the queue, persistent messages (and, under memory pressure,
     /// transient ones, as scratch) live only in the store, keeping just their place in memory.
-    fn on_publish(&mut self, Publish { message, confirm }: Publish) {
+    fn on_publish(
+        &mut self,
+        Publish {
+            message, confirm, ..
+        }: Publish,
+    ) {
         // Answered on every path below; a panic part-way nacks it as it unwinds, so the
         // publisher is never left waiting for a confirm nobody will send.
         let mut confirm = Unanswered(confirm);

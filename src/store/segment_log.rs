@@ -1,0 +1,1039 @@
+//! The message log: per queue, a directory of append-only segment files.
+//!
+//! A segment (`{first seq:020}.seg`) starts with a magic line, then records:
+//! `[len u32][crc32c u32][seq u64][flags u8][meta len u16][meta][record]`, `len` counting what
+//! follows the checksum, the checksum covering the same bytes. Settlements go to the segment's
+//! ack file (`{first seq:020}.ack`), fixed 17-byte entries `[seq u64][kind u8][value u32]
+//! [crc32c u32]`: a removal, or a delivery count. Nothing is ever rewritten in place.
+//!
+//! Invariants:
+//! - Sequence numbers rise through a queue's records, across its segments; a queue appends only
+//!   to its newest segment, opened in this process (a recovered segment is never written again,
+//!   so a torn tail is only ever at the end of a file a crash cut short).
+//! - A segment is deleted once every record in it is settled; one that is mostly settled is
+//!   rewritten with only its live records (same name, so lookups by sequence still find it).
+//! - Memory per stored message is one 16-byte index entry; bodies live in the files (and the
+//!   page cache).
+//! - `sync_messages` makes every append made before it durable: one fdatasync per file written
+//!   since the last sync, whatever the number of messages in it (group commit).
+//!
+//! Recovery reads each segment once, checking every checksum. A torn tail is cut off; a
+//! segment that is corrupt before its end is moved to `quarantine/` with a log line, and the
+//! queue comes back with everything else.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs::{File, OpenOptions};
+use std::io::{BufReader, Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use super::{MessageLog, StoreError, StoredMessage};
+
+/// The first bytes of every segment file (and its format version).
+const MAGIC: &[u8; 8] = b"LVSEG01\n";
+/// `[len][crc]`: what precedes the checksummed part of a record.
+const FRAME: usize = 8;
+/// `[seq][flags][meta len]`: the fixed part of the checksummed bytes.
+const FIXED: usize = 8 + 1 + 2;
+/// The largest checksummed part recovery believes (a larger length is corruption).
+const MAX_RECORD: usize = 1 << 30;
+/// One ack-file entry.
+const ACK_ENTRY: usize = 17;
+const ACK_REMOVED: u8 = 0;
+const ACK_DELIVERED: u8 = 1;
+/// A segment is rewritten when at least this much of it is dead and the dead part is at least
+/// three quarters of it.
+const COMPACT_MIN_DEAD: u64 = 1 << 20;
+/// Reads of neighbouring records are merged up to this many bytes.
+const READ_SPAN: u64 = 1 << 20;
+/// Default segment size.
+pub const DEFAULT_SEGMENT_BYTES: u64 = 8 * 1024 * 1024;
+/// Name of the file in a queue's directory that holds the queue's key.
+const QUEUE_FILE: &str = "QUEUE";
+
+fn io(e: std::io::Error) -> StoreError {
+    StoreError::Io(e)
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Space and sync figures of a log.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogStats {
+    /// Queues with records on disk.
+    pub queues: u64,
+    /// Segment files.
+    pub segments: u64,
+    /// Bytes in segment files.
+    pub bytes: u64,
+    /// Bytes of segment files held by settled records (what compaction and deletion give back).
+    pub reclaimable_bytes: u64,
+    /// Syncs run.
+    pub syncs: u64,
+    /// Files made durable by those syncs (a sync covers every file written since the last).
+    pub synced_files: u64,
+    /// Time spent in syncs, microseconds.
+    pub sync_micros: u64,
+    /// Segments moved to `quarantine/` at recovery.
+    pub quarantined: u64,
+}
+
+/// Where one record sits.
+#[derive(Debug, Clone, Copy)]
+struct IndexEntry {
+    seq: u64,
+    /// Offset of the record in its file; [`SETTLED`] once it was removed.
+    offset: u32,
+    /// The record's length on disk, frame included.
+    len: u32,
+}
+
+const SETTLED: u32 = u32::MAX;
+
+#[derive(Debug)]
+struct Segment {
+    file: Arc<File>,
+    file_id: u64,
+    size: u64,
+    /// Every record appended or recovered, in sequence order; settled ones are marked.
+    entries: Vec<IndexEntry>,
+    live: u32,
+    live_bytes: u64,
+    acks: Option<Arc<File>>,
+    /// Delivery counts recorded for records still live.
+    marks: HashMap<u64, u32>,
+}
+
+impl Segment {
+    fn position(&self, seq: u64) -> Option<usize> {
+        let i = self.entries.binary_search_by_key(&seq, |e| e.seq).ok()?;
+        (self.entries.get(i)?.offset != SETTLED).then_some(i)
+    }
+
+    fn dead_bytes(&self) -> u64 {
+        self.size
+            .saturating_sub(MAGIC.len() as u64)
+            .saturating_sub(self.live_bytes)
+    }
+}
+
+/// One queue's records.
+#[derive(Debug)]
+struct QueueLog {
+    dir: PathBuf,
+    /// Loaded from disk (or created in this process).
+    loaded: bool,
+    segments: BTreeMap<u64, Segment>,
+    /// The segment appended to, created in this process.
+    active: Option<u64>,
+}
+
+/// Files written since the last sync, and directories whose entries changed.
+#[derive(Debug, Default)]
+struct Unsynced {
+    files: HashMap<u64, Arc<File>>,
+    dirs: HashSet<PathBuf>,
+}
+
+/// The segment-file message log of a data directory.
+#[derive(Debug)]
+pub struct SegmentLog {
+    root: PathBuf,
+    segment_bytes: u64,
+    queues: Mutex<HashMap<String, Arc<Mutex<QueueLog>>>>,
+    recovered: Mutex<HashSet<String>>,
+    unsynced: Mutex<Unsynced>,
+    next_file_id: AtomicU64,
+    syncs: AtomicU64,
+    synced_files: AtomicU64,
+    sync_micros: AtomicU64,
+    quarantined: AtomicU64,
+    trash_counter: AtomicU64,
+}
+
+/// A stable 64-bit hash (FNV-1a) of a queue key, for its directory name.
+fn key_hash(key: &str) -> u64 {
+    key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+fn segment_name(id: u64) -> String {
+    format!("{id:020}.seg")
+}
+
+fn ack_name(id: u64) -> String {
+    format!("{id:020}.ack")
+}
+
+fn encode_ack(seq: u64, kind: u8, value: u32) -> [u8; ACK_ENTRY] {
+    let mut e = [0u8; ACK_ENTRY];
+    e[..8].copy_from_slice(&seq.to_be_bytes());
+    e[8] = kind;
+    e[9..13].copy_from_slice(&value.to_be_bytes());
+    let crc = crc32c::crc32c(&e[..13]);
+    e[13..].copy_from_slice(&crc.to_be_bytes());
+    e
+}
+
+fn decode_ack(e: &[u8]) -> Option<(u64, u8, u32)> {
+    let crc = u32::from_be_bytes(e.get(13..17)?.try_into().ok()?);
+    let body = e.get(..13)?;
+    if crc32c::crc32c(body) != crc {
+        return None;
+    }
+    let seq = u64::from_be_bytes(body.get(..8)?.try_into().ok()?);
+    let value = u32::from_be_bytes(body.get(9..13)?.try_into().ok()?);
+    Some((seq, *body.get(8)?, value))
+}
+
+/// A record as it goes into a segment.
+fn encode_record(seq: u64, record: &[u8], meta: &[u8]) -> Result<Vec<u8>, StoreError> {
+    let meta_len = u16::try_from(meta.len())
+        .map_err(|_| StoreError::Io(std::io::Error::other("message metadata too large")))?;
+    let body = FIXED + meta.len() + record.len();
+    if body > MAX_RECORD {
+        return Err(StoreError::Io(std::io::Error::other(
+            "message too large for the log",
+        )));
+    }
+    let mut out = Vec::with_capacity(FRAME + body);
+    out.extend_from_slice(&(body as u32).to_be_bytes());
+    out.extend_from_slice(&[0; 4]);
+    out.extend_from_slice(&seq.to_be_bytes());
+    out.push(0);
+    out.extend_from_slice(&meta_len.to_be_bytes());
+    out.extend_from_slice(meta);
+    out.extend_from_slice(record);
+    let crc = crc32c::crc32c(&out[FRAME..]);
+    out[4..8].copy_from_slice(&crc.to_be_bytes());
+    Ok(out)
+}
+
+/// A record read back: sequence, metadata and record, from the bytes after the frame.
+struct Decoded {
+    seq: u64,
+    meta: std::ops::Range<usize>,
+    record: std::ops::Range<usize>,
+}
+
+/// Check and split a record (`bytes` holds the frame and what follows).
+fn decode_record(bytes: &[u8]) -> Option<Decoded> {
+    let len = u32::from_be_bytes(bytes.get(..4)?.try_into().ok()?) as usize;
+    let crc = u32::from_be_bytes(bytes.get(4..8)?.try_into().ok()?);
+    let body = bytes.get(FRAME..FRAME.checked_add(len)?)?;
+    if len < FIXED || crc32c::crc32c(body) != crc {
+        return None;
+    }
+    let seq = u64::from_be_bytes(body.get(..8)?.try_into().ok()?);
+    let meta_len = usize::from(u16::from_be_bytes(body.get(9..11)?.try_into().ok()?));
+    let meta_end = FRAME + FIXED + meta_len;
+    if meta_end > FRAME + len {
+        return None;
+    }
+    Some(Decoded {
+        seq,
+        meta: FRAME + FIXED..meta_end,
+        record: meta_end..FRAME + len,
+    })
+}
+
+fn fsync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io)
+}
+
+impl SegmentLog {
+    /// Open (or create) the log under `root` with segments of `segment_bytes`. Queue
+    /// directories are found now and read when first used.
+    pub fn open(root: &Path, segment_bytes: u64) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(root).map_err(io)?;
+        let log = Self {
+            root: root.to_owned(),
+            segment_bytes: segment_bytes.clamp(64 * 1024, 1 << 30),
+            queues: Mutex::default(),
+            recovered: Mutex::default(),
+            unsynced: Mutex::default(),
+            next_file_id: AtomicU64::new(1),
+            syncs: AtomicU64::new(0),
+            synced_files: AtomicU64::new(0),
+            sync_micros: AtomicU64::new(0),
+            quarantined: AtomicU64::new(0),
+            trash_counter: AtomicU64::new(0),
+        };
+        let mut queues = HashMap::new();
+        for entry in std::fs::read_dir(root).map_err(io)? {
+            let entry = entry.map_err(io)?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            let path = entry.path();
+            if name.starts_with("trash-") {
+                // A deletion that a crash interrupted: finish it.
+                std::fs::remove_dir_all(&path).map_err(io)?;
+                continue;
+            }
+            if name == "quarantine" || !path.is_dir() {
+                continue;
+            }
+            match std::fs::read(path.join(QUEUE_FILE)) {
+                Ok(key) if !key.is_empty() => {
+                    let key = String::from_utf8_lossy(&key).into_owned();
+                    queues.insert(
+                        key,
+                        Arc::new(Mutex::new(QueueLog {
+                            dir: path,
+                            loaded: false,
+                            segments: BTreeMap::new(),
+                            active: None,
+                        })),
+                    );
+                }
+                // Made, but its key never written: it holds nothing confirmed.
+                _ => std::fs::remove_dir_all(&path).map_err(io)?,
+            }
+        }
+        *lock(&log.queues) = queues;
+        Ok(log)
+    }
+
+    /// The directory the log lives in.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn file_id(&self) -> u64 {
+        self.next_file_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn dirty(&self, id: u64, file: &Arc<File>) {
+        lock(&self.unsynced)
+            .files
+            .entry(id)
+            .or_insert_with(|| file.clone());
+    }
+
+    fn dirty_dir(&self, dir: &Path) {
+        let mut u = lock(&self.unsynced);
+        if !u.dirs.contains(dir) {
+            u.dirs.insert(dir.to_owned());
+        }
+    }
+
+    /// A queue's log, if it has one (`create`: making its directory if not).
+    fn queue(&self, key: &str, create: bool) -> Result<Option<Arc<Mutex<QueueLog>>>, StoreError> {
+        let mut queues = lock(&self.queues);
+        if let Some(q) = queues.get(key) {
+            return Ok(Some(q.clone()));
+        }
+        if !create {
+            return Ok(None);
+        }
+        // Every known queue's directory exists (a deleted one is renamed away first), so a
+        // free name is one not on disk.
+        let mut hash = key_hash(key);
+        let dir = loop {
+            let dir = self.root.join(format!("{hash:016x}"));
+            if !dir.exists() {
+                break dir;
+            }
+            hash = hash.wrapping_add(1);
+        };
+        std::fs::create_dir(&dir).map_err(io)?;
+        let mut f = File::create(dir.join(QUEUE_FILE)).map_err(io)?;
+        f.write_all(key.as_bytes()).map_err(io)?;
+        // A queue is made rarely, and its name must be on disk before anything in it counts.
+        f.sync_all().map_err(io)?;
+        fsync_dir(&dir)?;
+        fsync_dir(&self.root)?;
+        let q = Arc::new(Mutex::new(QueueLog {
+            dir,
+            loaded: true,
+            segments: BTreeMap::new(),
+            active: None,
+        }));
+        queues.insert(key.to_owned(), q.clone());
+        Ok(Some(q))
+    }
+
+    /// Read a queue's segments from disk if that has not happened yet, visiting every live
+    /// record's sequence, metadata and delivery count.
+    fn load(
+        &self,
+        q: &mut QueueLog,
+        visit: &mut dyn FnMut(StoredMessage),
+    ) -> Result<(), StoreError> {
+        if q.loaded {
+            return Ok(());
+        }
+        let mut ids: Vec<u64> = Vec::new();
+        for entry in std::fs::read_dir(&q.dir).map_err(io)? {
+            let name = entry.map_err(io)?.file_name();
+            let name = name.to_string_lossy();
+            if let Some(id) = name.strip_suffix(".seg").and_then(|n| n.parse().ok()) {
+                ids.push(id);
+            } else if name.ends_with(".tmp") {
+                // A compaction a crash interrupted: the original is still in place.
+                let _ = std::fs::remove_file(q.dir.join(&*name));
+            }
+        }
+        ids.sort_unstable();
+        let mut last_seq = None;
+        let count = ids.len();
+        for (i, id) in ids.into_iter().enumerate() {
+            let newest = i + 1 == count;
+            match self.load_segment(q, id, newest, &mut last_seq, visit)? {
+                Some(segment) if segment.live > 0 => {
+                    q.segments.insert(id, segment);
+                }
+                Some(_) => self.remove_segment_files(&q.dir, id)?,
+                None => {}
+            }
+        }
+        q.loaded = true;
+        Ok(())
+    }
+
+    /// Read one segment. `None`: it was corrupt before its end and is now in quarantine.
+    fn load_segment(
+        &self,
+        q: &QueueLog,
+        id: u64,
+        newest: bool,
+        last_seq: &mut Option<u64>,
+        visit: &mut dyn FnMut(StoredMessage),
+    ) -> Result<Option<Segment>, StoreError> {
+        let path = q.dir.join(segment_name(id));
+        let ack_path = q.dir.join(ack_name(id));
+        let mut removed = HashSet::new();
+        let mut marks = HashMap::new();
+        match std::fs::read(&ack_path) {
+            Ok(acks) => {
+                for entry in acks.chunks_exact(ACK_ENTRY) {
+                    // A torn or damaged entry settles nothing: at worst a redelivery.
+                    match decode_ack(entry) {
+                        Some((seq, ACK_REMOVED, _)) => {
+                            removed.insert(seq);
+                            marks.remove(&seq);
+                        }
+                        Some((seq, ACK_DELIVERED, n)) => {
+                            marks.insert(seq, n);
+                        }
+                        Some(_) | None => {}
+                    }
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(e)),
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(io)?;
+        let size = file.metadata().map_err(io)?.len();
+        let mut reader = BufReader::with_capacity(1 << 20, &file);
+        let mut magic = [0u8; 8];
+        let mut good = 0u64;
+        let mut entries = Vec::new();
+        let mut live = 0u32;
+        let mut live_bytes = 0u64;
+        let mut kept_marks = HashMap::new();
+        // Visited only once the whole segment has been checked: a segment quarantined part-way
+        // must not have handed out its first records.
+        let mut found = Vec::new();
+        let mut damaged = reader.read_exact(&mut magic).is_err() || &magic != MAGIC;
+        if !damaged {
+            good = MAGIC.len() as u64;
+            let mut buf = Vec::new();
+            while good < size {
+                let mut frame = [0u8; FRAME];
+                if reader.read_exact(&mut frame).is_err() {
+                    damaged = true;
+                    break;
+                }
+                let len = u32::from_be_bytes([frame[0], frame[1], frame[2], frame[3]]) as usize;
+                if !(FIXED..=MAX_RECORD).contains(&len) || good + (FRAME + len) as u64 > size {
+                    damaged = true;
+                    break;
+                }
+                buf.clear();
+                buf.extend_from_slice(&frame);
+                buf.resize(FRAME + len, 0);
+                if reader.read_exact(&mut buf[FRAME..]).is_err() {
+                    damaged = true;
+                    break;
+                }
+                let Some(d) = decode_record(&buf) else {
+                    damaged = true;
+                    break;
+                };
+                if last_seq.is_some_and(|l| d.seq <= l) {
+                    damaged = true;
+                    break;
+                }
+                *last_seq = Some(d.seq);
+                let record_len = (FRAME + len) as u32;
+                let settled = removed.contains(&d.seq);
+                entries.push(IndexEntry {
+                    seq: d.seq,
+                    offset: if settled { SETTLED } else { good as u32 },
+                    len: record_len,
+                });
+                if !settled {
+                    live += 1;
+                    live_bytes += u64::from(record_len);
+                    let deliveries = marks.get(&d.seq).copied().unwrap_or(0);
+                    if deliveries > 0 {
+                        kept_marks.insert(d.seq, deliveries);
+                    }
+                    found.push(StoredMessage {
+                        seq: d.seq,
+                        meta: Bytes::copy_from_slice(buf.get(d.meta).unwrap_or_default()),
+                        deliveries,
+                    });
+                }
+                good += u64::from(record_len);
+            }
+        }
+        if damaged && !newest {
+            drop(reader);
+            self.quarantine(q, id)?;
+            return Ok(None);
+        }
+        if damaged {
+            // The tail a crash cut short: nothing in it was ever confirmed.
+            tracing::warn!(segment = %path.display(), valid_bytes = good, size, "cutting a torn segment tail");
+            file.set_len(good.max(MAGIC.len() as u64)).map_err(io)?;
+            if good < MAGIC.len() as u64 {
+                file.write_all_at(MAGIC, 0).map_err(io)?;
+            }
+            file.sync_data().map_err(io)?;
+        }
+        found.into_iter().for_each(visit);
+        Ok(Some(Segment {
+            file: Arc::new(file),
+            file_id: self.file_id(),
+            size: good.max(MAGIC.len() as u64),
+            entries,
+            live,
+            live_bytes,
+            acks: None,
+            marks: kept_marks,
+        }))
+    }
+
+    /// Move a corrupt segment (and its ack file) aside, so the broker starts with the rest.
+    fn quarantine(&self, q: &QueueLog, id: u64) -> Result<(), StoreError> {
+        let dir = self.root.join("quarantine");
+        std::fs::create_dir_all(&dir).map_err(io)?;
+        let stem = format!(
+            "{}-{id:020}",
+            q.dir.file_name().unwrap_or_default().to_string_lossy()
+        );
+        tracing::error!(
+            segment = %q.dir.join(segment_name(id)).display(),
+            moved_to = %dir.display(),
+            "a message segment is corrupt before its end; moved to quarantine, its messages are not recovered"
+        );
+        std::fs::rename(
+            q.dir.join(segment_name(id)),
+            dir.join(format!("{stem}.seg")),
+        )
+        .map_err(io)?;
+        match std::fs::rename(q.dir.join(ack_name(id)), dir.join(format!("{stem}.ack"))) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(e)),
+        }
+        fsync_dir(&dir)?;
+        fsync_dir(&q.dir)?;
+        self.quarantined.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn remove_segment_files(&self, dir: &Path, id: u64) -> Result<(), StoreError> {
+        for name in [segment_name(id), ack_name(id)] {
+            match std::fs::remove_file(dir.join(name)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io(e)),
+            }
+        }
+        // Lazily durable: a segment that comes back after a crash is settled again from its
+        // ack file, or redelivered (at least once).
+        self.dirty_dir(dir);
+        Ok(())
+    }
+
+    /// A new segment for appends starting at `seq`.
+    fn roll(&self, q: &mut QueueLog, seq: u64) -> Result<(), StoreError> {
+        if let Some(old) = q.active.take() {
+            if let Some(segment) = q.segments.get(&old) {
+                if segment.live == 0 {
+                    q.segments.remove(&old);
+                    self.remove_segment_files(&q.dir, old)?;
+                } else {
+                    // Its records reach the disk before any of the next segment's do.
+                    segment.file.sync_data().map_err(io)?;
+                }
+            }
+        }
+        let path = q.dir.join(segment_name(seq));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(io)?;
+        file.write_all_at(MAGIC, 0).map_err(io)?;
+        let file = Arc::new(file);
+        let file_id = self.file_id();
+        self.dirty(file_id, &file);
+        self.dirty_dir(&q.dir);
+        q.segments.insert(
+            seq,
+            Segment {
+                file,
+                file_id,
+                size: MAGIC.len() as u64,
+                entries: Vec::new(),
+                live: 0,
+                live_bytes: 0,
+                acks: None,
+                marks: HashMap::new(),
+            },
+        );
+        q.active = Some(seq);
+        Ok(())
+    }
+
+    /// The segment that holds `seq`, if any: the newest one starting at or before it.
+    fn segment_of(q: &mut QueueLog, seq: u64) -> Option<(u64, &mut Segment)> {
+        q.segments
+            .range_mut(..=seq)
+            .next_back()
+            .map(|(id, s)| (*id, s))
+    }
+
+    fn write_ack(
+        &self,
+        dir: &Path,
+        id: u64,
+        segment: &mut Segment,
+        entry: [u8; ACK_ENTRY],
+    ) -> Result<(), StoreError> {
+        let acks = match &segment.acks {
+            Some(f) => f.clone(),
+            None => {
+                let f = OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(dir.join(ack_name(id)))
+                    .map_err(io)?;
+                let f = Arc::new(f);
+                segment.acks = Some(f.clone());
+                self.dirty_dir(dir);
+                f
+            }
+        };
+        (&*acks).write_all(&entry).map_err(io)
+    }
+
+    /// Empty an all-settled segment in place: its file back to the magic line, its ack file
+    /// to nothing. Appends continue in it.
+    fn reset(segment: &mut Segment) -> Result<(), StoreError> {
+        segment.file.set_len(MAGIC.len() as u64).map_err(io)?;
+        if let Some(acks) = &segment.acks {
+            acks.set_len(0).map_err(io)?;
+        }
+        segment.size = MAGIC.len() as u64;
+        segment.entries.clear();
+        segment.live_bytes = 0;
+        segment.marks.clear();
+        Ok(())
+    }
+
+    /// Rewrite a mostly settled segment with only its live records.
+    fn compact(&self, dir: &Path, id: u64, segment: &mut Segment) -> Result<(), StoreError> {
+        let tmp = dir.join(format!("{}.tmp", segment_name(id)));
+        let out = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)
+            .map_err(io)?;
+        out.write_all_at(MAGIC, 0).map_err(io)?;
+        let mut at = MAGIC.len() as u64;
+        let mut buf = Vec::new();
+        let mut entries = Vec::with_capacity(segment.live as usize);
+        for e in segment.entries.iter().filter(|e| e.offset != SETTLED) {
+            buf.resize(e.len as usize, 0);
+            segment
+                .file
+                .read_exact_at(&mut buf, u64::from(e.offset))
+                .map_err(io)?;
+            out.write_all_at(&buf, at).map_err(io)?;
+            entries.push(IndexEntry {
+                seq: e.seq,
+                offset: at as u32,
+                len: e.len,
+            });
+            at += u64::from(e.len);
+        }
+        out.sync_data().map_err(io)?;
+        // The delivery counts go into a fresh ack file; the old one's removals name records
+        // the new segment no longer has.
+        let ack_tmp = dir.join(format!("{}.tmp", ack_name(id)));
+        let mut acks = File::create(&ack_tmp).map_err(io)?;
+        for (seq, n) in &segment.marks {
+            acks.write_all(&encode_ack(*seq, ACK_DELIVERED, *n))
+                .map_err(io)?;
+        }
+        acks.sync_data().map_err(io)?;
+        std::fs::rename(&tmp, dir.join(segment_name(id))).map_err(io)?;
+        std::fs::rename(&ack_tmp, dir.join(ack_name(id))).map_err(io)?;
+        fsync_dir(dir)?;
+        segment.file = Arc::new(out);
+        segment.file_id = self.file_id();
+        segment.size = at;
+        segment.entries = entries;
+        segment.acks = None;
+        Ok(())
+    }
+
+    /// Make everything appended so far durable, on this thread (start-up and migration).
+    pub fn sync_now(&self) -> Result<(), StoreError> {
+        let batch = std::mem::take(&mut *lock(&self.unsynced));
+        let started = Instant::now();
+        sync_batch(&batch)?;
+        self.note_sync(batch.files.len() as u64, started);
+        Ok(())
+    }
+
+    fn note_sync(&self, files: u64, started: Instant) {
+        self.syncs.fetch_add(1, Ordering::Relaxed);
+        self.synced_files.fetch_add(files, Ordering::Relaxed);
+        self.sync_micros
+            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// Every queue's figures, summed.
+    fn totals(&self) -> LogStats {
+        let queues: Vec<_> = lock(&self.queues).values().cloned().collect();
+        let mut stats = LogStats {
+            queues: queues.len() as u64,
+            ..LogStats::default()
+        };
+        for q in queues {
+            let q = lock(&q);
+            for s in q.segments.values() {
+                stats.segments += 1;
+                stats.bytes += s.size;
+                stats.reclaimable_bytes += s.dead_bytes();
+            }
+        }
+        stats
+    }
+}
+
+/// fdatasync every file of a batch, then fsync its directories.
+fn sync_batch(batch: &Unsynced) -> Result<(), StoreError> {
+    for file in batch.files.values() {
+        file.sync_data().map_err(io)?;
+    }
+    for dir in &batch.dirs {
+        match File::open(dir) {
+            Ok(d) => d.sync_all().map_err(io)?,
+            // A queue deleted since: nothing in it needs to last.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(e)),
+        }
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl MessageLog for SegmentLog {
+    fn append(&self, queue: &str, seq: u64, record: &[u8], meta: &[u8]) -> Result<(), StoreError> {
+        let bytes = encode_record(seq, record, meta)?;
+        let q = self
+            .queue(queue, true)?
+            .ok_or_else(|| StoreError::Unusable("queue log vanished".to_owned()))?;
+        let mut q = lock(&q);
+        self.load(&mut q, &mut |_| {})?;
+        if let Some((_, last)) = q.segments.iter().next_back() {
+            if last.entries.last().is_some_and(|e| e.seq >= seq) {
+                return Err(StoreError::Io(std::io::Error::other(format!(
+                    "append of sequence {seq} out of order"
+                ))));
+            }
+        }
+        let full = match q.active.and_then(|id| q.segments.get(&id)) {
+            Some(s) => s.size >= self.segment_bytes,
+            None => true,
+        };
+        if full {
+            self.roll(&mut q, seq)?;
+        }
+        let Some(id) = q.active else {
+            return Err(StoreError::Unusable("no active segment".to_owned()));
+        };
+        let Some(segment) = q.segments.get_mut(&id) else {
+            return Err(StoreError::Unusable("no active segment".to_owned()));
+        };
+        segment
+            .file
+            .write_all_at(&bytes, segment.size)
+            .map_err(io)?;
+        segment.entries.push(IndexEntry {
+            seq,
+            offset: segment.size as u32,
+            len: bytes.len() as u32,
+        });
+        segment.size += bytes.len() as u64;
+        segment.live += 1;
+        segment.live_bytes += bytes.len() as u64;
+        let (file_id, file) = (segment.file_id, segment.file.clone());
+        drop(q);
+        self.dirty(file_id, &file);
+        Ok(())
+    }
+
+    fn mark_delivered(&self, queue: &str, seq: u64, deliveries: u32) -> Result<(), StoreError> {
+        let Some(q) = self.queue(queue, false)? else {
+            return Ok(());
+        };
+        let mut q = lock(&q);
+        self.load(&mut q, &mut |_| {})?;
+        let dir = q.dir.clone();
+        let Some((id, segment)) = Self::segment_of(&mut q, seq) else {
+            return Ok(());
+        };
+        if segment.position(seq).is_none() {
+            return Ok(());
+        }
+        segment.marks.insert(seq, deliveries);
+        self.write_ack(
+            &dir,
+            id,
+            segment,
+            encode_ack(seq, ACK_DELIVERED, deliveries),
+        )
+    }
+
+    fn remove(&self, queue: &str, seq: u64) -> Result<(), StoreError> {
+        let Some(q) = self.queue(queue, false)? else {
+            return Ok(());
+        };
+        let mut q = lock(&q);
+        self.load(&mut q, &mut |_| {})?;
+        let dir = q.dir.clone();
+        let active = q.active;
+        let Some((id, segment)) = Self::segment_of(&mut q, seq) else {
+            return Ok(());
+        };
+        let Some(i) = segment.position(seq) else {
+            return Ok(());
+        };
+        let Some(entry) = segment.entries.get_mut(i) else {
+            return Ok(());
+        };
+        entry.offset = SETTLED;
+        let len = entry.len;
+        segment.live = segment.live.saturating_sub(1);
+        segment.live_bytes = segment.live_bytes.saturating_sub(u64::from(len));
+        segment.marks.remove(&seq);
+        let is_active = active == Some(id);
+        if segment.live == 0 && !is_active {
+            q.segments.remove(&id);
+            return self.remove_segment_files(&dir, id);
+        }
+        if segment.live == 0 && segment.size >= COMPACT_MIN_DEAD {
+            // The segment being appended to is all settled: start it over rather than leave a
+            // drained, idle queue holding up to a segment of dead bytes. (Small ones stay: a
+            // queue that empties after every message would truncate on every ack.)
+            return Self::reset(segment);
+        }
+        self.write_ack(&dir, id, segment, encode_ack(seq, ACK_REMOVED, 0))?;
+        let dead = segment.dead_bytes();
+        if !is_active && dead >= COMPACT_MIN_DEAD && dead >= segment.size / 4 * 3 {
+            self.compact(&dir, id, segment)?;
+        }
+        Ok(())
+    }
+
+    fn read(&self, queue: &str, seq: u64) -> Result<Option<Bytes>, StoreError> {
+        let mut found = None;
+        self.read_range(queue, seq, seq.saturating_add(1), &mut |_, record| {
+            found = Some(record);
+            false
+        })?;
+        Ok(found)
+    }
+
+    fn read_range(
+        &self,
+        queue: &str,
+        from: u64,
+        to: u64,
+        visit: &mut dyn FnMut(u64, Bytes) -> bool,
+    ) -> Result<(), StoreError> {
+        let Some(q) = self.queue(queue, false)? else {
+            return Ok(());
+        };
+        let mut q = lock(&q);
+        self.load(&mut q, &mut |_| {})?;
+        let start = q
+            .segments
+            .range(..=from)
+            .next_back()
+            .map_or(from, |(id, _)| *id);
+        for segment in q.segments.range(start..to).map(|(_, s)| s) {
+            let first = segment.entries.partition_point(|e| e.seq < from);
+            let wanted: Vec<IndexEntry> = segment
+                .entries
+                .get(first..)
+                .unwrap_or_default()
+                .iter()
+                .take_while(|e| e.seq < to)
+                .filter(|e| e.offset != SETTLED)
+                .copied()
+                .collect();
+            let mut i = 0;
+            while let Some(head) = wanted.get(i) {
+                // Neighbouring records in one read, up to a bound.
+                let span_start = u64::from(head.offset);
+                let mut span_end = span_start + u64::from(head.len);
+                let mut j = i + 1;
+                while let Some(next) = wanted.get(j) {
+                    let end = u64::from(next.offset) + u64::from(next.len);
+                    if u64::from(next.offset) != span_end || end - span_start > READ_SPAN {
+                        break;
+                    }
+                    span_end = end;
+                    j += 1;
+                }
+                let mut buf = vec![0u8; (span_end - span_start) as usize];
+                segment
+                    .file
+                    .read_exact_at(&mut buf, span_start)
+                    .map_err(io)?;
+                let buf = Bytes::from(buf);
+                for e in wanted.get(i..j).unwrap_or_default() {
+                    let at = (u64::from(e.offset) - span_start) as usize;
+                    let bytes = buf.slice(at..at + e.len as usize);
+                    let Some(d) = decode_record(&bytes).filter(|d| d.seq == e.seq) else {
+                        return Err(StoreError::Io(std::io::Error::other(format!(
+                            "message {} of a segment failed its checksum",
+                            e.seq
+                        ))));
+                    };
+                    if !visit(e.seq, bytes.slice(d.record)) {
+                        return Ok(());
+                    }
+                }
+                i = j;
+            }
+        }
+        Ok(())
+    }
+
+    fn recover(&self, queue: &str, visit: &mut dyn FnMut(StoredMessage)) -> Result<(), StoreError> {
+        lock(&self.recovered).insert(queue.to_owned());
+        let Some(q) = self.queue(queue, false)? else {
+            return Ok(());
+        };
+        let mut q = lock(&q);
+        if !q.loaded {
+            return self.load(&mut q, visit);
+        }
+        // Already read: the metadata comes from the records' headers.
+        for segment in q.segments.values() {
+            for e in segment.entries.iter().filter(|e| e.offset != SETTLED) {
+                let mut buf = vec![0u8; e.len as usize];
+                segment
+                    .file
+                    .read_exact_at(&mut buf, u64::from(e.offset))
+                    .map_err(io)?;
+                if let Some(d) = decode_record(&buf) {
+                    visit(StoredMessage {
+                        seq: e.seq,
+                        meta: Bytes::copy_from_slice(buf.get(d.meta).unwrap_or_default()),
+                        deliveries: segment.marks.get(&e.seq).copied().unwrap_or(0),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn delete_queue(&self, queue: &str) -> Result<(), StoreError> {
+        let Some(q) = lock(&self.queues).remove(queue) else {
+            return Ok(());
+        };
+        let dir = lock(&q).dir.clone();
+        // Renamed first, durably: a crash part-way through the removal must never bring the
+        // records back under a queue declared later with the same name.
+        let n = self.trash_counter.fetch_add(1, Ordering::Relaxed);
+        let trash = self.root.join(format!(
+            "trash-{}-{n}",
+            dir.file_name().unwrap_or_default().to_string_lossy()
+        ));
+        match std::fs::rename(&dir, &trash) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io(e)),
+        }
+        fsync_dir(&self.root)?;
+        std::fs::remove_dir_all(&trash).map_err(io)
+    }
+
+    fn retain_recovered(&self) -> Result<(), StoreError> {
+        let recovered = lock(&self.recovered).clone();
+        let orphans: Vec<String> = lock(&self.queues)
+            .keys()
+            .filter(|k| !recovered.contains(*k))
+            .cloned()
+            .collect();
+        for key in orphans {
+            tracing::info!(queue = %key, "removing stored messages of a queue that no longer exists");
+            self.delete_queue(&key)?;
+        }
+        Ok(())
+    }
+
+    async fn sync_messages(&self) -> Result<(), StoreError> {
+        let batch = std::mem::take(&mut *lock(&self.unsynced));
+        if batch.files.is_empty() && batch.dirs.is_empty() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let files = batch.files.len() as u64;
+        tokio::task::spawn_blocking(move || sync_batch(&batch))
+            .await
+            .map_err(|e| StoreError::Io(std::io::Error::other(e)))??;
+        self.note_sync(files, started);
+        Ok(())
+    }
+
+    fn stats(&self) -> LogStats {
+        LogStats {
+            syncs: self.syncs.load(Ordering::Relaxed),
+            synced_files: self.synced_files.load(Ordering::Relaxed),
+            sync_micros: self.sync_micros.load(Ordering::Relaxed),
+            quarantined: self.quarantined.load(Ordering::Relaxed),
+            ..self.totals()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
