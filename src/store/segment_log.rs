@@ -36,17 +36,19 @@ use bytes::Bytes;
 use super::{MessageLog, StoreError, StoredMessage};
 
 /// The first bytes of every segment file (and its format version).
-const MAGIC: &[u8; 8] = b"LVSEG01\n";
+pub const MAGIC: &[u8; 8] = b"LVSEG01\n";
 /// `[len][crc]`: what precedes the checksummed part of a record.
 const FRAME: usize = 8;
 /// `[seq][flags][meta len]`: the fixed part of the checksummed bytes.
 const FIXED: usize = 8 + 1 + 2;
 /// The largest checksummed part recovery believes (a larger length is corruption).
 const MAX_RECORD: usize = 1 << 30;
-/// One ack-file entry.
-const ACK_ENTRY: usize = 17;
-const ACK_REMOVED: u8 = 0;
-const ACK_DELIVERED: u8 = 1;
+/// One ack-file entry's size.
+pub const ACK_ENTRY: usize = 17;
+/// Ack-file entry kind: the record was removed.
+pub const ACK_REMOVED: u8 = 0;
+/// Ack-file entry kind: the record was delivered this many times.
+pub const ACK_DELIVERED: u8 = 1;
 /// A segment is rewritten when at least this much of it is dead and the dead part is at least
 /// three quarters of it.
 const COMPACT_MIN_DEAD: u64 = 1 << 20;
@@ -174,7 +176,8 @@ fn ack_name(id: u64) -> String {
     format!("{id:020}.ack")
 }
 
-fn encode_ack(seq: u64, kind: u8, value: u32) -> [u8; ACK_ENTRY] {
+/// One ack-file entry, as written.
+pub fn encode_ack(seq: u64, kind: u8, value: u32) -> [u8; ACK_ENTRY] {
     let mut e = [0u8; ACK_ENTRY];
     e[..8].copy_from_slice(&seq.to_be_bytes());
     e[8] = kind;
@@ -196,7 +199,7 @@ fn decode_ack(e: &[u8]) -> Option<(u64, u8, u32)> {
 }
 
 /// A record as it goes into a segment.
-fn encode_record(seq: u64, record: &[u8], meta: &[u8]) -> Result<Vec<u8>, StoreError> {
+pub fn encode_record(seq: u64, record: &[u8], meta: &[u8]) -> Result<Vec<u8>, StoreError> {
     let meta_len = u16::try_from(meta.len())
         .map_err(|_| StoreError::Io(std::io::Error::other("message metadata too large")))?;
     let body = FIXED + meta.len() + record.len();
@@ -474,7 +477,8 @@ impl SegmentLog {
                     damaged = true;
                     break;
                 };
-                if last_seq.is_some_and(|l| d.seq <= l) {
+                // Numbers rise, and none is below its segment's name (lookups go by name).
+                if d.seq < id || last_seq.is_some_and(|l| d.seq <= l) {
                     damaged = true;
                     break;
                 }
