@@ -127,6 +127,58 @@ pub fn render(state: &super::AdminState) -> String {
     );
     let _ = writeln!(out, "leveret_confirm_latency_seconds_sum {sum}");
     let _ = writeln!(out, "leveret_confirm_latency_seconds_count {count}");
+    let log = broker.store().stats();
+    for (name, kind, help, value) in [
+        (
+            "leveret_message_log_bytes",
+            "gauge",
+            "Bytes in message segment files",
+            log.bytes,
+        ),
+        (
+            "leveret_message_log_reclaimable_bytes",
+            "gauge",
+            "Bytes of segment files held by settled messages",
+            log.reclaimable_bytes,
+        ),
+        (
+            "leveret_message_log_segments",
+            "gauge",
+            "Message segment files",
+            log.segments,
+        ),
+        (
+            "leveret_message_log_syncs_total",
+            "counter",
+            "Group commits (fdatasync rounds) of the message log",
+            log.syncs,
+        ),
+        (
+            "leveret_message_log_synced_files_total",
+            "counter",
+            "Files made durable by the message log's group commits",
+            log.synced_files,
+        ),
+        (
+            "leveret_message_log_quarantined_segments_total",
+            "counter",
+            "Corrupt segments moved to quarantine at recovery",
+            log.quarantined,
+        ),
+    ] {
+        simple(&mut out, name, kind, help, value);
+    }
+    family(
+        &mut out,
+        "leveret_message_log_sync_seconds_total",
+        "counter",
+        "Time spent in the message log's group commits",
+    );
+    let _ = writeln!(
+        out,
+        "leveret_message_log_sync_seconds_total {}",
+        log.sync_micros as f64 / 1e6
+    );
     let mut queues = Vec::new();
     for v in broker.vhosts() {
         for (name, record) in v.queues() {
@@ -165,6 +217,23 @@ pub fn render(state: &super::AdminState) -> String {
             QueueGauges::get(&g.consumers)
         }),
     ];
+    family(
+        &mut out,
+        "leveret_queue_disk_bytes",
+        "gauge",
+        "Bytes of a queue's segment files in the message log",
+    );
+    for v in broker.vhosts() {
+        for (queue, _) in v.queues() {
+            let _ = writeln!(
+                out,
+                "leveret_queue_disk_bytes{{vhost=\"{}\",queue=\"{}\"}} {}",
+                escape(v.name()),
+                escape(&queue),
+                v.queue_disk(&queue).bytes
+            );
+        }
+    }
     for (name, help, read) in per_queue {
         family(&mut out, name, "gauge", help);
         for (vhost, queue, record) in &queues {

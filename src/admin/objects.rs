@@ -167,7 +167,14 @@ fn queues_json(state: &super::AdminState, auth: &Auth, only: Option<&str>) -> Ve
                 .into_iter()
                 .map(|(name, record)| {
                     let policy = v.policy_for(Target::Queue, &name);
-                    render::queue_json(v.name(), &name, &record, policy.as_ref(), &state.rates)
+                    render::queue_json(
+                        v.name(),
+                        &name,
+                        &record,
+                        policy.as_ref(),
+                        &state.rates,
+                        v.queue_disk(&name),
+                    )
                 })
                 .collect::<Vec<_>>()
         })
@@ -195,7 +202,14 @@ async fn get_queue(
     let v = visible_vhost(&state, &auth, &vh)?;
     let record = v.queue_record(&name).ok_or_else(ApiError::not_found)?;
     let policy = v.policy_for(Target::Queue, &name);
-    let mut queue = render::queue_json(&vh, &name, &record, policy.as_ref(), &state.rates);
+    let mut queue = render::queue_json(
+        &vh,
+        &name,
+        &record,
+        policy.as_ref(),
+        &state.rates,
+        v.queue_disk(&name),
+    );
     // One queue's page also lists its consumers, and (with detailed rates, which Leveret does
     // not keep) where its messages came from and went.
     let mut consumers = Vec::new();

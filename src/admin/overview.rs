@@ -163,9 +163,25 @@ async fn overview(State(state): St, _auth: Auth) -> Json<Value> {
             "exchanges": exchanges, "queues": queues,
         },
         "statistics_db_event_queue": 0,
+        // Leveret's own: the message log's space and its group commit.
+        "message_log": message_log_json(&state.broker.store().stats()),
         "listeners": listeners,
         "contexts": contexts(&state),
     }))
+}
+
+fn message_log_json(s: &crate::store::LogStats) -> Value {
+    json!({
+        "queues": s.queues,
+        "segments": s.segments,
+        "bytes": s.bytes,
+        "reclaimable_bytes": s.reclaimable_bytes,
+        "syncs": s.syncs,
+        "synced_files": s.synced_files,
+        "sync_seconds": s.sync_micros as f64 / 1e6,
+        "mean_sync_seconds": if s.syncs > 0 { s.sync_micros as f64 / 1e6 / s.syncs as f64 } else { 0.0 },
+        "quarantined_segments": s.quarantined,
+    })
 }
 
 /// When the API first served (the node's `uptime` counts from it).

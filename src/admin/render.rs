@@ -107,6 +107,7 @@ pub fn queue_json(
     record: &QueueRecord,
     policy: Option<&PolicyRecord>,
     rates: &Rates,
+    disk: crate::store::QueueLogStats,
 ) -> Value {
     let g: &QueueGauges = record.handle.gauges();
     let load = QueueGauges::get;
@@ -139,6 +140,10 @@ pub fn queue_json(
         "messages_unacknowledged_details": { "rate": 0.0 },
         "message_bytes": load(&g.ready_bytes),
         "message_bytes_ready": load(&g.ready_bytes),
+        // Leveret's own: the queue's segment files in the message log.
+        "disk_segments": disk.segments,
+        "disk_bytes": disk.bytes,
+        "disk_reclaimable_bytes": disk.reclaimable_bytes,
     });
     extend(
         &mut queue,

@@ -4,7 +4,10 @@
 //! consumer measures publish→deliver latency. With `--pmessages` each producer sends a fixed
 //! count and the run reports lost messages; otherwise it runs for `--time` seconds. With
 //! `--broker-pid` it also reports the broker's CPU time per message (from /proc), the figure that
-//! does not depend on how fast this client is.
+//! does not depend on how fast this client is. With `--depth N` it fills each queue with N
+//! messages (publish only), then drains them (consume only), and reports both rates with the
+//! broker's peak memory and, given `--data-dir`, the data directory's size after the fill, after
+//! the drain, and how long after the drain it took to come down to `--disk-target` megabytes.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -80,6 +83,15 @@ struct Args {
     /// Delete the queues at the end of the run.
     #[arg(long)]
     cleanup: bool,
+    /// Fill-and-drain: N messages per producer published (publish only), then drained.
+    #[arg(long)]
+    depth: Option<u64>,
+    /// The broker's data directory, for the disk figures of `--depth`.
+    #[arg(long)]
+    data_dir: Option<std::path::PathBuf>,
+    /// Megabytes the data directory should come down to after a `--depth` drain.
+    #[arg(long, default_value_t = 64)]
+    disk_target: u64,
 }
 
 fn epoch() -> Instant {
@@ -311,9 +323,127 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
     sorted[i] as f64 / 1000.0
 }
 
+/// Allocated bytes under `dir` (what `du` counts).
+fn disk_bytes(dir: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = 0;
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let Ok(meta) = e.metadata() else { continue };
+            if meta.is_dir() {
+                stack.push(e.path());
+            } else {
+                total += meta.blocks() * 512;
+            }
+        }
+    }
+    total
+}
+
+fn rss_bytes(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// One phase of `--depth`: this program again, with `extra` arguments; its RESULT line's fields.
+fn phase(extra: &[&str]) -> anyhow::Result<std::collections::HashMap<String, f64>> {
+    let mut argv: Vec<String> = std::env::args().skip(1).collect();
+    // Drop `--depth N` (and its `=` form) so the child runs a plain phase.
+    let mut i = 0;
+    while i < argv.len() {
+        if argv[i] == "--depth" {
+            argv.drain(i..(i + 2).min(argv.len()));
+        } else if argv[i].starts_with("--depth=") {
+            argv.remove(i);
+        } else {
+            i += 1;
+        }
+    }
+    argv.extend(extra.iter().map(|s| s.to_string()));
+    let out = std::process::Command::new(std::env::current_exe()?)
+        .args(&argv)
+        .stderr(std::process::Stdio::null())
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("RESULT "))
+        .with_context(|| format!("phase {extra:?} printed no RESULT: {text}"))?;
+    Ok(line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|kv| kv.split_once('='))
+        .filter_map(|(k, v)| Some((k.to_owned(), v.parse().ok()?)))
+        .collect())
+}
+
+fn run_depth(args: &Args, depth: u64) -> anyhow::Result<()> {
+    let peak = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = args.broker_pid.map(|pid| {
+        let (peak, stop) = (peak.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                peak.fetch_max(rss_bytes(pid), Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    });
+    let mb = |b: u64| b as f64 / 1e6;
+    let disk = |dir: &Option<std::path::PathBuf>| dir.as_deref().map_or(0, disk_bytes);
+    let n = depth.to_string();
+    let fill = phase(&["--publish-only", "--pmessages", &n])?;
+    let disk_full = disk(&args.data_dir);
+    let rss_full = args.broker_pid.map_or(0, rss_bytes);
+    let drain = phase(&["--consume-only", "--pmessages", &n])?;
+    let drained = Instant::now();
+    let mut disk_empty = disk(&args.data_dir);
+    let target = args.disk_target * 1_000_000;
+    while args.data_dir.is_some()
+        && disk_empty > target
+        && drained.elapsed() < Duration::from_secs(30)
+    {
+        std::thread::sleep(Duration::from_millis(200));
+        disk_empty = disk(&args.data_dir);
+    }
+    let settle = drained.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    if let Some(s) = sampler {
+        let _ = s.join();
+    }
+    let get =
+        |m: &std::collections::HashMap<String, f64>, k: &str| m.get(k).copied().unwrap_or(0.0);
+    println!(
+        "DEPTH messages={} fill_rate={:.0} drain_rate={:.0} lost={:.0} rss_peak_mb={:.0} rss_full_mb={:.0} disk_full_mb={:.0} disk_drained_mb={:.0} disk_settle_s={:.1}",
+        depth * args.producers as u64,
+        get(&fill, "sent_rate"),
+        get(&drain, "recv_rate"),
+        get(&drain, "lost"),
+        mb(peak.load(Ordering::Relaxed)),
+        mb(rss_full),
+        mb(disk_full),
+        mb(disk_empty),
+        settle
+    );
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Arc::new(Args::parse());
+    if let Some(depth) = args.depth {
+        return tokio::task::block_in_place(|| run_depth(&args, depth));
+    }
     epoch();
     setup(&args).await?;
     let counters = Arc::new(Counters::default());

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::segment_log::{LogStats, SegmentLog};
+use super::segment_log::{LogStats, QueueLogStats, SegmentLog};
 use super::sled_store::{self, SledStore};
 use super::{MessageLog, MetaStore, StoreError, StoredMessage};
 
@@ -275,6 +275,10 @@ impl MessageLog for DataDir {
 
     fn stats(&self) -> LogStats {
         self.log.stats()
+    }
+
+    fn queue_stats(&self, queue: &str) -> QueueLogStats {
+        self.log.queue_stats(queue)
     }
 }
 

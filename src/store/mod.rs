@@ -22,7 +22,7 @@ pub mod sled_store;
 
 pub use data_dir::{DataDir, DataDirOptions};
 pub use memory::MemoryStore;
-pub use segment_log::{LogStats, SegmentLog};
+pub use segment_log::{LogStats, QueueLogStats, SegmentLog};
 pub use sled_store::SledStore;
 
 /// Failures of a storage backend.
@@ -108,6 +108,10 @@ pub trait MessageLog: Send + Sync + std::fmt::Debug + 'static {
     /// Space and sync figures, for the HTTP API and Prometheus.
     fn stats(&self) -> LogStats {
         LogStats::default()
+    }
+    /// One queue's space on disk.
+    fn queue_stats(&self, _queue: &str) -> QueueLogStats {
+        QueueLogStats::default()
     }
 }
 

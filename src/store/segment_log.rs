@@ -88,6 +88,17 @@ pub struct LogStats {
     pub quarantined: u64,
 }
 
+/// One queue's space in the log.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueLogStats {
+    /// Segment files.
+    pub segments: u64,
+    /// Bytes in them.
+    pub bytes: u64,
+    /// Bytes held by settled records.
+    pub reclaimable_bytes: u64,
+}
+
 /// Where one record sits.
 #[derive(Debug, Clone, Copy)]
 struct IndexEntry {
@@ -737,15 +748,23 @@ impl SegmentLog {
             ..LogStats::default()
         };
         for q in queues {
-            let q = lock(&q);
-            for s in q.segments.values() {
-                stats.segments += 1;
-                stats.bytes += s.size;
-                stats.reclaimable_bytes += s.dead_bytes();
-            }
+            let q = queue_totals(&lock(&q));
+            stats.segments += q.segments;
+            stats.bytes += q.bytes;
+            stats.reclaimable_bytes += q.reclaimable_bytes;
         }
         stats
     }
+}
+
+fn queue_totals(q: &QueueLog) -> QueueLogStats {
+    let mut stats = QueueLogStats::default();
+    for s in q.segments.values() {
+        stats.segments += 1;
+        stats.bytes += s.size;
+        stats.reclaimable_bytes += s.dead_bytes();
+    }
+    stats
 }
 
 /// fdatasync every file of a batch, then fsync its directories.
@@ -1026,6 +1045,11 @@ impl MessageLog for SegmentLog {
             .map_err(|e| StoreError::Io(std::io::Error::other(e)))??;
         self.note_sync(files, started);
         Ok(())
+    }
+
+    fn queue_stats(&self, queue: &str) -> QueueLogStats {
+        let q = lock(&self.queues).get(queue).cloned();
+        q.map(|q| queue_totals(&lock(&q))).unwrap_or_default()
     }
 
     fn stats(&self) -> LogStats {

@@ -232,6 +232,12 @@ impl VHost {
         format!("{}\0{}", self.name, name)
     }
 
+    /// A queue's space in the message log (its durable records; a non-durable queue's paged
+    /// messages are scratch, counted in the log's totals only).
+    pub fn queue_disk(&self, name: &str) -> crate::store::QueueLogStats {
+        self.store.queue_stats(&self.key(name))
+    }
+
     /// Where a queue's messages go when not in memory. The scratch key is one no durable queue
     /// can have, unique per queue instance.
     fn storage_for(&self, name: &str, durable: bool) -> QueueStorage {
