@@ -73,15 +73,20 @@ scenario "2p-1q-2c 16B ack qos100, publishers unlimited" sent_rate,recv_rate --p
 
 # Durability: Leveret fsyncs (group commit) before confirming; RabbitMQ's classic queues do not.
 scenario "persistent 1KB durable, confirm 100, ack qos100" recv_rate,cpu_us_per_msg --persistent --size 1000 --confirm 100 --qos 100 --prefix dur
-declare -A FILL DRAIN
+# Fill and drain (leveret-perf --depth): rates, peak memory, and the data directory's size full
+# and after the drain.
+RABBIT_DIR=$(rabbitmqctl eval 'io:format("~s", [rabbit_mnesia:dir()]).' 2>/dev/null | head -n1 | sed 's/ok$//')
+dir_of() { case $1 in leveret) echo "$OUT/data";; rabbitmq) echo "$RABBIT_DIR";; esac; }
+declare -A DEPTH
 for b in leveret rabbitmq; do
-  fill=$($PERF --uri "$(uri $b)" --broker-pid "$(pid $b)" --prefix fill --persistent --size 1000 --confirm 100 --publish-only --pmessages "${BENCH_FILL:-300000}" 2>/dev/null | grep '^RESULT')
-  drain=$($PERF --uri "$(uri $b)" --broker-pid "$(pid $b)" --prefix fill --persistent --size 1000 --qos 100 --consume-only 2>/dev/null | grep '^RESULT')
-  FILL[$b]=$(field sent_rate "$fill")
-  DRAIN[$b]=$(field recv_rate "$drain")
+  DEPTH[$b]=$($PERF --uri "$(uri $b)" --broker-pid "$(pid $b)" --prefix fill --persistent --size 1000 --confirm 100 --qos 100 \
+    --depth "${BENCH_FILL:-300000}" --data-dir "$(dir_of $b)" 2>/dev/null | grep '^DEPTH')
+  echo "depth $b: ${DEPTH[$b]}" >>"$OUT/results.log"
 done
-printf '| publish %s persistent 1KB, confirm 100 | msgs/s | %s | %s | %s |\n' "${BENCH_FILL:-300000}" "${FILL[leveret]}" "${FILL[rabbitmq]}" "$(ratio "${FILL[leveret]}" "${FILL[rabbitmq]}")"
-printf '| then drain them, ack qos100 | msgs/s | %s | %s | %s |\n' "${DRAIN[leveret]}" "${DRAIN[rabbitmq]}" "$(ratio "${DRAIN[leveret]}" "${DRAIN[rabbitmq]}")"
+for m in fill_rate drain_rate rss_peak_mb disk_full_mb disk_drained_mb; do
+  l=$(field $m "${DEPTH[leveret]}"); r=$(field $m "${DEPTH[rabbitmq]}")
+  printf '| fill %s persistent 1KB (confirm 100), then drain (ack qos100) | %s | %s | %s | %s |\n' "${BENCH_FILL:-300000}" "$m" "$l" "$r" "$(ratio "$l" "$r")"
+done
 
 printf '| 1,000,000 queued 16B transient | RSS MB (idle before) | %s (%s) | %s (%s) | %s |\n' \
   "$rss_leveret" "$rss0_leveret" "$rss_rabbitmq" "$rss0_rabbitmq" "$(ratio "$rss_leveret" "$rss_rabbitmq")"
