@@ -413,8 +413,8 @@ impl Actor {
     }
 
     /// Enqueue. A persistent message in a durable queue is stored first and confirmed after the
-    /// next group commit. Deep in the queue, persistent messages (and, under memory pressure,
-    /// transient ones, as scratch) live only in the store, keeping just their place in memory.
+    /// next group commit. Deep in the queue, messages (transient ones as scratch) live only in
+    /// the log, keeping just their place in memory.
     fn on_publish(
         &mut self,
         Publish {
@@ -451,12 +451,14 @@ impl Actor {
         };
         let expires_at = ttl.map(|ms| self.clock.saturating_add(ms));
         let priority = self.state.level_for(message.priority);
-        let deep = self.state.ready_len() >= RESIDENT_WINDOW
-            || self.state.resident_bytes() >= RESIDENT_BYTES;
+        // Past the resident window every message lives only in the log, transient ones as
+        // scratch: a paged message costs its place in the queue and the log's index entry, a
+        // resident one its whole struct. Under memory pressure the window shrinks to a
+        // sixteenth, so new arrivals stop taking memory sooner.
+        let shrink = if self.config.storage.pressure.is_high() { 4 } else { 0 };
+        let deep = self.state.ready_len() >= RESIDENT_WINDOW >> shrink
+            || self.state.resident_bytes() >= RESIDENT_BYTES >> shrink;
         let durable = self.stored_on_arrival(&message);
-        // Transient messages are paged only under memory pressure: for small messages the store
-        // costs more than keeping them.
-        let deep = deep && (durable || self.config.storage.pressure.is_high());
         if !durable && !deep {
             self.state
                 .publish_entry(Slot::Resident(message), expires_at, priority);
