@@ -308,7 +308,7 @@ mod tests {
             old.remove("/\0q", 4).unwrap();
             old.mark_delivered("/\0q", 5, 2).unwrap();
             old.append("/\0other", 9, b"x", b"").unwrap();
-            old.sync().await.unwrap();
+            old.sync_all().await.unwrap();
         }
         let data = DataDir::open(dir.path()).unwrap();
         assert_eq!(

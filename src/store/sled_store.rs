@@ -1,4 +1,5 @@
-//! The sled backend (pinned 0.34.7): messages and definitions in two trees of one database.
+//! The sled backend (pinned 0.34.7): definitions, and the reader of the message records that
+//! the sled-only format (`leveret-sled-2`) kept in two more trees of the same database.
 //!
 //! sled 0.34's `flush()` ends in `sync_file_range`, which is not a durability barrier, so `sync`
 //! is `flush()` followed by `fdatasync` of sled's data file (see shared/design/storage.md).
@@ -23,12 +24,13 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 
-use super::{MessageLog, MetaStore, StoreError, StoredMessage};
+use super::{MetaStore, StoreError, StoredMessage};
 
 /// Chunk size for records: 17 of them (a leaf's most before it splits) with their keys stay
 /// below sled's 128 KiB blob threshold for a page. (12 KiB made no blob in tests, as sled
 /// writes split halves of about 8 entries, but only 10 such chunks fit under the threshold;
 /// 16 KiB values do make blobs.)
+#[cfg(test)]
 const CHUNK: usize = 6 * 1024;
 /// Upper bound of a record's chunk numbers.
 const LAST_CHUNK: u16 = u16::MAX;
@@ -88,6 +90,7 @@ fn message_key(queue: &str, seq: u64, chunk: u16) -> Vec<u8> {
     key
 }
 
+#[cfg(test)]
 fn index_key(queue: &str, seq: u64) -> Vec<u8> {
     let mut key = queue_prefix(queue);
     key.extend_from_slice(&seq.to_be_bytes());
@@ -203,9 +206,19 @@ impl SledStore {
     }
 }
 
-#[async_trait]
-impl MessageLog for SledStore {
-    fn append(&self, queue: &str, seq: u64, record: &[u8], meta: &[u8]) -> Result<(), StoreError> {
+/// The message records of the sled-only format (`leveret-sled-2`), which [`super::DataDir`]
+/// migrates to the segment log: read, then deleted. Only tests write them (to make such a
+/// directory).
+impl SledStore {
+    /// Write a message record, as the sled-only format did.
+    #[cfg(test)]
+    pub(crate) fn append(
+        &self,
+        queue: &str,
+        seq: u64,
+        record: &[u8],
+        meta: &[u8],
+    ) -> Result<(), StoreError> {
         if record.len() <= CHUNK {
             self.messages
                 .insert(message_key(queue, seq, 0), record)
@@ -226,7 +239,14 @@ impl MessageLog for SledStore {
         Ok(())
     }
 
-    fn mark_delivered(&self, queue: &str, seq: u64, deliveries: u32) -> Result<(), StoreError> {
+    /// Record a delivery count, as the sled-only format did.
+    #[cfg(test)]
+    pub(crate) fn mark_delivered(
+        &self,
+        queue: &str,
+        seq: u64,
+        deliveries: u32,
+    ) -> Result<(), StoreError> {
         self.index
             .fetch_and_update(index_key(queue, seq), |old| {
                 old.map(|entry| {
@@ -241,7 +261,9 @@ impl MessageLog for SledStore {
         Ok(())
     }
 
-    fn remove(&self, queue: &str, seq: u64) -> Result<(), StoreError> {
+    /// Remove a message record, as the sled-only format did.
+    #[cfg(test)]
+    pub(crate) fn remove(&self, queue: &str, seq: u64) -> Result<(), StoreError> {
         // The index entry goes first: a crash in between leaves an unindexed record (space, not
         // a resurrected message). Most records are one chunk: point removes, no scan.
         self.index
@@ -263,7 +285,8 @@ impl MessageLog for SledStore {
         Ok(())
     }
 
-    fn read(&self, queue: &str, seq: u64) -> Result<Option<Bytes>, StoreError> {
+    /// One message record.
+    pub fn read(&self, queue: &str, seq: u64) -> Result<Option<Bytes>, StoreError> {
         let mut out = BytesMut::new();
         let mut found = false;
         for item in self
@@ -277,43 +300,12 @@ impl MessageLog for SledStore {
         Ok(found.then(|| out.freeze()))
     }
 
-    fn read_range(
-        &self,
-        queue: &str,
-        from: u64,
-        to: u64,
-        visit: &mut dyn FnMut(u64, Bytes) -> bool,
-    ) -> Result<(), StoreError> {
-        let prefix_len = queue_prefix(queue).len();
-        let mut current: Option<(u64, BytesMut)> = None;
-        for item in self
-            .messages
-            .range(message_key(queue, from, 0)..message_key(queue, to, 0))
-        {
-            let (key, value) = item.map_err(sled_error)?;
-            let Some(seq) = key
-                .get(prefix_len..prefix_len + 8)
-                .and_then(|b| <[u8; 8]>::try_from(b).ok())
-                .map(u64::from_be_bytes)
-            else {
-                continue;
-            };
-            if current.as_ref().is_some_and(|(s, _)| *s != seq) {
-                if let Some((s, record)) = current.take() {
-                    if !visit(s, record.freeze()) {
-                        return Ok(());
-                    }
-                }
-            }
-            current
-                .get_or_insert_with(|| (seq, BytesMut::new()))
-                .1
-                .extend_from_slice(&value);
-        }
-        if let Some((s, record)) = current {
-            visit(s, record.freeze());
-        }
-        Ok(())
+    /// Every index entry of a queue, in sequence order; chunks left above the highest one (a
+    /// removal a crash cut short) are removed.
+    pub fn recover_all(&self, queue: &str) -> Result<Vec<StoredMessage>, StoreError> {
+        let mut out = Vec::new();
+        self.recover(queue, &mut |m| out.push(m))?;
+        Ok(out)
     }
 
     fn recover(&self, queue: &str, visit: &mut dyn FnMut(StoredMessage)) -> Result<(), StoreError> {
@@ -346,7 +338,8 @@ impl MessageLog for SledStore {
         Ok(())
     }
 
-    fn delete_queue(&self, queue: &str) -> Result<(), StoreError> {
+    /// Drop a queue's records.
+    pub fn delete_queue(&self, queue: &str) -> Result<(), StoreError> {
         let from = queue_prefix(queue);
         let mut to = from.clone();
         to.extend_from_slice(&[0xFF; 10]);
@@ -354,10 +347,6 @@ impl MessageLog for SledStore {
         Self::remove_range(&self.messages, from, to.clone())?;
         self.messages.remove(to).map_err(sled_error)?;
         Ok(())
-    }
-
-    async fn sync_messages(&self) -> Result<(), StoreError> {
-        self.sync_all().await
     }
 }
 
@@ -497,13 +486,11 @@ impl Drop for SledStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Store;
 
     #[tokio::test]
     async fn passes_conformance() {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path()).unwrap();
-        super::super::conformance::run_log(&store).await;
         super::super::conformance::run_meta(&store).await;
     }
 
@@ -545,7 +532,7 @@ mod tests {
         for seq in 0..200 {
             store.append("q", seq, &record, b"m").unwrap();
         }
-        store.sync().await.unwrap();
+        store.sync_all().await.unwrap();
         assert_eq!(blob_files(dir.path()), 0);
         // The control: 16 KiB values make blobs (leaves of 8 or more pass 128 KiB).
         const CONTROL_VALUE: usize = 16 * 1024;
@@ -556,7 +543,7 @@ mod tests {
                 .insert(format!("control{i:04}"), &record[..CONTROL_VALUE])
                 .unwrap();
         }
-        store.sync().await.unwrap();
+        store.sync_all().await.unwrap();
         assert!(blob_files(dir.path()) > 0, "the control made no blob");
         // ...which sync made durable (sled's background flusher may add or collect blobs
         // meanwhile, so the counts need not match exactly).
@@ -571,7 +558,7 @@ mod tests {
         let record: Vec<u8> = (0..100_000u32).map(|i| (i % 253) as u8).collect();
         store.append("q", 7, &record, b"m").unwrap();
         store.mark_delivered("q", 7, 1).unwrap();
-        store.sync().await.unwrap();
+        store.sync_all().await.unwrap();
         assert!(store
             .messages
             .iter()
@@ -594,7 +581,7 @@ mod tests {
             store.append("q", 2, b"acked", b"m").unwrap();
             store.remove("q", 2).unwrap();
             store.put_definition("queue", "/\0q", b"def").unwrap();
-            store.sync().await.unwrap();
+            store.sync_all().await.unwrap();
         }
         let store = SledStore::open(dir.path()).unwrap();
         let back = store.recover_all("q").unwrap();

@@ -455,7 +455,11 @@ impl Actor {
         // scratch: a paged message costs its place in the queue and the log's index entry, a
         // resident one its whole struct. Under memory pressure the window shrinks to a
         // sixteenth, so new arrivals stop taking memory sooner.
-        let shrink = if self.config.storage.pressure.is_high() { 4 } else { 0 };
+        let shrink = if self.config.storage.pressure.is_high() {
+            4
+        } else {
+            0
+        };
         let deep = self.state.ready_len() >= RESIDENT_WINDOW >> shrink
             || self.state.resident_bytes() >= RESIDENT_BYTES >> shrink;
         let durable = self.stored_on_arrival(&message);
