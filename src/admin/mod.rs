@@ -9,6 +9,7 @@
 
 mod accounts;
 mod bindings;
+mod listing;
 mod metrics;
 mod objects;
 mod overview;
@@ -303,6 +304,7 @@ pub fn router(state: State) -> Router {
         .merge(bindings::routes())
         .merge(accounts::routes())
         .fallback(fallback)
+        .layer(axum::middleware::from_fn(listing::shape))
         .layer(body_limit)
         .with_state(state)
 }
