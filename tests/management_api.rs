@@ -1281,3 +1281,62 @@ async fn list_parameters_page_sort_filter_and_pick_columns_as_rabbitmq() {
         assert_eq!((r.status, r.body), (status, expected), "{query}");
     }
 }
+
+/// An exchange's `message_stats` (`publish_in`, `publish_out` with rates) once messages have
+/// come through, and none before, as RabbitMQ shows them.
+#[tokio::test]
+async fn exchanges_count_messages_in_and_copies_out() {
+    let (b, api) = setup().await;
+    let (_c, ch) = b.channel().await;
+    for q in ["fx-1", "fx-2"] {
+        declare(&ch, q).await;
+        ch.queue_bind(
+            q.into(),
+            "amq.fanout".into(),
+            "".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    }
+    let x = api
+        .guest("GET", "/api/exchanges/%2f/amq.fanout", None)
+        .await
+        .body;
+    assert!(x.get("message_stats").is_none(), "{x}");
+    for _ in 0..3 {
+        publish(&ch, "amq.fanout", "", b"m").await;
+    }
+    let r = api
+        .guest(
+            "POST",
+            "/api/exchanges/%2f/amq.fanout/publish",
+            Some(json!({"properties": {}, "routing_key": "", "payload": "p", "payload_encoding": "string"})),
+        )
+        .await;
+    assert_eq!(r.body, json!({"routed": true}));
+    wait_for_count(&ch, "fx-2", 4).await;
+    let x = api
+        .guest("GET", "/api/exchanges/%2f/amq.fanout", None)
+        .await
+        .body;
+    let stats = &x["message_stats"];
+    assert_eq!(
+        (stats["publish_in"].clone(), stats["publish_out"].clone()),
+        (json!(4), json!(8)),
+        "{x}"
+    );
+    assert!(stats["publish_in_details"]["rate"].is_number(), "{x}");
+    let listed = api
+        .guest("GET", "/api/exchanges/%2f?columns=name,message_stats", None)
+        .await
+        .body;
+    let direct = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["name"] == "amq.direct")
+        .unwrap();
+    assert_eq!(direct, &json!({"name": "amq.direct"}));
+}

@@ -438,6 +438,7 @@ fn exchanges_json(state: &super::AdminState, auth: &Auth, only: Option<&str>) ->
                         v.name(),
                         x,
                         v.policy_for(Target::Exchange, &x.name).as_ref(),
+                        &state.rates,
                     )
                 })
                 .collect::<Vec<_>>()
@@ -471,7 +472,12 @@ async fn get_exchange(
         .find(|x| x.name == name)
         .ok_or_else(ApiError::not_found)?;
     let policy = v.policy_for(Target::Exchange, &x.name);
-    Ok(Json(render::exchange_json(&vh, &x, policy.as_ref())))
+    Ok(Json(render::exchange_json(
+        &vh,
+        &x,
+        policy.as_ref(),
+        &state.rates,
+    )))
 }
 
 async fn put_exchange(

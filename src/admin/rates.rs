@@ -53,6 +53,12 @@ fn snapshot(state: &AdminState) -> Counts {
         ],
     );
     for vhost in state.broker.vhosts() {
+        for x in vhost.exchanges() {
+            counts.insert(
+                format!("\u{1}x\u{0}{}\u{0}{}", vhost.name(), x.name),
+                vec![("publish_in", x.publish_in), ("publish_out", x.publish_out)],
+            );
+        }
         for (name, record) in vhost.queues() {
             let g = record.handle.gauges();
             counts.insert(

@@ -219,8 +219,13 @@ fn extend(value: &mut Value, extra: Value) {
 }
 
 /// An exchange as `GET /api/exchanges` lists it.
-pub fn exchange_json(vhost: &str, x: &ExchangeInfo, policy: Option<&PolicyRecord>) -> Value {
-    json!({
+pub fn exchange_json(
+    vhost: &str,
+    x: &ExchangeInfo,
+    policy: Option<&PolicyRecord>,
+    rates: &Rates,
+) -> Value {
+    let mut exchange = json!({
         "name": x.name,
         "vhost": vhost,
         "type": x.kind,
@@ -230,7 +235,23 @@ pub fn exchange_json(vhost: &str, x: &ExchangeInfo, policy: Option<&PolicyRecord
         "arguments": table_json(&x.arguments),
         "user_who_performed_action": "rmq-internal",
         "policy": policy.map(|p| p.name.as_str()),
-    })
+    });
+    // As RabbitMQ: counts once a message has come through, not before.
+    if x.publish_in > 0 {
+        let key = format!("\u{1}x\u{0}{vhost}\u{0}{}", x.name);
+        let (publish_in, in_details) = rate(x.publish_in, rates.of(&key, "publish_in"));
+        let (publish_out, out_details) = rate(x.publish_out, rates.of(&key, "publish_out"));
+        extend(
+            &mut exchange,
+            json!({"message_stats": {
+                "publish_in": publish_in,
+                "publish_in_details": in_details,
+                "publish_out": publish_out,
+                "publish_out_details": out_details,
+            }}),
+        );
+    }
+    exchange
 }
 
 /// RabbitMQ's `properties_key` of a binding: `~` for no key and no arguments, else the

@@ -94,6 +94,35 @@ pub struct Exchange {
     pub policy_alternate: Option<String>,
     bindings: Vec<Binding>,
     router: Router,
+    /// Messages in and copies out, for the HTTP API.
+    pub stats: std::sync::Arc<ExchangeStats>,
+}
+
+/// An exchange's message counts (RabbitMQ's `publish_in` and `publish_out`).
+#[derive(Debug, Default)]
+pub struct ExchangeStats {
+    /// Messages published to it (by clients, the HTTP API, or dead-lettering).
+    pub publish_in: std::sync::atomic::AtomicU64,
+    /// Copies it routed to queues.
+    pub publish_out: std::sync::atomic::AtomicU64,
+}
+
+impl ExchangeStats {
+    /// Count one message in, routed to `copies` queues.
+    pub fn note(&self, copies: usize) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.publish_in.fetch_add(1, Relaxed);
+        self.publish_out.fetch_add(copies as u64, Relaxed);
+    }
+
+    /// (publish_in, publish_out).
+    pub fn get(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            self.publish_in.load(Relaxed),
+            self.publish_out.load(Relaxed),
+        )
+    }
 }
 
 impl Exchange {
@@ -122,6 +151,7 @@ impl Exchange {
             policy_alternate: None,
             bindings: Vec::new(),
             router,
+            stats: Default::default(),
         }
     }
 

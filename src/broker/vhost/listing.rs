@@ -28,6 +28,8 @@ impl VHost {
                 auto_delete: x.auto_delete,
                 internal: x.internal,
                 arguments: x.arguments.clone(),
+                publish_in: x.stats.get().0,
+                publish_out: x.stats.get().1,
             })
             .collect();
         exchanges.sort_by(|a, b| a.name.cmp(&b.name));

@@ -57,6 +57,10 @@ pub struct ExchangeInfo {
     pub internal: bool,
     /// Declaration arguments.
     pub arguments: FieldTable,
+    /// Messages published to it.
+    pub publish_in: u64,
+    /// Copies it routed to queues.
+    pub publish_out: u64,
 }
 
 #[derive(Debug, Default)]

@@ -23,7 +23,9 @@ impl VHost {
                 self.exchange_resource(exchange)
             )));
         }
+        let before = out.len();
         Self::route_graph(&t, x, exchange, keys, headers, out);
+        x.stats.note(out.len() - before);
         Ok(())
     }
 
@@ -40,7 +42,9 @@ impl VHost {
         let Some(x) = t.exchanges.get(exchange) else {
             return;
         };
+        let before = out.len();
         Self::route_graph(&t, x, exchange, keys, headers, out);
+        x.stats.note(out.len() - before);
     }
 
     pub(super) fn route_graph(
