@@ -1339,4 +1339,14 @@ async fn exchanges_count_messages_in_and_copies_out() {
         .find(|x| x["name"] == "amq.direct")
         .unwrap();
     assert_eq!(direct, &json!({"name": "amq.direct"}));
+    // The vhost's message_stats sum its exchanges and queues.
+    let v = api.guest("GET", "/api/vhosts/%2f", None).await.body;
+    assert_eq!(v["message_stats"]["publish"], json!(4), "{v}");
+    assert!(
+        v["message_stats"]["publish_details"]["rate"].is_number(),
+        "{v}"
+    );
+    api.guest("PUT", "/api/vhosts/quiet", Some(json!({}))).await;
+    let quiet = api.guest("GET", "/api/vhosts/quiet", None).await.body;
+    assert_eq!(quiet["message_stats"], json!({}), "{quiet}");
 }

@@ -76,13 +76,26 @@ async fn whoami(auth: Auth) -> Json<Value> {
     Json(json!({ "name": auth.0.name, "tags": auth.0.tags }))
 }
 
-pub(super) fn vhost_json(v: &VHost) -> Value {
+pub(super) fn vhost_json(v: &VHost, rates: &super::rates::Rates) -> Value {
     let meta = v.meta();
     let (mut ready, mut unacked) = (0, 0);
     for (_, record) in v.queues() {
         let g = record.handle.gauges();
         ready += crate::broker::queue::QueueGauges::get(&g.ready);
         unacked += crate::broker::queue::QueueGauges::get(&g.unacked);
+    }
+    let counts = super::rates::vhost_counts(v);
+    let key = super::rates::vhost_key(v.name());
+    let mut message_stats = Map::new();
+    // As RabbitMQ: nothing until messages have come through.
+    if counts.iter().any(|(_, n)| *n > 0) {
+        for (field, n) in &counts {
+            message_stats.insert((*field).to_owned(), json!(n));
+            message_stats.insert(
+                format!("{field}_details"),
+                json!({ "rate": rates.of(&key, field) }),
+            );
+        }
     }
     json!({
         "name": v.name(),
@@ -102,7 +115,7 @@ pub(super) fn vhost_json(v: &VHost) -> Value {
         "recv_oct_details": { "rate": 0.0 },
         "send_oct": 0,
         "send_oct_details": { "rate": 0.0 },
-        "message_stats": {},
+        "message_stats": message_stats,
     })
 }
 
@@ -110,7 +123,7 @@ async fn list_vhosts(State(state): St, auth: Auth) -> Json<Vec<Value>> {
     Json(
         auth.visible_vhosts(&state.broker, None)
             .iter()
-            .map(|v| vhost_json(v))
+            .map(|v| vhost_json(v, &state.rates))
             .collect(),
     )
 }
@@ -121,7 +134,7 @@ async fn get_vhost(
     Path(vh): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let v = visible_vhost(&state, &auth, &vh)?;
-    Ok(Json(vhost_json(&v)))
+    Ok(Json(vhost_json(&v, &state.rates)))
 }
 
 async fn put_vhost(

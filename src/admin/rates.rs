@@ -53,6 +53,7 @@ fn snapshot(state: &AdminState) -> Counts {
         ],
     );
     for vhost in state.broker.vhosts() {
+        counts.insert(vhost_key(vhost.name()), vhost_counts(&vhost));
         for x in vhost.exchanges() {
             counts.insert(
                 format!("\u{1}x\u{0}{}\u{0}{}", vhost.name(), x.name),
@@ -73,6 +74,30 @@ fn snapshot(state: &AdminState) -> Counts {
         }
     }
     counts
+}
+
+/// A vhost's key among the sampled counts.
+pub fn vhost_key(vhost: &str) -> String {
+    format!("\u{1}v\u{0}{vhost}")
+}
+
+/// A vhost's message counts, RabbitMQ's vhost `message_stats` that Leveret counts: messages
+/// published to its exchanges, and its queues' deliveries, acks and redeliveries.
+pub fn vhost_counts(vhost: &crate::broker::vhost::VHost) -> Vec<(&'static str, u64)> {
+    let publish = vhost.exchanges().iter().map(|x| x.publish_in).sum();
+    let (mut deliver, mut ack, mut redeliver) = (0, 0, 0);
+    for (_, record) in vhost.queues() {
+        let g = record.handle.gauges();
+        deliver += QueueGauges::get(&g.delivered);
+        ack += QueueGauges::get(&g.acked);
+        redeliver += QueueGauges::get(&g.redelivered);
+    }
+    vec![
+        ("publish", publish),
+        ("deliver_get", deliver),
+        ("ack", ack),
+        ("redeliver", redeliver),
+    ]
 }
 
 /// Sample forever (the caller aborts the task).
