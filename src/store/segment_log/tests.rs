@@ -1,3 +1,4 @@
+use super::format::decode_ack;
 use super::*;
 
 /// The smallest segment size the log accepts, so tests roll segments with little data.

@@ -23,7 +23,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{File, OpenOptions};
-use std::io::{BufReader, Read, Write};
+use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,20 +35,12 @@ use bytes::Bytes;
 
 use super::{MessageLog, StoreError, StoredMessage};
 
-/// The first bytes of every segment file (and its format version).
-pub const MAGIC: &[u8; 8] = b"LVSEG01\n";
-/// `[len][crc]`: what precedes the checksummed part of a record.
-const FRAME: usize = 8;
-/// `[seq][flags][meta len]`: the fixed part of the checksummed bytes.
-const FIXED: usize = 8 + 1 + 2;
-/// The largest checksummed part recovery believes (a larger length is corruption).
-const MAX_RECORD: usize = 1 << 30;
-/// One ack-file entry's size.
-pub const ACK_ENTRY: usize = 17;
-/// Ack-file entry kind: the record was removed.
-pub const ACK_REMOVED: u8 = 0;
-/// Ack-file entry kind: the record was delivered this many times.
-pub const ACK_DELIVERED: u8 = 1;
+mod format;
+mod recovery;
+
+use format::decode_record;
+pub use format::{encode_ack, encode_record, ACK_DELIVERED, ACK_ENTRY, ACK_REMOVED, MAGIC};
+
 /// A segment is rewritten when at least this much of it is dead and the dead part is at least
 /// three quarters of it.
 const COMPACT_MIN_DEAD: u64 = 1 << 20;
@@ -187,79 +179,6 @@ fn ack_name(id: u64) -> String {
     format!("{id:020}.ack")
 }
 
-/// One ack-file entry, as written.
-pub fn encode_ack(seq: u64, kind: u8, value: u32) -> [u8; ACK_ENTRY] {
-    let mut e = [0u8; ACK_ENTRY];
-    e[..8].copy_from_slice(&seq.to_be_bytes());
-    e[8] = kind;
-    e[9..13].copy_from_slice(&value.to_be_bytes());
-    let crc = crc32c::crc32c(&e[..13]);
-    e[13..].copy_from_slice(&crc.to_be_bytes());
-    e
-}
-
-fn decode_ack(e: &[u8]) -> Option<(u64, u8, u32)> {
-    let crc = u32::from_be_bytes(e.get(13..17)?.try_into().ok()?);
-    let body = e.get(..13)?;
-    if crc32c::crc32c(body) != crc {
-        return None;
-    }
-    let seq = u64::from_be_bytes(body.get(..8)?.try_into().ok()?);
-    let value = u32::from_be_bytes(body.get(9..13)?.try_into().ok()?);
-    Some((seq, *body.get(8)?, value))
-}
-
-/// A record as it goes into a segment.
-pub fn encode_record(seq: u64, record: &[u8], meta: &[u8]) -> Result<Vec<u8>, StoreError> {
-    let meta_len = u16::try_from(meta.len())
-        .map_err(|_| StoreError::Io(std::io::Error::other("message metadata too large")))?;
-    let body = FIXED + meta.len() + record.len();
-    if body > MAX_RECORD {
-        return Err(StoreError::Io(std::io::Error::other(
-            "message too large for the log",
-        )));
-    }
-    let mut out = Vec::with_capacity(FRAME + body);
-    out.extend_from_slice(&(body as u32).to_be_bytes());
-    out.extend_from_slice(&[0; 4]);
-    out.extend_from_slice(&seq.to_be_bytes());
-    out.push(0);
-    out.extend_from_slice(&meta_len.to_be_bytes());
-    out.extend_from_slice(meta);
-    out.extend_from_slice(record);
-    let crc = crc32c::crc32c(&out[FRAME..]);
-    out[4..8].copy_from_slice(&crc.to_be_bytes());
-    Ok(out)
-}
-
-/// A record read back: sequence, metadata and record, from the bytes after the frame.
-struct Decoded {
-    seq: u64,
-    meta: std::ops::Range<usize>,
-    record: std::ops::Range<usize>,
-}
-
-/// Check and split a record (`bytes` holds the frame and what follows).
-fn decode_record(bytes: &[u8]) -> Option<Decoded> {
-    let len = u32::from_be_bytes(bytes.get(..4)?.try_into().ok()?) as usize;
-    let crc = u32::from_be_bytes(bytes.get(4..8)?.try_into().ok()?);
-    let body = bytes.get(FRAME..FRAME.checked_add(len)?)?;
-    if len < FIXED || crc32c::crc32c(body) != crc {
-        return None;
-    }
-    let seq = u64::from_be_bytes(body.get(..8)?.try_into().ok()?);
-    let meta_len = usize::from(u16::from_be_bytes(body.get(9..11)?.try_into().ok()?));
-    let meta_end = FRAME + FIXED + meta_len;
-    if meta_end > FRAME + len {
-        return None;
-    }
-    Some(Decoded {
-        seq,
-        meta: FRAME + FIXED..meta_end,
-        record: meta_end..FRAME + len,
-    })
-}
-
 fn fsync_dir(dir: &Path) -> Result<(), StoreError> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(io)
 }
@@ -374,203 +293,6 @@ impl SegmentLog {
         }));
         queues.insert(key.to_owned(), q.clone());
         Ok(Some(q))
-    }
-
-    /// Read a queue's segments from disk if that has not happened yet, visiting every live
-    /// record's sequence, metadata and delivery count.
-    fn load(
-        &self,
-        q: &mut QueueLog,
-        visit: &mut dyn FnMut(StoredMessage),
-    ) -> Result<(), StoreError> {
-        if q.loaded {
-            return Ok(());
-        }
-        let mut ids: Vec<u64> = Vec::new();
-        for entry in std::fs::read_dir(&q.dir).map_err(io)? {
-            let name = entry.map_err(io)?.file_name();
-            let name = name.to_string_lossy();
-            if let Some(id) = name.strip_suffix(".seg").and_then(|n| n.parse().ok()) {
-                ids.push(id);
-            } else if name.ends_with(".tmp") {
-                // A compaction a crash interrupted: the original is still in place.
-                let _ = std::fs::remove_file(q.dir.join(&*name));
-            }
-        }
-        ids.sort_unstable();
-        let mut last_seq = None;
-        let count = ids.len();
-        for (i, id) in ids.into_iter().enumerate() {
-            let newest = i + 1 == count;
-            match self.load_segment(q, id, newest, &mut last_seq, visit)? {
-                Some(segment) if segment.live > 0 => {
-                    q.segments.insert(id, segment);
-                }
-                Some(_) => self.remove_segment_files(&q.dir, id)?,
-                None => {}
-            }
-        }
-        q.loaded = true;
-        Ok(())
-    }
-
-    /// Read one segment. `None`: it was corrupt before its end and is now in quarantine.
-    fn load_segment(
-        &self,
-        q: &QueueLog,
-        id: u64,
-        newest: bool,
-        last_seq: &mut Option<u64>,
-        visit: &mut dyn FnMut(StoredMessage),
-    ) -> Result<Option<Segment>, StoreError> {
-        let path = q.dir.join(segment_name(id));
-        let ack_path = q.dir.join(ack_name(id));
-        let mut removed = HashSet::new();
-        let mut marks = HashMap::new();
-        match std::fs::read(&ack_path) {
-            Ok(acks) => {
-                for entry in acks.chunks_exact(ACK_ENTRY) {
-                    // A torn or damaged entry settles nothing: at worst a redelivery.
-                    match decode_ack(entry) {
-                        Some((seq, ACK_REMOVED, _)) => {
-                            removed.insert(seq);
-                            marks.remove(&seq);
-                        }
-                        Some((seq, ACK_DELIVERED, n)) => {
-                            marks.insert(seq, n);
-                        }
-                        Some(_) | None => {}
-                    }
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io(e)),
-        }
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)
-            .map_err(io)?;
-        let size = file.metadata().map_err(io)?.len();
-        let mut reader = BufReader::with_capacity(1 << 20, &file);
-        let mut magic = [0u8; 8];
-        let mut good = 0u64;
-        let mut entries = Vec::new();
-        let mut live = 0u32;
-        let mut live_bytes = 0u64;
-        let mut kept_marks = HashMap::new();
-        // Visited only once the whole segment has been checked: a segment quarantined part-way
-        // must not have handed out its first records.
-        let mut found = Vec::new();
-        let mut damaged = reader.read_exact(&mut magic).is_err() || &magic != MAGIC;
-        if !damaged {
-            good = MAGIC.len() as u64;
-            let mut buf = Vec::new();
-            while good < size {
-                let mut frame = [0u8; FRAME];
-                if reader.read_exact(&mut frame).is_err() {
-                    damaged = true;
-                    break;
-                }
-                let len = u32::from_be_bytes([frame[0], frame[1], frame[2], frame[3]]) as usize;
-                if !(FIXED..=MAX_RECORD).contains(&len) || good + (FRAME + len) as u64 > size {
-                    damaged = true;
-                    break;
-                }
-                buf.clear();
-                buf.extend_from_slice(&frame);
-                buf.resize(FRAME + len, 0);
-                if reader.read_exact(&mut buf[FRAME..]).is_err() {
-                    damaged = true;
-                    break;
-                }
-                let Some(d) = decode_record(&buf) else {
-                    damaged = true;
-                    break;
-                };
-                // Numbers rise, and none is below its segment's name (lookups go by name).
-                if d.seq < id || last_seq.is_some_and(|l| d.seq <= l) {
-                    damaged = true;
-                    break;
-                }
-                *last_seq = Some(d.seq);
-                let record_len = (FRAME + len) as u32;
-                let settled = removed.contains(&d.seq);
-                entries.push(IndexEntry {
-                    seq: d.seq,
-                    offset: if settled { SETTLED } else { good as u32 },
-                    len: record_len,
-                });
-                if !settled {
-                    live += 1;
-                    live_bytes += u64::from(record_len);
-                    let deliveries = marks.get(&d.seq).copied().unwrap_or(0);
-                    if deliveries > 0 {
-                        kept_marks.insert(d.seq, deliveries);
-                    }
-                    found.push(StoredMessage {
-                        seq: d.seq,
-                        meta: Bytes::copy_from_slice(buf.get(d.meta).unwrap_or_default()),
-                        deliveries,
-                    });
-                }
-                good += u64::from(record_len);
-            }
-        }
-        if damaged && !newest {
-            drop(reader);
-            self.quarantine(q, id)?;
-            return Ok(None);
-        }
-        if damaged {
-            // The tail a crash cut short: nothing in it was ever confirmed.
-            tracing::warn!(segment = %path.display(), valid_bytes = good, size, "cutting a torn segment tail");
-            file.set_len(good.max(MAGIC.len() as u64)).map_err(io)?;
-            if good < MAGIC.len() as u64 {
-                file.write_all_at(MAGIC, 0).map_err(io)?;
-            }
-            file.sync_data().map_err(io)?;
-        }
-        found.into_iter().for_each(visit);
-        Ok(Some(Segment {
-            file: Arc::new(file),
-            file_id: self.file_id(),
-            size: good.max(MAGIC.len() as u64),
-            entries,
-            live,
-            live_bytes,
-            acks: None,
-            marks: kept_marks,
-        }))
-    }
-
-    /// Move a corrupt segment (and its ack file) aside, so the broker starts with the rest.
-    fn quarantine(&self, q: &QueueLog, id: u64) -> Result<(), StoreError> {
-        let dir = self.root.join("quarantine");
-        std::fs::create_dir_all(&dir).map_err(io)?;
-        let stem = format!(
-            "{}-{id:020}",
-            q.dir.file_name().unwrap_or_default().to_string_lossy()
-        );
-        tracing::error!(
-            segment = %q.dir.join(segment_name(id)).display(),
-            moved_to = %dir.display(),
-            "a message segment is corrupt before its end; moved to quarantine, its messages are not recovered"
-        );
-        std::fs::rename(
-            q.dir.join(segment_name(id)),
-            dir.join(format!("{stem}.seg")),
-        )
-        .map_err(io)?;
-        match std::fs::rename(q.dir.join(ack_name(id)), dir.join(format!("{stem}.ack"))) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io(e)),
-        }
-        fsync_dir(&dir)?;
-        fsync_dir(&q.dir)?;
-        self.quarantined.fetch_add(1, Ordering::Relaxed);
-        Ok(())
     }
 
     fn remove_segment_files(&self, dir: &Path, id: u64) -> Result<(), StoreError> {

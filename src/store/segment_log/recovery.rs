@@ -1,0 +1,219 @@
+//! Reading a queue's segments back at start-up: every checksum checked, a torn tail cut, a
+//! segment corrupt before its end moved to `quarantine/`.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::OpenOptions;
+use std::io::{BufReader, Read};
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::format::{
+    decode_ack, decode_record, ACK_DELIVERED, ACK_ENTRY, ACK_REMOVED, FIXED, FRAME, MAGIC,
+    MAX_RECORD,
+};
+use super::{
+    ack_name, fsync_dir, io, segment_name, IndexEntry, QueueLog, Segment, SegmentLog, SETTLED,
+};
+use crate::store::{StoreError, StoredMessage};
+
+impl SegmentLog {
+    /// Read a queue's segments from disk if that has not happened yet, visiting every live
+    /// record's sequence, metadata and delivery count.
+    pub(super) fn load(
+        &self,
+        q: &mut QueueLog,
+        visit: &mut dyn FnMut(StoredMessage),
+    ) -> Result<(), StoreError> {
+        if q.loaded {
+            return Ok(());
+        }
+        let mut ids: Vec<u64> = Vec::new();
+        for entry in std::fs::read_dir(&q.dir).map_err(io)? {
+            let name = entry.map_err(io)?.file_name();
+            let name = name.to_string_lossy();
+            if let Some(id) = name.strip_suffix(".seg").and_then(|n| n.parse().ok()) {
+                ids.push(id);
+            } else if name.ends_with(".tmp") {
+                // A compaction a crash interrupted: the original is still in place.
+                let _ = std::fs::remove_file(q.dir.join(&*name));
+            }
+        }
+        ids.sort_unstable();
+        let mut last_seq = None;
+        let count = ids.len();
+        for (i, id) in ids.into_iter().enumerate() {
+            let newest = i + 1 == count;
+            match self.load_segment(q, id, newest, &mut last_seq, visit)? {
+                Some(segment) if segment.live > 0 => {
+                    q.segments.insert(id, segment);
+                }
+                Some(_) => self.remove_segment_files(&q.dir, id)?,
+                None => {}
+            }
+        }
+        q.loaded = true;
+        Ok(())
+    }
+
+    /// Read one segment. `None`: it was corrupt before its end and is now in quarantine.
+    fn load_segment(
+        &self,
+        q: &QueueLog,
+        id: u64,
+        newest: bool,
+        last_seq: &mut Option<u64>,
+        visit: &mut dyn FnMut(StoredMessage),
+    ) -> Result<Option<Segment>, StoreError> {
+        let path = q.dir.join(segment_name(id));
+        let ack_path = q.dir.join(ack_name(id));
+        let mut removed = HashSet::new();
+        let mut marks = HashMap::new();
+        match std::fs::read(&ack_path) {
+            Ok(acks) => {
+                for entry in acks.chunks_exact(ACK_ENTRY) {
+                    // A torn or damaged entry settles nothing: at worst a redelivery.
+                    match decode_ack(entry) {
+                        Some((seq, ACK_REMOVED, _)) => {
+                            removed.insert(seq);
+                            marks.remove(&seq);
+                        }
+                        Some((seq, ACK_DELIVERED, n)) => {
+                            marks.insert(seq, n);
+                        }
+                        Some(_) | None => {}
+                    }
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(e)),
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(io)?;
+        let size = file.metadata().map_err(io)?.len();
+        let mut reader = BufReader::with_capacity(1 << 20, &file);
+        let mut magic = [0u8; 8];
+        let mut good = 0u64;
+        let mut entries = Vec::new();
+        let mut live = 0u32;
+        let mut live_bytes = 0u64;
+        let mut kept_marks = HashMap::new();
+        // Visited only once the whole segment has been checked: a segment quarantined part-way
+        // must not have handed out its first records.
+        let mut found = Vec::new();
+        let mut damaged = reader.read_exact(&mut magic).is_err() || &magic != MAGIC;
+        if !damaged {
+            good = MAGIC.len() as u64;
+            let mut buf = Vec::new();
+            while good < size {
+                let mut frame = [0u8; FRAME];
+                if reader.read_exact(&mut frame).is_err() {
+                    damaged = true;
+                    break;
+                }
+                let len = u32::from_be_bytes([frame[0], frame[1], frame[2], frame[3]]) as usize;
+                if !(FIXED..=MAX_RECORD).contains(&len) || good + (FRAME + len) as u64 > size {
+                    damaged = true;
+                    break;
+                }
+                buf.clear();
+                buf.extend_from_slice(&frame);
+                buf.resize(FRAME + len, 0);
+                if reader.read_exact(&mut buf[FRAME..]).is_err() {
+                    damaged = true;
+                    break;
+                }
+                let Some(d) = decode_record(&buf) else {
+                    damaged = true;
+                    break;
+                };
+                // Numbers rise, and none is below its segment's name (lookups go by name).
+                if d.seq < id || last_seq.is_some_and(|l| d.seq <= l) {
+                    damaged = true;
+                    break;
+                }
+                *last_seq = Some(d.seq);
+                let record_len = (FRAME + len) as u32;
+                let settled = removed.contains(&d.seq);
+                entries.push(IndexEntry {
+                    seq: d.seq,
+                    offset: if settled { SETTLED } else { good as u32 },
+                    len: record_len,
+                });
+                if !settled {
+                    live += 1;
+                    live_bytes += u64::from(record_len);
+                    let deliveries = marks.get(&d.seq).copied().unwrap_or(0);
+                    if deliveries > 0 {
+                        kept_marks.insert(d.seq, deliveries);
+                    }
+                    found.push(StoredMessage {
+                        seq: d.seq,
+                        meta: Bytes::copy_from_slice(buf.get(d.meta).unwrap_or_default()),
+                        deliveries,
+                    });
+                }
+                good += u64::from(record_len);
+            }
+        }
+        if damaged && !newest {
+            drop(reader);
+            self.quarantine(q, id)?;
+            return Ok(None);
+        }
+        if damaged {
+            // The tail a crash cut short: nothing in it was ever confirmed.
+            tracing::warn!(segment = %path.display(), valid_bytes = good, size, "cutting a torn segment tail");
+            file.set_len(good.max(MAGIC.len() as u64)).map_err(io)?;
+            if good < MAGIC.len() as u64 {
+                file.write_all_at(MAGIC, 0).map_err(io)?;
+            }
+            file.sync_data().map_err(io)?;
+        }
+        found.into_iter().for_each(visit);
+        Ok(Some(Segment {
+            file: Arc::new(file),
+            file_id: self.file_id(),
+            size: good.max(MAGIC.len() as u64),
+            entries,
+            live,
+            live_bytes,
+            acks: None,
+            marks: kept_marks,
+        }))
+    }
+
+    /// Move a corrupt segment (and its ack file) aside, so the broker starts with the rest.
+    fn quarantine(&self, q: &QueueLog, id: u64) -> Result<(), StoreError> {
+        let dir = self.root.join("quarantine");
+        std::fs::create_dir_all(&dir).map_err(io)?;
+        let stem = format!(
+            "{}-{id:020}",
+            q.dir.file_name().unwrap_or_default().to_string_lossy()
+        );
+        tracing::error!(
+            segment = %q.dir.join(segment_name(id)).display(),
+            moved_to = %dir.display(),
+            "a message segment is corrupt before its end; moved to quarantine, its messages are not recovered"
+        );
+        std::fs::rename(
+            q.dir.join(segment_name(id)),
+            dir.join(format!("{stem}.seg")),
+        )
+        .map_err(io)?;
+        match std::fs::rename(q.dir.join(ack_name(id)), dir.join(format!("{stem}.ack"))) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(e)),
+        }
+        fsync_dir(&dir)?;
+        fsync_dir(&q.dir)?;
+        self.quarantined.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
