@@ -2,11 +2,14 @@
 //! amq-protocol's parser, differentially. A table the check passes must parse to exactly the
 //! bytes the check walked and re-encode to a table the check passes; a shallow input the check
 //! calls malformed must not parse. (Deep inputs go to amq-protocol only once the check has
-//! bounded them: its parser recurses.)
+//! bounded them: its parser recurses.) Content properties go through the BCC stripping and the
+//! UTF-8 mending a publish's header gets.
 #![no_main]
 
 use amq_protocol::types::parsing::parse_field_table;
-use leveret::protocol::nesting::{check_properties, check_table, NestingError};
+use leveret::protocol::nesting::{
+    check_properties, check_table, strip_header, utf8_properties, NestingError,
+};
 use leveret::protocol::table::{decode_properties, decode_table, encode_table};
 use libfuzzer_sys::fuzz_target;
 
@@ -38,5 +41,37 @@ fuzz_target!(|data: &[u8]| {
     }
     if check_properties(data).is_ok() {
         let _ = decode_properties(data);
+    }
+    // BCC stripping (as a publish's content header is stored): what comes out has no such
+    // header left, is shorter by exactly what was cut, and decodes wherever the input did.
+    if let Some(stripped) = strip_header(data, "BCC") {
+        assert!(stripped.len() < data.len(), "nothing was cut");
+        assert!(
+            strip_header(&stripped, "BCC").is_none(),
+            "a BCC header survived stripping"
+        );
+        if let Some(before) = decode_properties(data) {
+            let after = decode_properties(&stripped).expect("stripped properties decode");
+            let before_headers = before.headers().clone().unwrap_or_default();
+            let after_headers = after.headers().clone().unwrap_or_default();
+            let expected: Vec<_> = before_headers
+                .inner()
+                .iter()
+                .filter(|(k, _)| k.as_str() != "BCC")
+                .collect();
+            let got: Vec<_> = after_headers.inner().iter().collect();
+            assert_eq!(got, expected);
+            assert_eq!(after.message_id(), before.message_id());
+            assert_eq!(after.delivery_mode(), before.delivery_mode());
+        }
+    }
+    // UTF-8 mending: what it answers, amq-protocol parses (bounded first: its parser recurses).
+    if let Some(mended) = utf8_properties(data) {
+        if check_properties(&mended).is_ok() {
+            assert!(
+                amq_protocol::protocol::basic::parse_properties(&mended[..]).is_ok(),
+                "mended properties do not parse"
+            );
+        }
     }
 });

@@ -170,7 +170,8 @@ pub fn utf8_properties(raw: &[u8]) -> Option<Vec<u8>> {
             _ => at += 8,
         }
     }
-    Some(out)
+    // A fixed-size property cut short is malformed too (found by the field_tables target).
+    (at <= raw.len()).then_some(out)
 }
 
 /// Content-header properties (flags first) without the top-level header `key`, every other
@@ -381,6 +382,8 @@ mod tests {
         assert!(amq_protocol::protocol::basic::parse_properties(&fixed[..]).is_ok());
         assert!(amq_protocol::protocol::basic::parse_properties(&raw[..]).is_err());
         assert_eq!(utf8_properties(&raw[..6]), None);
+        // A timestamp cut short (the field_tables fuzz target's find).
+        assert_eq!(utf8_properties(&[0x00, 0x40, 0x00, 0x01, 0x08]), None);
     }
 
     #[test]
