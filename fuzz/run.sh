@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 seconds="${FUZZ_SECONDS:-30}"
-read -r -a targets <<<"${FUZZ_TARGETS:-frames field_tables config definitions connection segment_log}"
+read -r -a targets <<<"${FUZZ_TARGETS:-frames field_tables config definitions connection segment_log list_query}"
 if ! rustup toolchain list | grep -q '^nightly'; then
   echo "fuzz: no nightly toolchain; cargo fuzz needs one" >&2
   exit 1

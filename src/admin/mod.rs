@@ -9,7 +9,7 @@
 
 mod accounts;
 mod bindings;
-mod listing;
+pub mod listing;
 mod metrics;
 mod objects;
 mod overview;
