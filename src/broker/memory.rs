@@ -1,10 +1,12 @@
-//! Memory pressure: whether queues should page transient messages out to the store.
+//! Memory pressure: whether queues should keep less in memory.
 //!
 //! A background task reads the process's resident set size from `/proc/self/statm` five times a
-//! second and raises a shared flag above the paging ratio of the memory watermark. Queues read the flag when a message arrives
-//! deep in a queue; short queues never page. The same task hands memory the allocator holds but
-//! no longer uses back to the kernel now and then: glibc keeps freed memory in per-thread arenas,
-//! and after recovering or draining a deep queue that is most of the resident set.
+//! second and raises a shared flag above the paging ratio of the memory watermark
+//! (`vm_memory_high_watermark_paging_ratio`). Queues read the flag when a message arrives: under
+//! pressure their resident window shrinks, so new arrivals go to the message log sooner. The
+//! same task hands memory the allocator holds but no longer uses back to the kernel now and
+//! then: glibc keeps freed memory in per-thread arenas, and after recovering or draining a deep
+//! queue that is most of the resident set.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -12,12 +14,12 @@ use std::time::Duration;
 
 use super::alarms::Alarms;
 
-/// The shared "page transient messages out" flag.
+/// The shared "memory is short" flag.
 #[derive(Debug, Clone, Default)]
 pub struct MemoryPressure(Arc<AtomicBool>);
 
 impl MemoryPressure {
-    /// Whether queues should page transient messages out now.
+    /// Whether queues should keep less in memory now.
     pub fn is_high(&self) -> bool {
         self.0.load(Ordering::Relaxed)
     }
@@ -41,13 +43,10 @@ impl MemoryPressure {
                 let Some(rss) = resident_bytes() else {
                     continue;
                 };
-                let high = if ratio > 0.0 {
-                    let threshold = (alarms.memory_limit() as f64 * ratio) as u64;
-                    flag.store(rss >= threshold, Ordering::Relaxed);
-                    rss >= threshold
-                } else {
-                    false
-                };
+                let high = ratio > 0.0 && rss >= (alarms.memory_limit() as f64 * ratio) as u64;
+                if ratio > 0.0 {
+                    flag.store(high, Ordering::Relaxed);
+                }
                 // Every few seconds, once the process is big enough for it to matter (every
                 // second under pressure, when paging frees bodies by the thousand): a trim
                 // walks the allocator's free lists, and freed pages come back as page faults.

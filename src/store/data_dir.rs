@@ -194,11 +194,6 @@ impl DataDir {
         tracing::info!(messages = total, "migration complete");
         Ok(())
     }
-
-    /// The message log's figures.
-    pub fn log_stats(&self) -> LogStats {
-        self.log.stats()
-    }
 }
 
 #[async_trait]

@@ -534,10 +534,12 @@ impl MessageLog for SegmentLog {
         let Some(segment) = q.segments.get_mut(&id) else {
             return Err(StoreError::Unusable("no active segment".to_owned()));
         };
-        segment
-            .file
-            .write_all_at(&bytes, segment.size)
-            .map_err(io)?;
+        if let Err(e) = segment.file.write_all_at(&bytes, segment.size) {
+            // A write cut short (a full disk) leaves no half record behind: once the segment
+            // is no longer the newest, recovery would take one for corruption.
+            let _ = segment.file.set_len(segment.size);
+            return Err(io(e));
+        }
         segment.entries.push(IndexEntry {
             seq,
             offset: segment.size as u32,
