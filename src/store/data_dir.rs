@@ -60,7 +60,45 @@ fn io(e: std::io::Error) -> StoreError {
     StoreError::Io(e)
 }
 
-fn write_marker(dir: &Path, format: &str) -> Result<(), StoreError> {
+/// Create `dir` if need be and take its lock, which keeps a second broker out for as long as
+/// the returned file is open.
+pub(super) fn lock_dir(dir: &Path) -> Result<File, StoreError> {
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let lock_path = dir.join("LOCK");
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(io)?;
+    if lock.try_lock().is_err() {
+        return Err(StoreError::Unusable(format!(
+            "data directory {} is in use by another Leveret process (lock on {})",
+            dir.display(),
+            lock_path.display()
+        )));
+    }
+    Ok(lock)
+}
+
+/// A directory with no format marker is taken only if it holds nothing but the lock (and a
+/// marker being written).
+pub(super) fn refuse_foreign(dir: &Path) -> Result<(), StoreError> {
+    let foreign = std::fs::read_dir(dir)
+        .map_err(io)?
+        .filter_map(Result::ok)
+        .any(|e| e.file_name() != "LOCK" && e.file_name() != "FORMAT.tmp");
+    if foreign {
+        return Err(StoreError::Unusable(format!(
+            "{} is not a Leveret data directory (no FORMAT marker) and is not empty",
+            dir.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Write the format marker durably (a temporary file renamed over it, then the directory).
+pub(super) fn write_marker(dir: &Path, format: &str) -> Result<(), StoreError> {
     let tmp = dir.join("FORMAT.tmp");
     let mut f = File::create(&tmp).map_err(io)?;
     f.write_all(format.as_bytes()).map_err(io)?;
@@ -77,21 +115,7 @@ impl DataDir {
 
     /// Open (or create) the data directory `dir`, migrating an older format.
     pub fn open_with(dir: &Path, options: DataDirOptions) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(dir).map_err(io)?;
-        let lock_path = dir.join("LOCK");
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io)?;
-        if lock.try_lock().is_err() {
-            return Err(StoreError::Unusable(format!(
-                "data directory {} is in use by another Leveret process (lock on {})",
-                dir.display(),
-                lock_path.display()
-            )));
-        }
+        let lock = lock_dir(dir)?;
         let found = match std::fs::read_to_string(dir.join("FORMAT")) {
             Ok(found) => Some(found.trim().to_owned()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
@@ -109,16 +133,7 @@ impl DataDir {
                 )))
             }
             None => {
-                let foreign = std::fs::read_dir(dir)
-                    .map_err(io)?
-                    .filter_map(Result::ok)
-                    .any(|e| e.file_name() != "LOCK" && e.file_name() != "FORMAT.tmp");
-                if foreign {
-                    return Err(StoreError::Unusable(format!(
-                        "{} is not a Leveret data directory (no FORMAT marker) and is not empty",
-                        dir.display()
-                    )));
-                }
+                refuse_foreign(dir)?;
                 write_marker(dir, FORMAT)?;
                 false
             }

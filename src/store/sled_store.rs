@@ -16,8 +16,7 @@
 //! few bytes per message, never the bodies. Records are written before their index entry, and
 //! removed after it; sled's single log keeps that order through a crash.
 
-use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -114,23 +113,8 @@ impl SledStore {
     /// Open (or create) a store in `dir`; sled flushes in the background every
     /// `flush_interval_ms` (acks become durable within that window; confirms never wait on it).
     pub fn open_with(dir: &Path, flush_interval_ms: u64) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(dir).map_err(io)?;
-        let marker = dir.join("FORMAT");
-        let lock_path = dir.join("LOCK");
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io)?;
-        if lock.try_lock().is_err() {
-            return Err(StoreError::Unusable(format!(
-                "data directory {} is in use by another Leveret process (lock on {})",
-                dir.display(),
-                lock_path.display()
-            )));
-        }
-        match std::fs::read_to_string(&marker) {
+        let lock = super::data_dir::lock_dir(dir)?;
+        match std::fs::read_to_string(dir.join("FORMAT")) {
             Ok(found) if found.trim() == FORMAT => {}
             Ok(found) => {
                 return Err(StoreError::Unusable(format!(
@@ -140,19 +124,8 @@ impl SledStore {
                 )))
             }
             Err(_) => {
-                let foreign = std::fs::read_dir(dir)
-                    .map_err(io)?
-                    .filter_map(Result::ok)
-                    .any(|e| e.file_name() != "LOCK");
-                if foreign {
-                    return Err(StoreError::Unusable(format!(
-                        "{} is not a Leveret data directory (no FORMAT marker) and is not empty",
-                        dir.display()
-                    )));
-                }
-                let mut f = File::create(&marker).map_err(io)?;
-                f.write_all(FORMAT.as_bytes()).map_err(io)?;
-                f.sync_all().map_err(io)?;
+                super::data_dir::refuse_foreign(dir)?;
+                super::data_dir::write_marker(dir, FORMAT)?;
             }
         }
         Self::open_db(dir, flush_interval_ms, Arc::new(lock))
