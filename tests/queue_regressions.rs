@@ -37,6 +37,7 @@ mod engine {
                     name: "ad".into(),
                     auto_delete: true,
                     arguments: args,
+                    argument_order: Vec::new(),
                     ..Default::default()
                 },
                 1,

@@ -22,7 +22,7 @@ fuzz_target!(|data: &[u8]| {
     let mut buf = BytesMut::from(rest);
     let mut assemblers: HashMap<u16, CommandAssembler> = HashMap::new();
     while let Ok(Some(frame)) = decode_frame(&mut buf, frame_max) {
-        if let Frame::Method(channel, method) = &frame {
+        if let Frame::Method(channel, method, _) = &frame {
             let mut out = BytesMut::new();
             encode_method(&mut out, *channel, method);
         }

@@ -273,6 +273,7 @@ async fn put_queue(
             exclusive: false,
             auto_delete: flag(&map, "auto_delete"),
             arguments: args,
+            argument_order: Vec::new(),
         },
         0,
     )

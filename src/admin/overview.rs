@@ -706,6 +706,7 @@ pub async fn import_definitions(
                 exclusive: false,
                 auto_delete: b(q, "auto_delete"),
                 arguments: args(q)?,
+                argument_order: Vec::new(),
             },
             0,
         )

@@ -7,7 +7,7 @@
 use amq_protocol::protocol::{basic, AMQPClass};
 use bytes::{Bytes, BytesMut};
 
-use super::codec::{ContentHeader, Frame};
+use super::codec::{ArgumentOrder, ContentHeader, Frame};
 use super::error::AmqpError;
 
 /// The content of a published message.
@@ -28,6 +28,8 @@ pub struct Command {
     pub method: Box<AMQPClass>,
     /// Content, for methods that carry it.
     pub content: Option<Content>,
+    /// The argument table's key order, where it matters ([`ArgumentOrder`]).
+    pub argument_order: ArgumentOrder,
 }
 
 /// A publish whose body is still arriving.
@@ -77,7 +79,7 @@ impl CommandAssembler {
     /// Feed one frame; returns a command once complete.
     pub fn feed(&mut self, frame: Frame) -> Result<Option<Command>, AmqpError> {
         match (std::mem::take(&mut self.state), frame) {
-            (State::Method, Frame::Method(_, method)) => {
+            (State::Method, Frame::Method(_, method, argument_order)) => {
                 if carries_content(&method) {
                     self.state = State::Header(method);
                     Ok(None)
@@ -85,6 +87,7 @@ impl CommandAssembler {
                     Ok(Some(Command {
                         method,
                         content: None,
+                        argument_order,
                     }))
                 }
             }
@@ -114,6 +117,7 @@ impl CommandAssembler {
                             raw_properties: header.raw_properties,
                             body: Bytes::new(),
                         }),
+                        argument_order: None,
                     }));
                 }
                 self.state = State::Body(Box::new(PartialContent {
@@ -175,6 +179,7 @@ impl CommandAssembler {
                             raw_properties: header.raw_properties,
                             body,
                         }),
+                        argument_order: None,
                     }));
                 }
                 self.state = State::Body(partial);
@@ -210,6 +215,7 @@ mod tests {
                     immediate: false,
                 },
             ))),
+            None,
         )
     }
 

@@ -36,11 +36,16 @@ pub struct ContentHeader {
     pub raw_properties: Bytes,
 }
 
+/// The keys of a method's argument table in the order the client sent them, kept where an
+/// answer depends on it (a `queue.declare` naming several arguments: RabbitMQ reports the first
+/// one another queue type takes) because amq-protocol's tables are sorted maps. `None` elsewhere.
+pub type ArgumentOrder = Option<Box<[String]>>;
+
 /// One decoded frame.
 #[derive(Debug, Clone)]
 pub enum Frame {
-    /// A method frame.
-    Method(u16, Box<AMQPClass>),
+    /// A method frame, with its argument table's key order where that matters.
+    Method(u16, Box<AMQPClass>, ArgumentOrder),
     /// A content header frame.
     Header(u16, Box<ContentHeader>),
     /// A content body frame.
@@ -53,9 +58,10 @@ impl Frame {
     /// The channel the frame belongs to.
     pub fn channel(&self) -> u16 {
         match self {
-            Self::Method(ch, _) | Self::Header(ch, _) | Self::Body(ch, _) | Self::Heartbeat(ch) => {
-                *ch
-            }
+            Self::Method(ch, ..)
+            | Self::Header(ch, _)
+            | Self::Body(ch, _)
+            | Self::Heartbeat(ch) => *ch,
         }
     }
 }
@@ -108,7 +114,13 @@ pub fn decode_frame(buf: &mut BytesMut, frame_max: u32) -> Result<Option<Frame>,
     frame.truncate(total - 1);
     let payload = frame.split_off(7).freeze();
     match frame_type {
-        FRAME_METHOD => decode_method(&payload).map(|m| Some(Frame::Method(channel, Box::new(m)))),
+        FRAME_METHOD => decode_method(&payload).map(|m| {
+            Some(Frame::Method(
+                channel,
+                Box::new(m),
+                argument_order(&payload),
+            ))
+        }),
         FRAME_HEADER => decode_header(payload).map(|h| Some(Frame::Header(channel, Box::new(h)))),
         FRAME_BODY => Ok(Some(Frame::Body(channel, payload))),
         _ => Ok(Some(Frame::Heartbeat(channel))),
@@ -136,7 +148,7 @@ pub fn erlang_binary(bytes: &[u8]) -> String {
 /// The payload of a frame as it was on the wire, for RabbitMQ-style "all octets" texts.
 pub fn frame_payload(frame: &Frame) -> (u8, Vec<u8>) {
     match frame {
-        Frame::Method(_, m) => {
+        Frame::Method(_, m, _) => {
             let mut out = BytesMut::new();
             encode_method(&mut out, 0, m);
             (FRAME_METHOD, out[7..out.len() - 1].to_vec())
@@ -189,6 +201,17 @@ fn is_known_method(class_id: u16, method_id: u16) -> bool {
         90 => matches!(method_id, 10 | 11 | 20 | 21 | 30 | 31),
         _ => false,
     }
+}
+
+/// [`ArgumentOrder`] for a method that decoded: a `queue.declare` with two arguments or more.
+fn argument_order(payload: &[u8]) -> ArgumentOrder {
+    if payload.get(0..4) != Some(&[0, 50, 0, 10]) {
+        return None;
+    }
+    // reserved (2), queue (short string), flags (1), then the table.
+    let name_len = usize::from(*payload.get(6)?);
+    let keys = nesting::top_level_keys(payload.get(7 + name_len + 1..)?)?;
+    (keys.len() > 1).then(|| keys.into_boxed_slice())
 }
 
 fn decode_method(payload: &[u8]) -> Result<AMQPClass, AmqpError> {
@@ -463,10 +486,50 @@ mod tests {
         encode_method(&mut out, 3, &method);
         let frame = decode_frame(&mut out, 4096).unwrap().unwrap();
         match frame {
-            Frame::Method(3, m) => assert_eq!(*m, method),
+            Frame::Method(3, m, _) => assert_eq!(*m, method),
             other => panic!("unexpected {other:?}"),
         }
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn queue_declare_keeps_the_clients_argument_order() {
+        // queue.declare of "q", no flags, with a table of x-b (long) then x-a (short string):
+        // the reverse of the sorted order amq-protocol's map gives.
+        let mut table = Vec::new();
+        table.extend_from_slice(b"\x03x-bI\x00\x00\x00\x01");
+        table.extend_from_slice(b"\x03x-aS\x00\x00\x00\x01z");
+        let mut payload = vec![0, 50, 0, 10, 0, 0, 1, b'q', 0];
+        payload.extend_from_slice(&(table.len() as u32).to_be_bytes());
+        payload.extend_from_slice(&table);
+        let mut out = BytesMut::new();
+        out.put_u8(FRAME_METHOD);
+        out.put_u16(1);
+        out.put_u32(payload.len() as u32);
+        out.put_slice(&payload);
+        out.put_u8(FRAME_END);
+        match decode_frame(&mut out, 4096).unwrap().unwrap() {
+            Frame::Method(1, _, Some(order)) => assert_eq!(&*order, ["x-b", "x-a"]),
+            other => panic!("unexpected {other:?}"),
+        }
+        // One argument: nothing to order.
+        let mut arguments = amq_protocol::types::FieldTable::default();
+        arguments.insert("x-a".into(), amq_protocol::types::AMQPValue::LongInt(1));
+        let method = AMQPClass::Queue(queue::AMQPMethod::Declare(queue::Declare {
+            queue: "q".into(),
+            passive: false,
+            durable: true,
+            exclusive: false,
+            auto_delete: false,
+            nowait: false,
+            arguments,
+        }));
+        let mut out = BytesMut::new();
+        encode_method(&mut out, 1, &method);
+        assert!(matches!(
+            decode_frame(&mut out, 4096).unwrap().unwrap(),
+            Frame::Method(1, _, None)
+        ));
     }
 
     #[test]
@@ -585,7 +648,7 @@ mod properties {
             let mut out = BytesMut::new();
             encode_method(&mut out, channel, &method);
             match decode_frame(&mut out, 0).unwrap() {
-                Some(Frame::Method(ch, m)) => {
+                Some(Frame::Method(ch, m, _)) => {
                     prop_assert_eq!(ch, channel);
                     prop_assert_eq!(*m, method);
                 }

@@ -231,6 +231,34 @@ pub fn strip_header(raw: &[u8], key: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// The top-level keys of the field table at the start of `table` (with its 4-byte length), in
+/// the order they were sent, duplicates kept (invalid UTF-8 shown as `?`). `None` if malformed.
+pub fn top_level_keys(table: &[u8]) -> Option<Vec<String>> {
+    let len = u32_at(table, 0)?;
+    let end = len.checked_add(4)?;
+    if end > table.len() {
+        return None;
+    }
+    let mut keys = Vec::new();
+    let mut entry = 4usize;
+    while entry < end {
+        let key_len = usize::from(*table.get(entry)?);
+        let name = table.get(entry + 1..entry + 1 + key_len)?;
+        let tag_at = entry + 1 + key_len;
+        let value_at = tag_at + 1;
+        let size = match *table.get(tag_at)? {
+            b'S' | b'x' | b'A' | b'F' => 4usize.checked_add(u32_at(table, value_at)?)?,
+            tag => fixed_size(tag)?,
+        };
+        entry = value_at.checked_add(size)?;
+        if entry > end {
+            return None;
+        }
+        keys.push(String::from_utf8_lossy(name).replace('\u{fffd}', "?"));
+    }
+    Some(keys)
+}
+
 /// The size of a field value of fixed size (the types amq-protocol reads), by its type tag.
 fn fixed_size(tag: u8) -> Option<usize> {
     match tag {
@@ -324,6 +352,25 @@ mod tests {
     use super::*;
     use crate::protocol::table::encode_table;
     use amq_protocol::types::{AMQPValue, FieldArray, FieldTable};
+
+    #[test]
+    fn top_level_keys_in_wire_order() {
+        // b: {c: true}, a: false, b: void (a duplicate); the nested key is not top-level.
+        let mut table = Vec::new();
+        table.extend_from_slice(b"\x01bF\x00\x00\x00\x04\x01ct\x01");
+        table.extend_from_slice(b"\x01at\x00\x01bV");
+        let mut bytes = (table.len() as u32).to_be_bytes().to_vec();
+        bytes.extend_from_slice(&table);
+        assert_eq!(top_level_keys(&bytes).unwrap(), ["b", "a", "b"]);
+        // Cut short anywhere: refused, never a panic.
+        for cut in 0..bytes.len() {
+            let mut short = bytes[..cut].to_vec();
+            if short.len() >= 4 {
+                short[..4].copy_from_slice(&((cut - 4) as u32).to_be_bytes());
+            }
+            let _ = top_level_keys(&short);
+        }
+    }
 
     /// A table holding arrays nested `depth - 1` deep (the table itself is level 1).
     fn nested(depth: usize) -> Vec<u8> {

@@ -470,7 +470,7 @@ async fn close_with(reader: &mut FrameReader, writer: &WriterHandle, error: Amqp
     let wait = async {
         loop {
             match reader.next_frame().await {
-                Ok(Some(Frame::Method(_, m)))
+                Ok(Some(Frame::Method(_, m, _)))
                     if matches!(
                         *m,
                         Method::Connection(connection::AMQPMethod::CloseOk(_))
@@ -625,7 +625,7 @@ impl Connection {
             };
             let publish = matches!(
                 &frame,
-                Frame::Method(_, m) if m.get_amqp_class_id() == 60 && m.get_amqp_method_id() == 40
+                Frame::Method(_, m, _) if m.get_amqp_class_id() == 60 && m.get_amqp_method_id() == 40
             );
             if let Some(outcome) = self.on_frame(frame).await {
                 return Some(outcome);
@@ -751,7 +751,7 @@ impl Connection {
         let channel_id = frame.channel();
         match frame {
             Frame::Heartbeat(0) => None,
-            Frame::Method(0, method) => self.on_connection_method(*method),
+            Frame::Method(0, method, _) => self.on_connection_method(*method),
             frame @ (Frame::Heartbeat(_) | Frame::Header(0, _) | Frame::Body(0, _)) => {
                 let (frame_type, payload) = frame_payload(&frame);
                 Some(Outcome::Close(AmqpError::unexpected_frame(format!(
@@ -761,7 +761,7 @@ impl Connection {
             }
             frame => {
                 let method_ids = match &frame {
-                    Frame::Method(_, m) => Some((m.get_amqp_class_id(), m.get_amqp_method_id())),
+                    Frame::Method(_, m, _) => Some((m.get_amqp_class_id(), m.get_amqp_method_id())),
                     Frame::Header(..) | Frame::Body(..) | Frame::Heartbeat(_) => None,
                 };
                 let assembling = self.unopened.contains_key(&channel_id);

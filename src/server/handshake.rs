@@ -118,7 +118,7 @@ fn send_method(writer: &WriterHandle, method: Method) {
 async fn expect_method(reader: &mut FrameReader) -> Result<Method, HandshakeFailure> {
     loop {
         match reader.next_frame().await {
-            Ok(Some(Frame::Method(0, method))) => return Ok(*method),
+            Ok(Some(Frame::Method(0, method, _))) => return Ok(*method),
             Ok(Some(Frame::Heartbeat(_))) => continue,
             Ok(Some(frame)) => {
                 let (frame_type, payload) = frame_payload(&frame);

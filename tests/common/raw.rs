@@ -119,7 +119,7 @@ impl RawClient {
     pub async fn method(&mut self) -> Method {
         loop {
             match self.frame().await.expect("a frame") {
-                Frame::Method(_, m) => return *m,
+                Frame::Method(_, m, _) => return *m,
                 Frame::Heartbeat(_) => continue,
                 other => panic!("unexpected frame {other:?}"),
             }

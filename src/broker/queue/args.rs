@@ -146,17 +146,23 @@ pub fn declared_type(arguments: &FieldTable) -> QueueType {
 }
 
 /// What RabbitMQ checks after the arguments' values: no argument another queue type takes
-/// (in the client's order), then the properties the type requires (quorum and stream queues
-/// are durable, not exclusive, not auto-delete).
+/// (the first in `order`, the client's order, or in key order when that is empty), then the
+/// properties the type requires (quorum and stream queues are durable, not exclusive, not
+/// auto-delete).
 pub fn check_declare(
     arguments: &FieldTable,
+    order: &[String],
     args: &QueueArgs,
     resource: &str,
     (durable, exclusive, auto_delete): (bool, bool, bool),
 ) -> Result<(), AmqpError> {
     let kind = args.queue_type;
-    for key in arguments.inner().keys() {
-        let key = key.as_str();
+    let keys: Vec<&str> = if order.is_empty() {
+        arguments.inner().keys().map(|k| k.as_str()).collect()
+    } else {
+        order.iter().map(String::as_str).collect()
+    };
+    for key in keys {
         let known = [CLASSIC_ARGS, QUORUM_ARGS, STREAM_ARGS]
             .iter()
             .any(|list| list.contains(&key));

@@ -103,6 +103,8 @@ pub struct QueueDeclare {
     pub auto_delete: bool,
     /// Arguments.
     pub arguments: FieldTable,
+    /// The arguments' keys in the client's order, when it sent them in one (empty: key order).
+    pub argument_order: Vec<String>,
 }
 
 /// Names of the queues behind direct reply-to consumers.
@@ -428,6 +430,7 @@ impl VHost {
                 let args = args::parse(&d.arguments, &resource)?;
                 args::check_declare(
                     &d.arguments,
+                    &d.argument_order,
                     &args,
                     &resource,
                     (d.durable, d.exclusive, d.auto_delete),

@@ -19,7 +19,7 @@ use crate::broker::exchange::Destination;
 use crate::broker::queue::{ChannelLimiter, ConfirmTarget, QueueHandle, QueueStats};
 use crate::broker::vhost::{check_queue_name, random_name, ExchangeDeclare, QueueDeclare, VHost};
 use crate::broker::Message;
-use crate::protocol::codec::encode_confirm;
+use crate::protocol::codec::{encode_confirm, ArgumentOrder};
 use crate::protocol::table::{as_str, lookup};
 use crate::protocol::{
     access, channel, confirm, exchange, queue, tx, AmqpError, Command, CommandAssembler,
@@ -244,7 +244,7 @@ impl Channel {
         if self.closing {
             // After our channel.close only close/close-ok matter; everything else is dropped.
             return Ok(match frame {
-                Frame::Method(_, m) => match *m {
+                Frame::Method(_, m, _) => match *m {
                     Method::Channel(channel::AMQPMethod::CloseOk(_)) => ChannelFate::Closed,
                     // Both sides closed at once: answer the client's close, but the channel
                     // stays until the close-ok for ours arrives, as RabbitMQ's does. Freeing
@@ -400,11 +400,15 @@ impl Channel {
         ctx: &mut ConnCtx,
         command: Command,
     ) -> Result<ChannelFate, AmqpError> {
-        let Command { method, content } = command;
+        let Command {
+            method,
+            content,
+            argument_order,
+        } = command;
         match *method {
             Method::Channel(m) => return self.on_channel_method(ctx, m),
             Method::Exchange(m) => self.on_exchange_method(ctx, m)?,
-            Method::Queue(m) => self.on_queue_method(ctx, m).await?,
+            Method::Queue(m) => self.on_queue_method(ctx, m, argument_order).await?,
             Method::Basic(m) => self.on_basic_method(ctx, m, content).await?,
             Method::Tx(m) => self.on_tx_method(ctx, m).await?,
             Method::Confirm(confirm::AMQPMethod::Select(select)) => {
@@ -546,6 +550,7 @@ impl Channel {
         &mut self,
         ctx: &mut ConnCtx,
         method: queue::AMQPMethod,
+        argument_order: ArgumentOrder,
     ) -> Result<(), AmqpError> {
         let reply = match method {
             queue::AMQPMethod::Declare(d) => {
@@ -574,6 +579,7 @@ impl Channel {
                                 exclusive: d.exclusive,
                                 auto_delete: d.auto_delete,
                                 arguments: d.arguments,
+                                argument_order: argument_order.map(Vec::from).unwrap_or_default(),
                             },
                             ctx.id,
                         )

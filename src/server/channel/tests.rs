@@ -35,7 +35,7 @@ async fn context() -> (ConnCtx, Peer) {
 }
 
 fn method(m: Method) -> Frame {
-    Frame::Method(1, Box::new(m))
+    Frame::Method(1, Box::new(m), None)
 }
 
 async fn feed(ch: &mut Channel, ctx: &mut ConnCtx, m: Method) -> ChannelFate {
@@ -76,7 +76,7 @@ fn sent(ctx: &mut ConnCtx) -> Vec<Method> {
     let mut out = BytesMut::from(&ctx.out.split()[..]);
     let mut methods = Vec::new();
     while let Some(frame) = decode_frame(&mut out, 0).unwrap() {
-        if let Frame::Method(_, m) = frame {
+        if let Frame::Method(_, m, _) = frame {
             methods.push(*m);
         }
     }
