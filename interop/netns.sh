@@ -7,6 +7,7 @@
 # be given a URL: amqplib's callback-API and connect tests. Inside a fresh namespace port 5672 is
 # ours alone, so those tests reach Leveret without colliding with anything on the machine (a
 # RabbitMQ, another CI job). Needs root or unprivileged user namespaces (`unshare -rn`).
+# NETNS_MANAGEMENT_PORT=15672 puts the HTTP API on its standard port too (default: any).
 set -euo pipefail
 BIN=$1 WORK=$2
 shift 2
@@ -23,7 +24,7 @@ cat >"$WORK/leveret.conf" <<CONF
 listeners.tcp.default = 127.0.0.1:5672
 listeners.tcp.ipv6 = [::1]:5672
 CONF
-"$BIN" --config "$WORK/leveret.conf" --management-port 0 --prometheus-port 0 \
+"$BIN" --config "$WORK/leveret.conf" --management-port "${NETNS_MANAGEMENT_PORT:-0}" --prometheus-port 0 \
   --data-dir "$WORK/data" >"$WORK/broker.log" 2>&1 &
 broker=$!
 trap 'kill $broker 2>/dev/null || true; wait $broker 2>/dev/null || true' EXIT

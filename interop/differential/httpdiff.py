@@ -75,6 +75,13 @@ def setup(broker, http):
     request(http, f"/api/vhosts/{VHOST}", "PUT", {})
     request(http, f"/api/permissions/{VHOST}/guest", "PUT",
             {"configure": ".*", "write": ".*", "read": ".*"})
+    request(http, f"/api/topic-permissions/{VHOST}/guest", "PUT",
+            {"exchange": "amq.topic", "write": "^a", "read": ".*"})
+    request(http, f"/api/vhost-limits/{VHOST}/max-queues", "PUT", {"value": 500})
+    request(http, "/api/users/diff-noperm", "PUT", {"password": "p", "tags": ""})
+    request(http, "/api/user-limits/diff-noperm/max-channels", "PUT", {"value": 20})
+    request(http, "/api/global-parameters/cluster_tags", "PUT",
+            {"value": {"region": "differential"}})
     r = Runner(*broker, quiet=0.05, vhost=VHOST)
     props = [["product", ["S", "differential"]], ["version", ["S", "1.0"]],
              ["connection_name", ["S", "diff-http"]],
@@ -91,6 +98,9 @@ def setup(broker, http):
                   "arguments": [["x-max-length", ["I", 100]], ["x-message-ttl", ["I", 600000]]]}},
         {"op": "method", "c": 0, "ch": 1, "name": "queue.declare",
          "args": {"queue": "hq2", "auto_delete": False}},
+        {"op": "method", "c": 0, "ch": 1, "name": "queue.declare",
+         "args": {"queue": "hqq", "durable": True,
+                  "arguments": [["x-queue-type", ["S", "quorum"]]]}},
         {"op": "method", "c": 0, "ch": 1, "name": "queue.bind",
          "args": {"queue": "hq", "exchange": "hx", "routing_key": "a.#"}},
         {"op": "publish", "c": 0, "ch": 1, "args": {"exchange": "hx", "routing_key": "a.b"},
@@ -199,8 +209,64 @@ def endpoints(http, node):
         "/api/health/checks/local-alarms", f"/api/aliveness-test/{v}", "/api/cluster-name",
         "/api/extensions", "/api/policies", "/api/parameters", "/api/global-parameters",
         "/api/feature-flags", "/api/vhost-limits", "/api/auth",
+        "/api/topic-permissions", f"/api/topic-permissions/{v}/guest",
+        "/api/users/guest/topic-permissions", f"/api/vhosts/{v}/topic-permissions",
+        "/api/users/without-permissions", "/api/user-limits", "/api/user-limits/diff-noperm",
+        "/api/connections/username/guest", f"/api/definitions/{v}", f"/api/vhost-limits/{v}",
+        "/api/parameters/vhost-limits", f"/api/parameters/vhost-limits/{v}",
+        f"/api/parameters/vhost-limits/{v}/limits", "/api/global-parameters/cluster_tags",
+        "/api/health/checks/protocol-listener/amqp", "/api/health/checks/virtual-hosts",
+        "/api/health/checks/node-is-quorum-critical",
+        "/api/health/checks/node-is-mirror-sync-critical",
+        "/api/health/checks/certificate-expiration/1/months",
     ]
     return paths
+
+
+# Requests that change or refuse something, sent to both brokers in this order; the status
+# and body of each are compared as the GETs' are. Paths take {v} for the test vhost.
+WRITES = [
+    ("PUT", "/api/topic-permissions/{v}/guest", {"exchange": "amq.topic"}),
+    ("PUT", "/api/topic-permissions/{v}/guest", {"write": "x"}),
+    ("PUT", "/api/topic-permissions/no-such-vhost/guest",
+     {"exchange": "amq.topic", "write": "^a", "read": ".*"}),
+    ("PUT", "/api/topic-permissions/{v}/guest", {"exchange": "x2", "write": "", "read": ""}),
+    ("DELETE", "/api/topic-permissions/{v}/guest/x2", None),
+    ("DELETE", "/api/topic-permissions/{v}/guest/x2", None),
+    ("GET", "/api/topic-permissions/{v}/no-such-user", None),
+    ("PUT", "/api/user-limits/guest/max-queues", {"value": 20}),
+    ("PUT", "/api/user-limits/no-such-user/max-channels", {"value": 20}),
+    ("PUT", "/api/user-limits/guest/max-channels", {"value": "x"}),
+    ("PUT", "/api/user-limits/guest/max-channels", {}),
+    ("GET", "/api/user-limits/no-such-user", None),
+    ("PUT", "/api/users/diff-bulk-1", {"password": "p", "tags": ""}),
+    ("POST", "/api/users/bulk-delete", {}),
+    ("POST", "/api/users/bulk-delete", {"users": ["diff-bulk-1", "no-such-user"]}),
+    ("GET", "/api/users/diff-bulk-1", None),
+    ("PUT", "/api/parameters/federation-upstream/{v}/up1", {"value": {"uri": "amqp://x"}}),
+    ("PUT", "/api/parameters/vhost-limits/{v}/limits", {"value": {"max-bogus": 5}}),
+    ("PUT", "/api/parameters/vhost-limits/no-such-vhost/limits", {"value": {"max-queues": 5}}),
+    ("PUT", "/api/parameters/vhost-limits/{v}/limits", {"value": {"max-queues": 400}}),
+    ("GET", "/api/vhost-limits/{v}", None),
+    ("GET", "/api/parameters/nonsense/{v}", None),
+    ("PUT", "/api/global-parameters/diff-x", {"name": "diff-x"}),
+    ("PUT", "/api/global-parameters/diff-x", {"value": [1, "two"]}),
+    ("GET", "/api/global-parameters/diff-x", None),
+    ("DELETE", "/api/global-parameters/diff-x", None),
+    ("DELETE", "/api/global-parameters/diff-x", None),
+    ("PUT", "/api/cluster-name", {}),
+    ("GET", "/api/health/checks/port-listener/abc", None),
+    ("GET", "/api/health/checks/port-listener/5999", None),
+    ("GET", "/api/health/checks/protocol-listener/mqtt", None),
+    ("GET", "/api/health/checks/certificate-expiration/1/bogus", None),
+    ("GET", "/api/definitions/no-such-vhost", None),
+    ("POST", "/api/definitions/{v}",
+     {"queues": [{"name": "hq-imported", "durable": True, "auto_delete": False,
+                  "arguments": {}}]}),
+    ("GET", "/api/queues/{v}/hq-imported", None),
+    ("POST", "/api/rebalance/queues", None),
+    ("DELETE", "/api/connections/username/no-such-user", None),
+]
 
 
 def main():
@@ -235,6 +301,20 @@ def main():
                 if isinstance(item, dict) and isinstance(item.get("connection_details"), dict):
                     item["connection_details"]["name"] = "CONNECTION"
         compare(path, ra, rb, findings)
+    v = urllib.parse.quote(VHOST, safe="")
+    for method, path, body in WRITES:
+        path = path.replace("{v}", v)
+        a = request(sides[0][1], path, method, body)
+        b = request(sides[1][1], path, method, body)
+        label = f"{method} {path}"
+        if a[0] != b[0]:
+            findings.append(("status", label, f"{a[0]} vs {b[0]}"))
+            continue
+        compare(label, own(normalise_node(a[1], nodes[0])), own(normalise_node(b[1], nodes[1])),
+                findings)
+    for _, http in sides:
+        request(http, "/api/users/diff-noperm", "DELETE")
+        request(http, "/api/global-parameters/cluster_tags", "DELETE")
     for r in runners:
         for conn in r.conns.values():
             if conn.alive:
@@ -246,7 +326,7 @@ def main():
     counts = {}
     for f in findings:
         counts[f[0]] = counts.get(f[0], 0) + 1
-    print(f"{len(endpoints(None, nodes[0]))} endpoints: " +
+    print(f"{len(endpoints(None, nodes[0]))} endpoints and {len(WRITES)} writes: " +
           ", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
     if args.json:
         with open(args.json, "w") as f:

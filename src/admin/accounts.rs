@@ -6,13 +6,13 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Map, Value};
 
 use super::objects::{body_object, vhost, visible_vhost};
 use super::{created, ApiError, Auth};
-use crate::broker::access::{PermissionRecord, UserRecord, SHA256};
+use crate::broker::access::{PermissionRecord, TopicPermissionRecord, UserRecord, SHA256};
 use crate::broker::policy::PolicyRecord;
 use crate::broker::{VHost, VhostMeta};
 
@@ -27,12 +27,36 @@ pub(super) fn routes() -> Router<Arc<super::AdminState>> {
             get(get_vhost).put(put_vhost).delete(delete_vhost),
         )
         .route("/api/vhosts/{vhost}/permissions", get(vhost_permissions))
+        .route(
+            "/api/vhosts/{vhost}/topic-permissions",
+            get(vhost_topic_permissions),
+        )
         .route("/api/users", get(list_users))
+        .route(
+            "/api/users/without-permissions",
+            get(users_without_permissions),
+        )
+        .route("/api/users/bulk-delete", post(bulk_delete_users))
         .route(
             "/api/users/{user}",
             get(get_user).put(put_user).delete(delete_user),
         )
         .route("/api/users/{user}/permissions", get(user_permissions))
+        .route(
+            "/api/users/{user}/topic-permissions",
+            get(user_topic_permissions),
+        )
+        .route("/api/topic-permissions", get(list_topic_permissions))
+        .route(
+            "/api/topic-permissions/{vhost}/{user}",
+            get(get_topic_permissions)
+                .put(put_topic_permission)
+                .delete(delete_topic_permissions),
+        )
+        .route(
+            "/api/topic-permissions/{vhost}/{user}/{exchange}",
+            axum::routing::delete(delete_topic_permission),
+        )
         .route("/api/permissions", get(list_permissions))
         .route(
             "/api/permissions/{vhost}/{user}",
@@ -104,7 +128,7 @@ pub(super) fn vhost_json(v: &VHost, rates: &super::rates::Rates) -> Value {
         "default_queue_type": "undefined",
         "metadata": { "description": meta.description, "tags": meta.tags },
         "tracing": false,
-        "cluster_state": { super::NODE: "running" },
+        "cluster_state": { super::node(): "running" },
         "messages": ready + unacked,
         "messages_details": { "rate": 0.0 },
         "messages_ready": ready,
@@ -186,7 +210,7 @@ pub(super) fn user_json(u: &UserRecord) -> Value {
         "password_hash": u.password_hash,
         "hashing_algorithm": u.hashing_algorithm,
         "tags": u.tags,
-        "limits": {},
+        "limits": u.limits,
     })
 }
 
@@ -221,7 +245,7 @@ async fn get_user(
 /// as it is.
 pub(super) fn user_from(name: &str, map: &Map<String, Value>) -> UserRecord {
     let tags = tags(map.get("tags"));
-    match (
+    let mut user = match (
         map.get("password").and_then(Value::as_str),
         map.get("password_hash").and_then(Value::as_str),
     ) {
@@ -235,9 +259,17 @@ pub(super) fn user_from(name: &str, map: &Map<String, Value>) -> UserRecord {
                 .unwrap_or(SHA256)
                 .to_owned(),
             tags,
+            limits: Default::default(),
         },
         (None, None) => UserRecord::new(name, None, tags),
+    };
+    if let Some(Value::Object(limits)) = map.get("limits") {
+        user.limits = limits
+            .iter()
+            .filter_map(|(k, v)| Some((k.clone(), v.as_i64()?)))
+            .collect();
     }
+    user
 }
 
 async fn put_user(
@@ -260,6 +292,7 @@ async fn put_user(
         if !map.contains_key("tags") {
             user.tags = old.tags.clone();
         }
+        user.limits = old.limits.clone();
     }
     access.put_user(user)?;
     Ok(created(existing.is_none()))
@@ -272,6 +305,180 @@ async fn delete_user(
 ) -> Result<StatusCode, ApiError> {
     auth.require_admin()?;
     state.broker.delete_user(&name)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Users with no permissions in any vhost (RabbitMQ's `/api/users/without-permissions`).
+async fn users_without_permissions(
+    State(state): St,
+    auth: Auth,
+) -> Result<Json<Vec<Value>>, ApiError> {
+    auth.require_admin()?;
+    let access = state.broker.access();
+    let permitted: std::collections::BTreeSet<String> =
+        access.permissions().into_iter().map(|p| p.user).collect();
+    Ok(Json(
+        access
+            .users()
+            .iter()
+            .filter(|u| !permitted.contains(&u.name))
+            .map(user_json)
+            .collect(),
+    ))
+}
+
+/// Delete the users a `{"users": [...]}` body names, in order, as RabbitMQ does: an unknown
+/// user stops the request there with 400, the ones before it staying deleted.
+async fn bulk_delete_users(
+    State(state): St,
+    auth: Auth,
+    body: Bytes,
+) -> Result<StatusCode, ApiError> {
+    auth.require_admin()?;
+    let map = body_object(&body)?;
+    let users = match map.get("users") {
+        Some(Value::Array(users)) => users,
+        Some(_) => return Err(ApiError::bad_request("users must be a list of user names")),
+        None => return Err(ApiError::bad_request("[{key_missing,users}]")),
+    };
+    for name in users.iter().filter_map(Value::as_str) {
+        if state.broker.access().user(name).is_none() {
+            return Err(ApiError::bad_request(json!(["no_such_user", name])));
+        }
+        state.broker.delete_user(name)?;
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn topic_permissions_where(
+    state: &super::AdminState,
+    pred: impl Fn(&TopicPermissionRecord) -> bool,
+) -> Vec<Value> {
+    state
+        .broker
+        .access()
+        .topic_permissions()
+        .iter()
+        .filter(|r| pred(r))
+        .map(|r| json!(r))
+        .collect()
+}
+
+async fn list_topic_permissions(
+    State(state): St,
+    auth: Auth,
+) -> Result<Json<Vec<Value>>, ApiError> {
+    auth.require_admin()?;
+    Ok(Json(topic_permissions_where(&state, |_| true)))
+}
+
+async fn vhost_topic_permissions(
+    State(state): St,
+    auth: Auth,
+    Path(vh): Path<String>,
+) -> Result<Json<Vec<Value>>, ApiError> {
+    auth.require_admin()?;
+    vhost(&state, &vh)?;
+    Ok(Json(topic_permissions_where(&state, |r| r.vhost == vh)))
+}
+
+async fn user_topic_permissions(
+    State(state): St,
+    auth: Auth,
+    Path(name): Path<String>,
+) -> Result<Json<Vec<Value>>, ApiError> {
+    auth.require_admin()?;
+    state
+        .broker
+        .access()
+        .user(&name)
+        .ok_or_else(ApiError::not_found)?;
+    Ok(Json(topic_permissions_where(&state, |r| r.user == name)))
+}
+
+async fn get_topic_permissions(
+    State(state): St,
+    auth: Auth,
+    Path((vh, user)): Path<(String, String)>,
+) -> Result<Json<Vec<Value>>, ApiError> {
+    auth.require_admin()?;
+    let found = topic_permissions_where(&state, |r| r.vhost == vh && r.user == user);
+    if found.is_empty() {
+        return Err(ApiError::not_found());
+    }
+    Ok(Json(found))
+}
+
+async fn put_topic_permission(
+    State(state): St,
+    auth: Auth,
+    Path((vh, user)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<StatusCode, ApiError> {
+    auth.require_admin()?;
+    let map = body_object(&body)?;
+    let missing: Vec<String> = ["exchange", "write", "read"]
+        .iter()
+        .filter(|k| !map.contains_key(**k))
+        .map(|k| format!("{{key_missing,{k}}}"))
+        .collect();
+    if !missing.is_empty() {
+        return Err(ApiError::bad_request(format!("[{}]", missing.join(","))));
+    }
+    let access = state.broker.access();
+    if state.broker.vhost(&vh).is_none() || access.user(&user).is_none() {
+        return Err(ApiError::bad_request("vhost_or_user_not_found"));
+    }
+    let text = |k: &str| {
+        map.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    // Created when the user had no topic permissions in the vhost, as RabbitMQ answers.
+    let existed = !topic_permissions_where(&state, |r| r.vhost == vh && r.user == user).is_empty();
+    access.set_topic_permissions(TopicPermissionRecord {
+        user,
+        vhost: vh,
+        exchange: text("exchange"),
+        write: text("write"),
+        read: text("read"),
+    })?;
+    Ok(created(!existed))
+}
+
+async fn delete_topic_permissions(
+    State(state): St,
+    auth: Auth,
+    Path((vh, user)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    auth.require_admin()?;
+    if topic_permissions_where(&state, |r| r.vhost == vh && r.user == user).is_empty() {
+        return Err(ApiError::not_found());
+    }
+    state
+        .broker
+        .access()
+        .clear_topic_permissions_where(|r| r.vhost == vh && r.user == user)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn delete_topic_permission(
+    State(state): St,
+    auth: Auth,
+    Path((vh, user, exchange)): Path<(String, String, String)>,
+) -> Result<StatusCode, ApiError> {
+    auth.require_admin()?;
+    // RabbitMQ answers 404 only when the user has no topic permissions in the vhost at all.
+    if topic_permissions_where(&state, |r| r.vhost == vh && r.user == user).is_empty() {
+        return Err(ApiError::not_found());
+    }
+    let matches =
+        |r: &TopicPermissionRecord| r.vhost == vh && r.user == user && r.exchange == exchange;
+    state
+        .broker
+        .access()
+        .clear_topic_permissions_where(matches)?;
     Ok(StatusCode::NO_CONTENT)
 }
 

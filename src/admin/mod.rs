@@ -9,10 +9,13 @@
 
 mod accounts;
 mod bindings;
+mod definitions;
+mod health;
 pub mod listing;
 mod metrics;
 mod objects;
 mod overview;
+mod parameters;
 pub mod rates;
 pub mod render;
 
@@ -34,10 +37,13 @@ use crate::broker::Broker;
 use crate::protocol::AmqpError;
 
 /// The node name the API reports (RabbitMQ's `rabbit@host`).
-pub const NODE: &str = "leveret@localhost";
+/// This node's name (`rabbit@host` unless `LEVERET_NODENAME` or `RABBITMQ_NODENAME` says).
+fn node() -> &'static str {
+    crate::broker::parameters::node_name()
+}
 
 pub use crate::broker::COMPATIBLE_VERSION;
-pub use overview::import_definitions;
+pub use definitions::import_definitions;
 
 /// What every handler sees.
 #[derive(Debug)]
@@ -228,6 +234,16 @@ impl Auth {
         }
     }
 
+    /// Listing runtime parameters: administrators and policymakers (RabbitMQ's `policymaker`
+    /// authorisation for `/api/parameters`).
+    pub fn require_policymaker_anywhere(&self) -> Result<(), ApiError> {
+        if self.is_admin() || self.0.has_tag("policymaker") {
+            Ok(())
+        } else {
+            Err(ApiError::not_authorised("Not policymaker user"))
+        }
+    }
+
     /// Writes to queues, exchanges and bindings of a vhost: administrators, or users with
     /// access to it (their AMQP permissions are then checked per resource).
     pub fn require_vhost(&self, broker: &Broker, vhost: &str) -> Result<(), ApiError> {
@@ -300,6 +316,9 @@ pub fn router(state: State) -> Router {
     let body_limit = axum::extract::DefaultBodyLimit::max(state.limits.max_body_size);
     Router::new()
         .merge(overview::routes())
+        .merge(health::routes())
+        .merge(definitions::routes())
+        .merge(parameters::routes())
         .merge(objects::routes())
         .merge(bindings::routes())
         .merge(accounts::routes())

@@ -473,12 +473,14 @@ async fn get_exchange(
         .find(|x| x.name == name)
         .ok_or_else(ApiError::not_found)?;
     let policy = v.policy_for(Target::Exchange, &x.name);
-    Ok(Json(render::exchange_json(
-        &vh,
-        &x,
-        policy.as_ref(),
-        &state.rates,
-    )))
+    let mut exchange = render::exchange_json(&vh, &x, policy.as_ref(), &state.rates);
+    if let Some(o) = exchange.as_object_mut() {
+        // RabbitMQ's per-channel and per-queue breakdown of the exchange's traffic, kept only
+        // in its `detailed` rates mode; in `basic` mode, as here, both lists are empty.
+        o.insert("incoming".into(), json!([]));
+        o.insert("outgoing".into(), json!([]));
+    }
+    Ok(Json(exchange))
 }
 
 async fn put_exchange(
@@ -646,6 +648,7 @@ async fn publish(
         q.publish(message.clone(), None).await;
     }
     crate::broker::connections::MessageCounters::add(&state.broker.counters().publish, 1);
+    crate::broker::connections::MessageCounters::add(&v.counters().publish, 1);
     Ok(Json(json!({ "routed": !queues.is_empty() })))
 }
 

@@ -1,25 +1,19 @@
-//! The broker as a whole through the API: overview, connections, channels, consumers, health
-//! checks, aliveness test, definitions export and import, and runtime alarm limits.
+//! The broker as a whole through the API: overview, nodes, connections, channels, consumers
+//! and runtime alarm limits.
 
 use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use axum::{Json, Router};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
-use super::accounts::{permission_json, tags, user_from};
 use super::objects::{body_object, vhost};
-use super::render::{self, json_table, table_json};
-use super::{ApiError, Auth, COMPATIBLE_VERSION, NODE};
-use crate::broker::access::{PermissionRecord, TopicPermissionRecord};
-use crate::broker::exchange::Destination;
+use super::render;
+use super::{node, ApiError, Auth, COMPATIBLE_VERSION};
 use crate::broker::queue::QueueGauges;
-use crate::broker::vhost::{ExchangeDeclare, QueueDeclare};
-use crate::broker::VhostMeta;
 
 type St = State<Arc<super::AdminState>>;
 
@@ -29,28 +23,8 @@ pub(super) fn routes() -> Router<Arc<super::AdminState>> {
         .route("/api/nodes", get(nodes))
         .route("/api/nodes/{name}", get(get_node))
         .route(
-            "/api/healthchecks/node",
-            get(|auth| node_health(auth, None)),
-        )
-        .route(
-            "/api/healthchecks/node/{name}",
-            get(|auth, name| node_health(auth, Some(name))),
-        )
-        .route(
-            "/api/cluster-name",
-            get(|_auth: Auth| async { Json(json!({"name": NODE})) }),
-        )
-        .route(
-            "/api/parameters",
-            get(|_auth: Auth| async { Json(json!([])) }),
-        )
-        .route(
-            "/api/global-parameters",
-            get(|_auth: Auth| async { Json(json!([])) }),
-        )
-        .route(
             "/api/feature-flags",
-            get(|_auth: Auth| async { Json(json!([])) }),
+            get(|_auth: Auth| async { Json(feature_flags()) }),
         )
         .route(
             "/api/auth",
@@ -64,15 +38,20 @@ pub(super) fn routes() -> Router<Arc<super::AdminState>> {
             "/api/connections/{name}",
             get(get_connection).delete(close_connection),
         )
+        .route(
+            "/api/connections/username/{user}",
+            get(list_user_connections).delete(close_user_connections),
+        )
+        .route(
+            "/api/connections/{name}/channels",
+            get(list_connection_channels),
+        )
         .route("/api/channels", get(list_channels))
+        .route("/api/channels/{name}", get(get_channel))
         .route("/api/vhosts/{vhost}/connections", get(list_connections_in))
         .route("/api/vhosts/{vhost}/channels", get(list_channels_in))
         .route("/api/consumers", get(list_consumers))
         .route("/api/consumers/{vhost}", get(list_consumers_in))
-        .route("/api/health/checks/alarms", get(alarms))
-        .route("/api/health/checks/local-alarms", get(alarms))
-        .route("/api/aliveness-test/{vhost}", get(aliveness))
-        .route("/api/definitions", get(export).post(import))
         .route(
             "/api/leveret/vm_memory_high_watermark",
             put(set_memory_limit),
@@ -104,9 +83,10 @@ async fn overview(State(state): St, _auth: Auth) -> Json<Value> {
     let mut listeners: Vec<Value> = state
         .amqp_ports
         .iter()
-        .map(|port| json!({"node": NODE, "protocol": "amqp", "ip_address": "::", "port": port, "socket_opts": {}}))
+        // The options Leveret's listeners really use (server::bind and the accept loop).
+        .map(|port| json!({"node": node(), "protocol": "amqp", "ip_address": "::", "port": port, "socket_opts": {"backlog": 1024, "nodelay": true, "linger": [false, 0], "exit_on_close": false}}))
         .collect();
-    listeners.extend(state.http_ports.iter().map(|port| json!({"node": NODE, "protocol": "http", "ip_address": "::", "port": port, "socket_opts": {}})));
+    listeners.extend(state.http_ports.iter().map(|port| json!({"node": node(), "protocol": "http", "ip_address": "::", "port": port, "socket_opts": {"port": port, "cowboy_opts": {"sendfile": false}}})));
     let exchange_types = exchange_types();
     Json(json!({
         "management_version": COMPATIBLE_VERSION,
@@ -114,8 +94,8 @@ async fn overview(State(state): St, _auth: Auth) -> Json<Value> {
         "product_name": "Leveret",
         "product_version": env!("CARGO_PKG_VERSION"),
         "rabbitmq_version": COMPATIBLE_VERSION,
-        "cluster_name": NODE,
-        "node": NODE,
+        "cluster_name": state.broker.parameters().cluster_name(),
+        "node": node(),
         "erlang_version": "none (Rust)",
         "disable_stats": false,
         "enable_queue_totals": false,
@@ -210,7 +190,7 @@ fn node_json(state: &super::AdminState) -> Value {
     let sockets = broker.connections().all().len() as u64;
     let zero = json!({"rate": 0.0});
     let mut node = json!({
-        "name": NODE,
+        "name": node(),
         "type": "disc",
         "running": true,
         "os_pid": std::process::id().to_string(),
@@ -246,10 +226,21 @@ fn node_json(state: &super::AdminState) -> Value {
         "log_files": ["<stderr>"],
         "config_files": [],
         "db_dir": broker.config().data_dir.as_ref().map_or(String::new(), |d| d.display().to_string()),
-        "ra_open_file_metrics": {},
-        "metrics_gc_queue_length": {},
     });
     if let Some(map) = node.as_object_mut() {
+        // Erlang's own bookkeeping (Raft log files, the stats collector's backlog): none here.
+        map.insert(
+            "ra_open_file_metrics".into(),
+            json!({ "ra_log_wal": 0, "ra_log_segment_writer": 0 }),
+        );
+        map.insert(
+            "metrics_gc_queue_length".into(),
+            json!({
+                "connection_closed": 0, "channel_closed": 0, "consumer_deleted": 0,
+                "exchange_deleted": 0, "queue_deleted": 0, "vhost_deleted": 0,
+                "node_node_deleted": 0, "channel_consumer_deleted": 0,
+            }),
+        );
         // Counters RabbitMQ keeps per node (Erlang's and its stores'); Leveret has none of them.
         for counter in [
             "channel_closed",
@@ -307,7 +298,56 @@ fn contexts(state: &super::AdminState) -> Vec<Value> {
     state
         .http_ports
         .iter()
-        .map(|port| json!({"node": NODE, "description": "RabbitMQ Management", "path": "/", "port": port.to_string()}))
+        .map(|port| json!({"node": node(), "description": "RabbitMQ Management", "path": "/", "port": port.to_string(), "ssl_opts": [], "cowboy_opts": "[{sendfile,false}]"}))
+        .collect()
+}
+
+/// RabbitMQ 3.10's feature flags that name behaviour Leveret has, all enabled (tools read
+/// them to decide what to use). Mirroring, maintenance mode and streams are not listed.
+fn feature_flags() -> Value {
+    let flags = [
+        (
+            "drop_unroutable_metric",
+            "Count unroutable publishes to be dropped in stats",
+            "",
+            "rabbitmq_management_agent",
+        ),
+        (
+            "empty_basic_get_metric",
+            "Count AMQP `basic.get` on empty queues in stats",
+            "",
+            "rabbitmq_management_agent",
+        ),
+        (
+            "implicit_default_bindings",
+            "Default bindings are now implicit, instead of being stored in the database",
+            "",
+            "rabbit",
+        ),
+        (
+            "quorum_queue",
+            "Support queues of type `quorum`",
+            "https://www.rabbitmq.com/quorum-queues.html",
+            "rabbit",
+        ),
+        (
+            "user_limits",
+            "Configure connection and channel limits for a user",
+            "",
+            "rabbit",
+        ),
+        (
+            "virtual_host_metadata",
+            "Virtual host metadata (description, tags, etc)",
+            "",
+            "rabbit",
+        ),
+    ];
+    flags
+        .iter()
+        .map(|(name, desc, doc_url, provided_by)| {
+            json!({"name": name, "desc": desc, "doc_url": doc_url, "state": "enabled", "stability": "stable", "provided_by": provided_by})
+        })
         .collect()
 }
 
@@ -320,18 +360,10 @@ async fn get_node(
     _auth: Auth,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    if name != NODE {
+    if name != node() {
         return Err(ApiError::not_found());
     }
     Ok(Json(node_json(&state)))
-}
-
-/// The deprecated node health check RabbitMQ 3.10 still answers.
-async fn node_health(_auth: Auth, name: Option<Path<String>>) -> Result<Json<Value>, ApiError> {
-    match name {
-        Some(Path(name)) if name != NODE => Err(ApiError::not_found()),
-        _ => Ok(Json(json!({"status": "ok"}))),
-    }
 }
 
 async fn list_connections(State(state): St, auth: Auth) -> Json<Vec<Value>> {
@@ -407,6 +439,49 @@ async fn close_connection(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// A user's connections (`/api/connections/username/{user}`): others' only for those who see
+/// everything.
+async fn list_user_connections(
+    State(state): St,
+    auth: Auth,
+    Path(user): Path<String>,
+) -> Result<Json<Vec<Value>>, ApiError> {
+    if !auth.sees_all() && user != auth.0.name {
+        return Err(ApiError::not_authorised("Access refused."));
+    }
+    Ok(Json(
+        state
+            .broker
+            .connections()
+            .all()
+            .iter()
+            .filter(|c| c.user == user)
+            .map(|c| render::connection_json(c))
+            .collect(),
+    ))
+}
+
+/// Close every connection of a user, with the `X-Reason` header's text if given.
+async fn close_user_connections(
+    State(state): St,
+    auth: Auth,
+    Path(user): Path<String>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    if !auth.0.has_tag(crate::broker::access::ADMINISTRATOR) && user != auth.0.name {
+        return Err(ApiError::not_authorised("Access refused."));
+    }
+    let reason = headers
+        .get("x-reason")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("Closed via management plugin");
+    state
+        .broker
+        .connections()
+        .close_where(|c| c.user == user, reason);
+    Ok(StatusCode::NO_CONTENT)
+}
+
 async fn list_channels(State(state): St, auth: Auth) -> Json<Vec<Value>> {
     Json(channels_json(&state, &auth, None))
 }
@@ -416,11 +491,64 @@ fn channels_json(state: &super::AdminState, auth: &Auth, vhost: Option<&str>) ->
     for c in state.broker.connections().all() {
         if (auth.sees_all() || c.user == auth.0.name) && vhost.is_none_or(|v| c.vhost == v) {
             for ch in c.channels() {
-                out.push(render::channel_json(&c, &ch));
+                out.push(render::channel_json(&c, &ch, &state.rates));
             }
         }
     }
     out
+}
+
+/// A connection's channels (404 for a connection the caller may not see).
+async fn list_connection_channels(
+    State(state): St,
+    auth: Auth,
+    Path(name): Path<String>,
+) -> Result<Json<Vec<Value>>, ApiError> {
+    let c = state
+        .broker
+        .connections()
+        .all()
+        .into_iter()
+        .find(|c| c.name == name && (auth.sees_all() || c.user == auth.0.name))
+        .ok_or_else(ApiError::not_found)?;
+    Ok(Json(
+        c.channels()
+            .iter()
+            .map(|ch| render::channel_json(&c, ch, &state.rates))
+            .collect(),
+    ))
+}
+
+/// One channel, by its name (`{connection name} ({number})`).
+async fn get_channel(
+    State(state): St,
+    auth: Auth,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    for c in state.broker.connections().all() {
+        if !(auth.sees_all() || c.user == auth.0.name) {
+            continue;
+        }
+        for ch in c.channels() {
+            let mut one = render::channel_json(&c, &ch, &state.rates);
+            if one.get("name").and_then(Value::as_str) != Some(name.as_str()) {
+                continue;
+            }
+            if let Some(o) = one.as_object_mut() {
+                let consumers: Vec<Value> = ch
+                    .consumers()
+                    .iter()
+                    .map(|consumer| render::consumer_json(&c, &ch, consumer))
+                    .collect();
+                o.insert("consumer_details".into(), json!(consumers));
+                // Per-exchange and per-queue breakdowns: RabbitMQ's `detailed` rates mode only.
+                o.insert("publishes".into(), json!([]));
+                o.insert("deliveries".into(), json!([]));
+            }
+            return Ok(Json(one));
+        }
+    }
+    Err(ApiError::not_found())
 }
 
 fn consumers(state: &super::AdminState, auth: &Auth, only: Option<&str>) -> Vec<Value> {
@@ -449,285 +577,6 @@ async fn list_consumers_in(
 ) -> Result<Json<Vec<Value>>, ApiError> {
     vhost(&state, &vh)?;
     Ok(Json(consumers(&state, &auth, Some(&vh))))
-}
-
-async fn alarms(State(state): St, _auth: Auth) -> Response {
-    let a = state.broker.alarms().state();
-    let mut alarms = Vec::new();
-    if a.memory {
-        alarms.push(json!({"node": NODE, "resource": "memory"}));
-    }
-    if a.disk {
-        alarms.push(json!({"node": NODE, "resource": "disk"}));
-    }
-    if alarms.is_empty() {
-        Json(json!({"status": "ok"})).into_response()
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"alarms": alarms, "reason": "There are alarms in effect in the cluster", "status": "failed"})),
-        )
-            .into_response()
-    }
-}
-
-/// RabbitMQ's aliveness test: declare `aliveness-test`, publish to it, get the message back.
-async fn aliveness(
-    State(state): St,
-    auth: Auth,
-    Path(vh): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    let v = vhost(&state, &vh)?;
-    state
-        .broker
-        .access()
-        .check(
-            &auth.0.name,
-            &vh,
-            crate::broker::access::Resource::Queue("aliveness-test"),
-            crate::broker::access::Permission::Configure,
-        )
-        .map_err(|e| ApiError::not_authorised(e.text))?;
-    let (_, _) = v
-        .declare_queue(
-            &QueueDeclare {
-                name: "aliveness-test".into(),
-                durable: true,
-                ..QueueDeclare::default()
-            },
-            0,
-        )
-        .await?;
-    let record = v
-        .queue_record("aliveness-test")
-        .ok_or_else(ApiError::not_found)?;
-    let message = Arc::new(crate::broker::Message::new(
-        Arc::from(""),
-        Arc::from("aliveness-test"),
-        crate::protocol::codec::encode_properties(&Default::default()),
-        Bytes::from_static(b"test_message"),
-        false,
-    ));
-    record.handle.publish(message, None).await;
-    match record.handle.get(true).await {
-        Some(_) => Ok(Json(json!({"status": "ok"}))),
-        None => Ok(Json(
-            json!({"status": "failed", "reason": "the test message did not come back"}),
-        )),
-    }
-}
-
-/// Everything durable-or-not that RabbitMQ exports: users, vhosts, permissions, queues,
-/// exchanges (not `amq.*` or the default) and explicit bindings.
-async fn export(State(state): St, auth: Auth) -> Result<Json<Value>, ApiError> {
-    auth.require_admin()?;
-    let broker = &state.broker;
-    let access = broker.access();
-    let (mut queues, mut exchanges, mut bindings) = (Vec::new(), Vec::new(), Vec::new());
-    let mut vhosts = Vec::new();
-    let mut policies = Vec::new();
-    for v in broker.vhosts() {
-        policies.extend(v.policies().iter().map(|p| json!(p)));
-        let meta = v.meta();
-        let limits: Vec<Value> = meta.limits.iter().map(|(k, v)| json!([k, v])).collect();
-        vhosts.push(json!({"name": v.name(), "limits": limits, "metadata": {"description": meta.description, "tags": meta.tags}}));
-        for (name, r) in v.queues() {
-            if r.exclusive_owner.is_some() {
-                continue;
-            }
-            queues.push(json!({"name": name, "vhost": v.name(), "durable": r.durable, "auto_delete": r.auto_delete, "arguments": table_json(&r.arguments), "type": "classic"}));
-        }
-        for x in v.exchanges() {
-            if x.name.is_empty() || x.name.starts_with("amq.") {
-                continue;
-            }
-            exchanges.push(json!({"name": x.name, "vhost": v.name(), "type": x.kind, "durable": x.durable, "auto_delete": x.auto_delete, "internal": x.internal, "arguments": table_json(&x.arguments)}));
-        }
-        for (source, b) in v.bindings() {
-            let mut item = render::binding_json(v.name(), &source, &b);
-            if let Some(o) = item.as_object_mut() {
-                o.remove("properties_key");
-            }
-            bindings.push(item);
-        }
-    }
-    Ok(Json(json!({
-        "rabbit_version": COMPATIBLE_VERSION,
-        "rabbitmq_version": COMPATIBLE_VERSION,
-        "product_name": "Leveret",
-        "product_version": env!("CARGO_PKG_VERSION"),
-        "users": access.users().iter().map(super::accounts::user_json).collect::<Vec<_>>(),
-        "vhosts": vhosts,
-        "permissions": access.permissions().iter().map(permission_json).collect::<Vec<_>>(),
-        "topic_permissions": access.topic_permissions(),
-        "parameters": [],
-        "global_parameters": [],
-        "policies": policies,
-        "queues": queues,
-        "exchanges": exchanges,
-        "bindings": bindings,
-    })))
-}
-
-fn list<'a>(
-    defs: &'a Map<String, Value>,
-    key: &str,
-) -> impl Iterator<Item = &'a Map<String, Value>> {
-    defs.get(key)
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_object)
-}
-
-fn s<'a>(m: &'a Map<String, Value>, key: &str) -> &'a str {
-    m.get(key).and_then(Value::as_str).unwrap_or_default()
-}
-
-fn b(m: &Map<String, Value>, key: &str) -> bool {
-    super::objects::flag(m, key)
-}
-
-fn args(m: &Map<String, Value>) -> Result<crate::protocol::FieldTable, ApiError> {
-    match m.get("arguments") {
-        Some(Value::Object(a)) => json_table(a),
-        _ => Ok(Default::default()),
-    }
-}
-
-/// Import RabbitMQ definitions. Like RabbitMQ, objects that already exist are left as they
-/// are; what cannot be imported fails the request with the reason.
-async fn import(State(state): St, auth: Auth, body: Bytes) -> Result<StatusCode, ApiError> {
-    auth.require_admin()?;
-    let defs = match serde_json::from_slice::<Value>(&body) {
-        Ok(Value::Object(map)) => map,
-        _ => return Err(ApiError::bad_request("failed_to_parse_json")),
-    };
-    import_definitions(&state, &defs).await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-/// Apply a definitions document (shared by the API and tests).
-pub async fn import_definitions(
-    state: &super::AdminState,
-    defs: &Map<String, Value>,
-) -> Result<(), ApiError> {
-    let broker = &state.broker;
-    let store_error = |e| ApiError::from(crate::broker::access::AdminError::Store(e));
-    for v in list(defs, "vhosts") {
-        let name = s(v, "name");
-        let metadata = v.get("metadata").and_then(Value::as_object);
-        let mut meta = broker.vhost(name).map(|v| v.meta()).unwrap_or_default();
-        meta.description = metadata
-            .map(|m| s(m, "description"))
-            .or_else(|| v.get("description").and_then(Value::as_str))
-            .unwrap_or(&meta.description)
-            .to_owned();
-        if let Some(t) = metadata
-            .and_then(|m| m.get("tags"))
-            .or_else(|| v.get("tags"))
-        {
-            meta.tags = tags(Some(t));
-        }
-        if let Some(Value::Array(limits)) = v.get("limits") {
-            for pair in limits.iter().filter_map(Value::as_array) {
-                if let (Some(k), Some(n)) = (
-                    pair.first().and_then(Value::as_str),
-                    pair.get(1).and_then(Value::as_i64),
-                ) {
-                    meta.limits.insert(k.to_owned(), n);
-                }
-            }
-        }
-        broker
-            .put_vhost(name, VhostMeta { ..meta })
-            .map_err(store_error)?;
-    }
-    for u in list(defs, "users") {
-        broker.access().put_user(user_from(s(u, "name"), u))?;
-    }
-    for p in list(defs, "permissions") {
-        broker.set_permissions(PermissionRecord {
-            user: s(p, "user").into(),
-            vhost: s(p, "vhost").into(),
-            configure: s(p, "configure").into(),
-            write: s(p, "write").into(),
-            read: s(p, "read").into(),
-        })?;
-    }
-    for p in list(defs, "topic_permissions") {
-        broker
-            .access()
-            .set_topic_permissions(TopicPermissionRecord {
-                user: s(p, "user").into(),
-                vhost: s(p, "vhost").into(),
-                exchange: s(p, "exchange").into(),
-                write: s(p, "write").into(),
-                read: s(p, "read").into(),
-            })?;
-    }
-    for p in list(defs, "policies") {
-        let v = vhost(state, s(p, "vhost"))?;
-        v.set_policy(super::accounts::policy_from(
-            s(p, "vhost"),
-            s(p, "name"),
-            p,
-        )?)?;
-    }
-    for x in list(defs, "exchanges") {
-        let v = vhost(state, s(x, "vhost"))?;
-        if v.has_exchange(s(x, "name")) {
-            continue;
-        }
-        v.declare_exchange(&ExchangeDeclare {
-            name: s(x, "name").into(),
-            kind: x
-                .get("type")
-                .and_then(Value::as_str)
-                .unwrap_or("direct")
-                .into(),
-            passive: false,
-            durable: b(x, "durable"),
-            auto_delete: b(x, "auto_delete"),
-            internal: b(x, "internal"),
-            arguments: args(x)?,
-        })?;
-    }
-    for q in list(defs, "queues") {
-        let v = vhost(state, s(q, "vhost"))?;
-        if v.queue_record(s(q, "name")).is_some() {
-            continue;
-        }
-        v.declare_queue(
-            &QueueDeclare {
-                name: s(q, "name").into(),
-                passive: false,
-                durable: b(q, "durable"),
-                exclusive: false,
-                auto_delete: b(q, "auto_delete"),
-                arguments: args(q)?,
-                argument_order: Vec::new(),
-            },
-            0,
-        )
-        .await?;
-    }
-    for bd in list(defs, "bindings") {
-        let v = vhost(state, s(bd, "vhost"))?;
-        let destination = match s(bd, "destination_type") {
-            "exchange" => Destination::Exchange(s(bd, "destination").into()),
-            _ => Destination::Queue(s(bd, "destination").into()),
-        };
-        v.set_binding(
-            s(bd, "source"),
-            destination,
-            s(bd, "routing_key"),
-            &args(bd)?,
-            0,
-            true,
-        )?;
-    }
-    Ok(())
 }
 
 fn bytes_of(body: &Bytes) -> Result<u64, ApiError> {

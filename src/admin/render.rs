@@ -4,6 +4,7 @@
 //! Field names and value types follow RabbitMQ 3.10's management plugin (recorded in
 //! `interop/rabbitmq-3.10.8-management-api.md`), so tools written against it read Leveret's.
 
+use crate::broker::queue::args::{declared_type, QueueType};
 use serde_json::{json, Map, Value};
 
 use super::rates::Rates;
@@ -125,8 +126,8 @@ pub fn queue_json(
         "auto_delete": record.auto_delete,
         "exclusive": record.exclusive_owner.is_some(),
         "arguments": table_json(&record.arguments),
-        "type": "classic",
-        "node": super::NODE,
+        "type": declared_type(&record.arguments).name(),
+        "node": super::node(),
         "state": "running",
         "policy": policy.map(|p| p.name.as_str()),
         "effective_policy_definition": policy.map_or_else(|| json!({}), |p| json!(p.definition)),
@@ -199,6 +200,16 @@ pub fn queue_json(
             },
         }),
     );
+    if let (Some(idle), Some(o)) = (rates.idle_since(&key), queue.as_object_mut()) {
+        o.insert("idle_since".into(), json!(idle));
+    }
+    if let (QueueType::Quorum, Some(o)) = (declared_type(&record.arguments), queue.as_object_mut())
+    {
+        // One node: it leads every quorum queue and is its only member.
+        o.insert("leader".into(), json!(super::node()));
+        o.insert("members".into(), json!([super::node()]));
+        o.insert("online".into(), json!([super::node()]));
+    }
     queue
 }
 
@@ -328,7 +339,7 @@ pub fn connection_json(c: &ConnectionInfo) -> Value {
         "vhost": c.vhost,
         "user": c.user,
         "user_who_performed_action": c.user,
-        "node": super::NODE,
+        "node": super::node(),
         "type": "network",
         "protocol": "AMQP 0-9-1",
         "auth_mechanism": c.auth_mechanism,
@@ -372,7 +383,7 @@ pub fn connection_json(c: &ConnectionInfo) -> Value {
 }
 
 /// A channel as `GET /api/channels` lists it.
-pub fn channel_json(c: &ConnectionInfo, ch: &ChannelInfo) -> Value {
+pub fn channel_json(c: &ConnectionInfo, ch: &ChannelInfo, rates: &Rates) -> Value {
     let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
     let relaxed = std::sync::atomic::Ordering::Relaxed;
     let counters = &ch.counters;
@@ -381,7 +392,7 @@ pub fn channel_json(c: &ConnectionInfo, ch: &ChannelInfo) -> Value {
         "number": ch.number,
         "vhost": c.vhost,
         "user": c.user,
-        "node": super::NODE,
+        "node": super::node(),
         "connection_details": { "name": c.name, "peer_host": c.peer.ip().to_string(), "peer_port": c.peer.port() },
         "consumer_count": ch.consumers().len(),
         "messages_unacknowledged": load(&ch.unacked),
@@ -398,7 +409,6 @@ pub fn channel_json(c: &ConnectionInfo, ch: &ChannelInfo) -> Value {
         &mut channel,
         json!({
             "user_who_performed_action": c.user,
-            "idle_since": Value::Null,
             "pending_raft_commands": 0,
             "reductions": 0,
             "reductions_details": { "rate": 0.0 },
@@ -427,6 +437,12 @@ pub fn channel_json(c: &ConnectionInfo, ch: &ChannelInfo) -> Value {
             },
         }),
     );
+    if let (Some(idle), Some(o)) = (
+        rates.idle_since(&super::rates::channel_key(&c.name, ch.number)),
+        channel.as_object_mut(),
+    ) {
+        o.insert("idle_since".into(), json!(idle));
+    }
     channel
 }
 
@@ -442,7 +458,7 @@ pub fn consumer_json(c: &ConnectionInfo, ch: &ChannelInfo, consumer: &ConsumerIn
             "peer_host": c.peer.ip().to_string(),
             "peer_port": c.peer.port(),
             "user": c.user,
-            "node": super::NODE,
+            "node": super::node(),
         },
         "ack_required": consumer.ack_required,
         "exclusive": consumer.exclusive,

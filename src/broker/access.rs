@@ -91,6 +91,9 @@ pub struct UserRecord {
     pub hashing_algorithm: String,
     /// Tags (`administrator`, `monitoring`, `management`, `policymaker`, `impersonator`, ...).
     pub tags: Vec<String>,
+    /// `max-connections` and `max-channels` (RabbitMQ's user limits; negative: no limit).
+    #[serde(default)]
+    pub limits: BTreeMap<String, i64>,
 }
 
 impl UserRecord {
@@ -101,7 +104,13 @@ impl UserRecord {
             password_hash: password.map(hash_password).unwrap_or_default(),
             hashing_algorithm: SHA256.to_owned(),
             tags,
+            limits: BTreeMap::new(),
         }
+    }
+
+    /// A limit, if set and not negative.
+    pub fn limit(&self, name: &str) -> Option<u64> {
+        self.limits.get(name).and_then(|&v| u64::try_from(v).ok())
     }
 
     /// Whether `password` is this user's. A blank password never is, as in RabbitMQ.
@@ -387,6 +396,17 @@ impl AccessControl {
         self.put_user(user)
     }
 
+    /// Change a user's limits.
+    pub fn update_limits(
+        &self,
+        name: &str,
+        change: impl FnOnce(&mut BTreeMap<String, i64>),
+    ) -> Result<(), AdminError> {
+        let mut user = self.existing(name)?;
+        change(&mut user.limits);
+        self.put_user(user)
+    }
+
     /// Replace a user's tags.
     pub fn set_tags(&self, name: &str, tags: Vec<String>) -> Result<(), AdminError> {
         let mut user = self.existing(name)?;
@@ -618,6 +638,7 @@ mod tests {
             password_hash: "Vjv7Z5hj9HemysbPQ5untXB5uFjeDx4lJrj63itGaOa7UiYv".into(),
             hashing_algorithm: SHA256.into(),
             tags: vec![],
+            limits: BTreeMap::new(),
         };
         assert!(user.verify("secret"));
         assert!(!user.verify("Secret"));

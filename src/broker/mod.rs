@@ -18,6 +18,7 @@ pub mod exchange;
 pub mod fault;
 pub mod memory;
 pub mod message;
+pub mod parameters;
 pub mod policy;
 pub mod queue;
 mod records;
@@ -138,6 +139,7 @@ pub struct Broker {
     committer: Committer,
     pressure: memory::MemoryPressure,
     alarms: Arc<alarms::Alarms>,
+    parameters: parameters::GlobalParameters,
 }
 
 impl Broker {
@@ -152,6 +154,7 @@ impl Broker {
         );
         let pressure = memory::MemoryPressure::watch(config.paging_ratio, &alarms);
         let access = AccessControl::load(store.clone())?;
+        let parameters = parameters::GlobalParameters::load(store.clone())?;
         let broker = Self {
             config,
             vhosts: RwLock::new(HashMap::new()),
@@ -163,6 +166,7 @@ impl Broker {
             committer,
             pressure,
             alarms,
+            parameters,
         };
         // Scratch space of non-durable queues from the last run: nothing there survives.
         for (key, _) in broker.store.definitions(queue::SCRATCH)? {
@@ -287,6 +291,11 @@ impl Broker {
             .collect();
         all.sort_by(|a, b| a.name().cmp(b.name()));
         all
+    }
+
+    /// The global runtime parameters (the cluster's name among them).
+    pub fn parameters(&self) -> &parameters::GlobalParameters {
+        &self.parameters
     }
 
     /// Users and permissions.

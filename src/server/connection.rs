@@ -220,7 +220,7 @@ impl ConnCtx {
         }
     }
 
-    /// Add `n` to one of a channel's message counters and the broker's.
+    /// Add `n` to one of a channel's message counters, its vhost's and the broker's.
     pub(super) fn count(
         &self,
         channel: &ChannelInfo,
@@ -228,6 +228,7 @@ impl ConnCtx {
         n: u64,
     ) {
         MessageCounters::add(counter(&channel.counters), n);
+        MessageCounters::add(counter(self.vhost.counters()), n);
         MessageCounters::add(counter(self.broker.counters()), n);
     }
 
@@ -832,6 +833,29 @@ impl Connection {
                 self.channels.len(),
                 self.channel_max
             ))));
+        }
+        let user = &self.ctx.info.user;
+        let limit = self
+            .ctx
+            .broker
+            .access()
+            .user(user)
+            .and_then(|u| u.limit("max-channels"));
+        if let Some(limit) = limit {
+            let open: usize = self
+                .ctx
+                .broker
+                .connections()
+                .all()
+                .iter()
+                .filter(|c| c.user == *user)
+                .map(|c| c.channels().len())
+                .sum();
+            if open as u64 >= limit {
+                return Some(Outcome::Close(AmqpError::not_allowed(format!(
+                    "number of channels opened for user '{user}' has reached the maximum allowed user limit of ({limit})"
+                ))));
+            }
         }
         let channel = Channel::new(id, &self.ctx);
         self.ctx.info.add_channel(channel.info.clone());

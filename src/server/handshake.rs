@@ -52,7 +52,7 @@ pub(super) enum HandshakeFailure {
     Delayed,
 }
 
-fn server_properties() -> FieldTable {
+fn server_properties(cluster_name: &str) -> FieldTable {
     let mut capabilities = FieldTable::default();
     for cap in [
         "publisher_confirms",
@@ -70,7 +70,7 @@ fn server_properties() -> FieldTable {
     let text = |s: &str| AMQPValue::LongString(s.into());
     let mut props = FieldTable::default();
     props.insert("capabilities".into(), AMQPValue::FieldTable(capabilities));
-    props.insert("cluster_name".into(), text("leveret@localhost"));
+    props.insert("cluster_name".into(), text(cluster_name));
     props.insert(
         "copyright".into(),
         text("Copyright (c) the Leveret authors"),
@@ -185,7 +185,7 @@ pub(super) async fn handshake(
         Method::Connection(connection::AMQPMethod::Start(connection::Start {
             version_major: 0,
             version_minor: 9,
-            server_properties: server_properties(),
+            server_properties: server_properties(&broker.parameters().cluster_name()),
             // RabbitMQ's order (clients that take the first mechanism they know see the same).
             mechanisms: if peer_cn.is_some() {
                 "AMQPLAIN PLAIN EXTERNAL".into()
@@ -296,6 +296,26 @@ pub(super) async fn handshake(
             return Err(HandshakeFailure::Refused(
                 AmqpError::not_allowed(format!(
                     "access to vhost '{vhost_name}' refused for user '{user}': connection limit ({limit}) is reached"
+                ))
+                .with_method(10, 40),
+            ));
+        }
+    }
+    if let Some(limit) = broker
+        .access()
+        .user(&user)
+        .and_then(|u| u.limit("max-connections"))
+    {
+        let open = broker
+            .connections()
+            .all()
+            .iter()
+            .filter(|c| c.user == user)
+            .count() as u64;
+        if open >= limit {
+            return Err(HandshakeFailure::Refused(
+                AmqpError::not_allowed(format!(
+                    "connection refused for user '{user}': user connection limit ({limit}) is reached"
                 ))
                 .with_method(10, 40),
             ));

@@ -2,6 +2,7 @@
 //! helpers. Every test gets its own broker, so tests never share state.
 #![allow(dead_code)]
 
+pub mod http;
 pub mod raw;
 
 use std::net::SocketAddr;

@@ -126,6 +126,15 @@ impl QueueType {
         self.arguments().contains(&key)
     }
 
+    /// The type's name, as `x-queue-type` and the HTTP API's `type` give it.
+    pub fn name(self) -> &'static str {
+        match self {
+            QueueType::Classic => "classic",
+            QueueType::Quorum => "quorum",
+            QueueType::Stream => "stream",
+        }
+    }
+
     /// RabbitMQ's module name for the type, as its errors print it.
     pub fn module(self) -> &'static str {
         match self {

@@ -121,6 +121,7 @@ pub struct VHost {
     pressure: MemoryPressure,
     meta: RwLock<super::VhostMeta>,
     policies: RwLock<Vec<Policy>>,
+    counters: crate::broker::connections::MessageCounters,
 }
 
 fn store_failed(error: StoreError) -> AmqpError {
@@ -169,6 +170,11 @@ fn arg_text(value: Option<&AMQPValue>, quote_plain: bool) -> String {
 }
 
 impl VHost {
+    /// Message counts of this vhost's channels (and the HTTP API's publishes), ever.
+    pub fn counters(&self) -> &crate::broker::connections::MessageCounters {
+        &self.counters
+    }
+
     /// A vhost with the standard exchanges, storing durable things in `store`.
     pub fn new(
         name: &str,
@@ -185,6 +191,7 @@ impl VHost {
             pressure,
             meta: RwLock::new(super::VhostMeta::default()),
             policies: RwLock::new(Vec::new()),
+            counters: Default::default(),
         });
         {
             let mut t = vhost.write();
