@@ -22,6 +22,9 @@ AMQPLIB_VERSION=2.2.0
 # The lapin our own tests use; its crates.io source carries tests/.
 LAPIN_VERSION=4.12.3
 # amqp091-go comes from Debian's golang-github-rabbitmq-amqp091-go-dev (1.5.0 on Debian 12).
+# The management API's Rust client; its crates.io source carries its integration tests, which
+# talk to localhost:15672 and :5672 (Leveret runs in a private network namespace for them).
+HTTP_CLIENT_VERSION=0.93.0
 SUITE_TIMEOUT=${SUITE_TIMEOUT:-600}
 # shellcheck source=interop/lib.sh
 . "$ROOT/interop/lib.sh"
@@ -35,6 +38,15 @@ LAPIN_DIR="$CACHE/lapin-$LAPIN_VERSION"
 # --no-fail-fast: a failing test binary must not hide the ones after it.
 LAPIN_TEST=(env -C "$LAPIN_DIR" CARGO_TARGET_DIR="$CACHE/lapin-target" cargo test --locked --no-fail-fast
   --no-default-features --features tokio,smol,rustls--ring --test '*')
+HTTP_CLIENT_DIR="$CACHE/rabbitmq_http_client-$HTTP_CLIENT_VERSION"
+# One test at a time: some of its tests close every connection of guest, which others hold.
+# The tests listed in http-client-skips.txt fail against RabbitMQ 3.10.8 too and are skipped.
+HTTP_CLIENT_SKIPS=()
+while IFS='|' read -r test _; do
+  test=${test%% }; [ -n "$test" ] && [ "${test#\#}" = "$test" ] && HTTP_CLIENT_SKIPS+=(--skip "$test")
+done <"$ROOT/interop/http-client-skips.txt"
+HTTP_CLIENT_TEST=(env -C "$HTTP_CLIENT_DIR" CARGO_TARGET_DIR="$CACHE/http-client-target" cargo test --offline --locked
+  --features async,blocking,native-tls --test integration)
 # Debian's packaged source is the one version there is; the path names no version.
 GO_PATH="$CACHE/gopath-amqp091-go"
 GO_DIR="$GO_PATH/src/github.com/rabbitmq/amqp091-go"
@@ -77,6 +89,19 @@ install_lapin() {  # the crate's source from crates.io, its tests built once int
   "${LAPIN_TEST[@]}" --no-run --quiet
 }
 
+install_http_client() {  # the crate's source from crates.io; native-tls needs OpenSSL's headers
+  apt_install libssl-dev pkg-config
+  if [ ! -f "$HTTP_CLIENT_DIR/Cargo.toml" ]; then
+    rm -rf "$HTTP_CLIENT_DIR" "$HTTP_CLIENT_DIR.part"; mkdir -p "$HTTP_CLIENT_DIR.part"
+    curl -sSfL "https://static.crates.io/crates/rabbitmq_http_client/rabbitmq_http_client-$HTTP_CLIENT_VERSION.crate" \
+      | tar xz -C "$HTTP_CLIENT_DIR.part" --strip-components=1
+    mv "$HTTP_CLIENT_DIR.part" "$HTTP_CLIENT_DIR"
+  fi
+  # Fetched here, so that the run (offline, inside the namespace) needs no network.
+  env -C "$HTTP_CLIENT_DIR" cargo fetch --locked --quiet
+  "${HTTP_CLIENT_TEST[@]}" --no-run --quiet
+}
+
 install_amqp091_go() {  # Debian's source package, built in GOPATH mode with Debian's goleak
   apt_install golang-go golang-github-rabbitmq-amqp091-go-dev golang-uber-goleak-dev
   rm -rf "$GO_PATH"; mkdir -p "$(dirname "$GO_DIR")"
@@ -88,7 +113,7 @@ install_amqp091_go() {  # Debian's source package, built in GOPATH mode with Deb
 
 # Each installer runs in a subshell in the background so that `set -e` holds inside it (it is
 # suspended in any command tested by `if` or `||`).
-for step in pika rabbitmqadmin amqplib lapin amqp091_go; do
+for step in pika rabbitmqadmin amqplib lapin amqp091_go http_client; do
   rc=0
   ( "install_$step" ) >"$LOGS/install-$step.log" 2>&1 &
   wait $! || rc=$?
@@ -174,6 +199,14 @@ fi
 
 AMQP_ADDR="amqp://127.0.0.1:$PORT/%2f" run_suite lapin cargo "${LAPIN_TEST[@]}"
 AMQP_URL="amqp://guest:guest@127.0.0.1:$PORT/" run_suite amqp091-go gotest "${GO_TEST[@]}" -v -timeout 300s .
+
+HTTP_CLIENT_RUN=("${HTTP_CLIENT_TEST[@]}" -- --test-threads 1 --exact "${HTTP_CLIENT_SKIPS[@]}")
+if [ "$AGAINST" = leveret ]; then
+  NETNS_MANAGEMENT_PORT=15672 run_suite rabbitmq_http_client cargo \
+    "$ROOT/interop/netns.sh" "$BIN" "$LOGS/http-client-broker" -- "${HTTP_CLIENT_RUN[@]}"
+else
+  run_suite rabbitmq_http_client cargo "${HTTP_CLIENT_RUN[@]}"
+fi
 
 read -r total_pass total_fail total_skip < <(awk '{p+=$1; f+=$2; s+=$3} END {print p+0, f+0, s+0}' "$TOTALS")
 echo "total: $total_pass passed, $total_fail failed, $total_skip skipped"
