@@ -65,23 +65,34 @@ def fresh_vhost(broker):
     return name
 
 
-def make_vhost(http, name):
-    """A fresh vhost: deleted first, so nothing an earlier run left can route a message."""
+def make_vhost(http, name, attempts=5):
+    """A fresh vhost: deleted first, so nothing an earlier run left can route a message.
+    RabbitMQ sometimes fails to start a vhost created right after one of the same name was
+    deleted (500 `failed_to_start_vhost_on_nodes`, its message store still going away): that
+    is retried after a pause."""
     auth = "Basic " + base64.b64encode(b"guest:guest").decode()
-    try:
-        urllib.request.urlopen(urllib.request.Request(
-            f"http://{http[0]}:{http[1]}/api/vhosts/{name}", method="DELETE",
-            headers={"Authorization": auth}), timeout=10).read()
-    except urllib.error.HTTPError as error:
-        if error.code != 404:
-            raise
-    for path, body in ((f"/api/vhosts/{name}", b"{}"),
-                       (f"/api/permissions/{name}/guest",
-                        b'{"configure":".*","write":".*","read":".*"}')):
-        request = urllib.request.Request(f"http://{http[0]}:{http[1]}{path}", data=body,
-                                         method="PUT", headers={"Authorization": auth,
-                                                                "content-type": "application/json"})
-        urllib.request.urlopen(request, timeout=10).read()
+    for attempt in range(attempts):
+        try:
+            urllib.request.urlopen(urllib.request.Request(
+                f"http://{http[0]}:{http[1]}/api/vhosts/{name}", method="DELETE",
+                headers={"Authorization": auth}), timeout=10).read()
+        except urllib.error.HTTPError as error:
+            if error.code != 404:
+                raise
+        try:
+            for path, body in ((f"/api/vhosts/{name}", b"{}"),
+                               (f"/api/permissions/{name}/guest",
+                                b'{"configure":".*","write":".*","read":".*"}')):
+                request = urllib.request.Request(
+                    f"http://{http[0]}:{http[1]}{path}", data=body, method="PUT",
+                    headers={"Authorization": auth, "content-type": "application/json"})
+                urllib.request.urlopen(request, timeout=10).read()
+            return
+        except urllib.error.HTTPError as error:
+            if error.code != 500 or attempt + 1 == attempts:
+                raise RuntimeError(f"PUT on port {http[1]}: {error.code} "
+                                   f"{error.read()[:300]!r}") from error
+            time.sleep(1)
 
 
 def run_session(broker, steps, quiet):
@@ -259,6 +270,27 @@ def cmd_replay(args):
     return 1 if failed else 0
 
 
+def cmd_triage(args):
+    """Count the saved differences of a live run by deliberate category; list the rest."""
+    import glob
+    from triage import category
+    counts, unknown = {}, []
+    for path in sorted(glob.glob(os.path.join(args.out, "diff-*.json"))):
+        with open(path) as f:
+            diff = json.load(f)
+        name = category(diff)
+        if name is None:
+            unknown.append((diff.get("seed"), diff.get("step")))
+        else:
+            counts[name] = counts.get(name, 0) + 1
+    for name, n in sorted(counts.items(), key=lambda kv: -kv[1]):
+        print(f"{n:6}  {name}")
+    for seed, step in unknown:
+        print(f"  in no category: seed {seed}, step {step}")
+    print(f"{sum(counts.values()) + len(unknown)} differences, {len(unknown)} in no category")
+    return 1 if unknown else 0
+
+
 def cmd_show(args):
     for i, step in enumerate(gen.session(args.seed)):
         print(i, json.dumps(step))
@@ -268,7 +300,7 @@ def cmd_show(args):
 def main():
     p = argparse.ArgumentParser()
     sub = p.add_subparsers(dest="cmd", required=True)
-    for name in ("live", "record", "replay", "show"):
+    for name in ("live", "record", "replay", "show", "triage"):
         s = sub.add_parser(name)
         s.add_argument("--seeds", default="0:100")
         s.add_argument("--seed", type=int, default=0)
@@ -285,7 +317,7 @@ def main():
         s.add_argument("--seed-file", help="live: the seeds to run, one per line (first field)")
     args = p.parse_args()
     set_http(args)
-    return {"live": cmd_live, "record": cmd_record, "replay": cmd_replay, "show": cmd_show}[args.cmd](args)
+    return {"live": cmd_live, "record": cmd_record, "replay": cmd_replay, "show": cmd_show, "triage": cmd_triage}[args.cmd](args)
 
 
 if __name__ == "__main__":

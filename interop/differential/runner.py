@@ -459,7 +459,9 @@ REPLY_TO = re.compile(r"amq\.rabbitmq\.reply-to\.[A-Za-z0-9+/=._\-]+")
 
 def normalise(trace, prefix, vhost="/"):
     """Replace what legitimately varies: the run's name prefix and vhost, generated names
-    (numbered in order of appearance), direct reply-to addresses."""
+    (numbered in order of appearance), direct reply-to addresses, and the order of the
+    mechanisms in connection.start, which RabbitMQ 3.10.8 itself changes from boot to boot
+    (`AMQPLAIN PLAIN` on one, `PLAIN AMQPLAIN` on the next: its registry's order)."""
     seen = {}
 
     def fix(value):
@@ -476,7 +478,11 @@ def normalise(trace, prefix, vhost="/"):
         if isinstance(value, list):
             return [fix(v) for v in value]
         if isinstance(value, dict):
-            return {k: fix(v) for k, v in value.items()}
+            fixed = {k: fix(v) for k, v in value.items()}
+            if fixed.get("method") == "connection.start" and isinstance(
+                    fixed.get("mechanisms"), str):
+                fixed["mechanisms"] = " ".join(sorted(fixed["mechanisms"].split()))
+            return fixed
         return value
 
     return fix(trace)
