@@ -1001,7 +1001,7 @@ async fn the_remaining_read_endpoints_answer_in_rabbitmqs_shapes() {
     }
     assert_eq!(
         api.guest("GET", "/api/extensions", None).await.body,
-        json!([])
+        json!([{"javascript": "dispatcher.js"}])
     );
     let perms = api
         .guest("GET", "/api/vhosts/%2F/permissions", None)

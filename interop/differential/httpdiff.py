@@ -175,6 +175,8 @@ def compare(path, a, b, out, depth=0):
             if k is None:
                 if b:
                     compare(f"{path}[0]", x, b[0], out, depth + 1)
+                elif not path.endswith(INFORMATIONAL_LISTS):
+                    out.append(("value", path, f"{len(a)} items vs none"))
                 break
             if k in bk:
                 compare(f"{path}[{k}]", x, bk[k], out, depth + 1)

@@ -32,7 +32,11 @@ pub(super) fn routes() -> Router<Arc<super::AdminState>> {
                 Json(json!({"enable_uaa": false, "uaa_client_id": "", "uaa_location": ""}))
             }),
         )
-        .route("/api/extensions", get(|| async { Json(json!([])) }))
+        // The management UI's own extension, as RabbitMQ lists it.
+        .route(
+            "/api/extensions",
+            get(|| async { Json(json!([{"javascript": "dispatcher.js"}])) }),
+        )
         .route("/api/connections", get(list_connections))
         .route(
             "/api/connections/{name}",
