@@ -3,12 +3,13 @@
 //! bytes the check walked and re-encode to a table the check passes; a shallow input the check
 //! calls malformed must not parse. (Deep inputs go to amq-protocol only once the check has
 //! bounded them: its parser recurses.) Content properties go through the BCC stripping and the
-//! UTF-8 mending a publish's header gets.
+//! UTF-8 mending a publish's header gets. The wire-order key reader (`top_level_keys`, for a
+//! declare's arguments) must name exactly the keys amq-protocol parses, in the bytes' order.
 #![no_main]
 
 use amq_protocol::types::parsing::parse_field_table;
 use leveret::protocol::nesting::{
-    check_properties, check_table, strip_header, utf8_properties, NestingError,
+    check_properties, check_table, strip_header, top_level_keys, utf8_properties, NestingError,
 };
 use leveret::protocol::table::{decode_properties, decode_table, encode_table};
 use libfuzzer_sys::fuzz_target;
@@ -28,6 +29,19 @@ fuzz_target!(|data: &[u8]| {
                     "a re-encoded table fails the check"
                 );
                 assert!(decode_table(&again).is_some());
+                // Every parsed key, and no other, in the order read (duplicates collapse in
+                // amq-protocol's map, so compare as sets).
+                let keys = top_level_keys(data).expect("a parsed table's keys read");
+                let mut wire: Vec<String> = keys;
+                wire.sort();
+                wire.dedup();
+                let mut parsed: Vec<String> = table
+                    .inner()
+                    .keys()
+                    .map(|k| k.as_str().to_owned())
+                    .collect();
+                parsed.sort();
+                assert_eq!(wire, parsed, "wire-order keys differ from the parsed ones");
             }
         }
         Err(NestingError::Malformed) if data.len() < 2048 => {
@@ -42,6 +56,8 @@ fuzz_target!(|data: &[u8]| {
     if check_properties(data).is_ok() {
         let _ = decode_properties(data);
     }
+    // Never a panic, whatever the bytes.
+    let _ = top_level_keys(data);
     // BCC stripping (as a publish's content header is stored): what comes out has no such
     // header left, is shorter by exactly what was cut, and decodes wherever the input did.
     if let Some(stripped) = strip_header(data, "BCC") {
