@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::http::{not_found, setup, Http};
@@ -237,18 +236,6 @@ async fn stoppable_admin(
     let (tx, rx) = tokio::sync::watch::channel(false);
     let served = tokio::spawn(leveret::admin::serve(listener, state, rx));
     (addr, tx, served)
-}
-
-async fn admin_state(b: &TestBroker) -> (tokio::net::TcpListener, Arc<leveret::admin::AdminState>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let state = Arc::new(leveret::admin::AdminState {
-        broker: b.broker.clone(),
-        rates: Default::default(),
-        amqp_ports: vec![b.addr.port()],
-        http_ports: vec![listener.local_addr().unwrap().port()],
-        limits: Default::default(),
-    });
-    (listener, state)
 }
 
 #[tokio::test]

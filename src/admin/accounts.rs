@@ -10,7 +10,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Map, Value};
 
-use super::objects::{body_object, vhost, visible_vhost};
+use super::objects::{body_object, require_keys, vhost, visible_vhost};
 use super::{created, ApiError, Auth};
 use crate::broker::access::{PermissionRecord, TopicPermissionRecord, UserRecord, SHA256};
 use crate::broker::policy::PolicyRecord;
@@ -177,10 +177,7 @@ async fn put_vhost(
     if map.contains_key("tags") {
         meta.tags = tags(map.get("tags"));
     }
-    state
-        .broker
-        .put_vhost(&vh, meta)
-        .map_err(|e| ApiError::from(crate::broker::access::AdminError::Store(e)))?;
+    state.broker.put_vhost(&vh, meta)?;
     if existing.is_none() {
         // As RabbitMQ: the creating user gets full permissions on the new vhost.
         state.broker.set_permissions(PermissionRecord {
@@ -417,14 +414,7 @@ async fn put_topic_permission(
 ) -> Result<StatusCode, ApiError> {
     auth.require_admin()?;
     let map = body_object(&body)?;
-    let missing: Vec<String> = ["exchange", "write", "read"]
-        .iter()
-        .filter(|k| !map.contains_key(**k))
-        .map(|k| format!("{{key_missing,{k}}}"))
-        .collect();
-    if !missing.is_empty() {
-        return Err(ApiError::bad_request(format!("[{}]", missing.join(","))));
-    }
+    require_keys(&map, &["exchange", "write", "read"])?;
     let access = state.broker.access();
     if state.broker.vhost(&vh).is_none() || access.user(&user).is_none() {
         return Err(ApiError::bad_request("vhost_or_user_not_found"));
@@ -566,14 +556,7 @@ async fn put_permission(
 ) -> Result<StatusCode, ApiError> {
     auth.require_admin()?;
     let map = body_object(&body)?;
-    let missing: Vec<String> = ["configure", "write", "read"]
-        .iter()
-        .filter(|k| !map.contains_key(**k))
-        .map(|k| format!("{{key_missing,{k}}}"))
-        .collect();
-    if !missing.is_empty() {
-        return Err(ApiError::bad_request(format!("[{}]", missing.join(","))));
-    }
+    require_keys(&map, &["configure", "write", "read"])?;
     let access = state.broker.access();
     if state.broker.vhost(&vh).is_none() || access.user(&user).is_none() {
         return Err(ApiError::bad_request("vhost_or_user_not_found"));
@@ -649,10 +632,7 @@ fn update_limits(
     let v = vhost(state, vh)?;
     let mut meta = v.meta();
     change(&mut meta);
-    state
-        .broker
-        .put_vhost(vh, meta)
-        .map_err(|e| ApiError::from(crate::broker::access::AdminError::Store(e)))?;
+    state.broker.put_vhost(vh, meta)?;
     Ok(())
 }
 
@@ -733,14 +713,7 @@ pub(super) fn policy_from(
     name: &str,
     map: &Map<String, Value>,
 ) -> Result<PolicyRecord, ApiError> {
-    let missing: Vec<String> = ["pattern", "definition"]
-        .iter()
-        .filter(|k| !map.contains_key(**k))
-        .map(|k| format!("{{key_missing,{k}}}"))
-        .collect();
-    if !missing.is_empty() {
-        return Err(ApiError::bad_request(format!("[{}]", missing.join(","))));
-    }
+    require_keys(map, &["pattern", "definition"])?;
     Ok(PolicyRecord {
         vhost: vhost.to_owned(),
         name: name.to_owned(),

@@ -221,7 +221,6 @@ pub async fn import_definitions(
     defs: &Map<String, Value>,
 ) -> Result<(), ApiError> {
     let broker = &state.broker;
-    let store_error = |e| ApiError::from(crate::broker::access::AdminError::Store(e));
     for v in list(defs, "vhosts") {
         let name = s(v, "name");
         let metadata = v.get("metadata").and_then(Value::as_object);
@@ -247,16 +246,11 @@ pub async fn import_definitions(
                 }
             }
         }
-        broker
-            .put_vhost(name, VhostMeta { ..meta })
-            .map_err(store_error)?;
+        broker.put_vhost(name, VhostMeta { ..meta })?;
     }
     for p in list(defs, "global_parameters") {
         let value = p.get("value").cloned().unwrap_or(Value::Null);
-        broker
-            .parameters()
-            .set(s(p, "name"), value)
-            .map_err(store_error)?;
+        broker.parameters().set(s(p, "name"), value)?;
     }
     for p in list(defs, "parameters") {
         let v = vhost(state, s(p, "vhost"))?;

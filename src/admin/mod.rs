@@ -160,6 +160,12 @@ impl From<AdminError> for ApiError {
     }
 }
 
+impl From<crate::store::StoreError> for ApiError {
+    fn from(error: crate::store::StoreError) -> Self {
+        AdminError::Store(error).into()
+    }
+}
+
 impl From<AmqpError> for ApiError {
     /// An AMQP refusal as RabbitMQ's API reports it: 403s are 401 `not_authorised`, 404s are
     /// `Object Not Found`, the rest `bad_request` with the text after the code name.

@@ -51,6 +51,21 @@ pub(super) fn routes() -> Router<Arc<super::AdminState>> {
 }
 
 /// Parse a request body as RabbitMQ does: no content type needed, empty means `{}`.
+/// RabbitMQ's 400 for a body lacking keys it needs: `[{key_missing,a},{key_missing,b}]`, in
+/// the order given.
+pub(super) fn require_keys(map: &Map<String, Value>, keys: &[&str]) -> Result<(), ApiError> {
+    let missing: Vec<String> = keys
+        .iter()
+        .filter(|k| !map.contains_key(**k))
+        .map(|k| format!("{{key_missing,{k}}}"))
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(format!("[{}]", missing.join(","))))
+    }
+}
+
 pub(super) fn body_object(body: &Bytes) -> Result<Map<String, Value>, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Map::new());
@@ -332,15 +347,7 @@ async fn get_messages(
 ) -> Result<Response, ApiError> {
     let v = vhost(&state, &vh)?;
     let map = body_object(&body)?;
-    let mut missing = Vec::new();
-    for key in ["count", "ackmode", "encoding"] {
-        if !map.contains_key(key) {
-            missing.push(format!("{{key_missing,{key}}}"));
-        }
-    }
-    if !missing.is_empty() {
-        return Err(ApiError::bad_request(format!("[{}]", missing.join(","))));
-    }
+    require_keys(&map, &["count", "ackmode", "encoding"])?;
     authorize(&state, &auth, &vh, Resource::Queue(&name), Permission::Read)?;
     let handle = v.queue(&name, 0)?;
     let count = integer(&map, "count").unwrap_or(1).max(0);
@@ -565,15 +572,10 @@ async fn publish(
 ) -> Result<Json<Value>, ApiError> {
     let v = vhost(&state, &vh)?;
     let map = body_object(&body)?;
-    let mut missing = Vec::new();
-    for key in ["properties", "routing_key", "payload", "payload_encoding"] {
-        if !map.contains_key(key) {
-            missing.push(format!("{{key_missing,{key}}}"));
-        }
-    }
-    if !missing.is_empty() {
-        return Err(ApiError::bad_request(format!("[{}]", missing.join(","))));
-    }
+    require_keys(
+        &map,
+        &["properties", "routing_key", "payload", "payload_encoding"],
+    )?;
     let exchange = exchange_name(&name);
     authorize(
         &state,

@@ -18,7 +18,6 @@ use serde_json::{json, Map, Value};
 
 use super::objects::{body_object, vhost};
 use super::{created, ApiError, Auth};
-use crate::broker::access::AdminError;
 use crate::broker::parameters::CLUSTER_NAME;
 use crate::broker::VHost;
 
@@ -60,10 +59,6 @@ pub(super) fn routes() -> Router<Arc<super::AdminState>> {
         )
 }
 
-fn store_error(e: crate::store::StoreError) -> ApiError {
-    ApiError::from(AdminError::Store(e))
-}
-
 async fn get_cluster_name(State(state): St, _auth: Auth) -> Json<Value> {
     Json(json!({ "name": state.broker.parameters().cluster_name() }))
 }
@@ -82,8 +77,7 @@ async fn put_cluster_name(
     state
         .broker
         .parameters()
-        .set(CLUSTER_NAME, Value::String(name.to_owned()))
-        .map_err(store_error)?;
+        .set(CLUSTER_NAME, Value::String(name.to_owned()))?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -131,11 +125,7 @@ async fn put_global(
         .cloned()
         .ok_or_else(|| ApiError::bad_request("[{key_missing,value}]"))?;
     // The path names the parameter; a `name` in the body is ignored, as by RabbitMQ.
-    let was_new = state
-        .broker
-        .parameters()
-        .set(&name, value)
-        .map_err(store_error)?;
+    let was_new = state.broker.parameters().set(&name, value)?;
     Ok(created(was_new))
 }
 
@@ -145,12 +135,7 @@ async fn delete_global(
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     auth.require_admin()?;
-    if state
-        .broker
-        .parameters()
-        .clear(&name)
-        .map_err(store_error)?
-    {
+    if state.broker.parameters().clear(&name)? {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::not_found())
@@ -298,10 +283,7 @@ pub(super) fn set_vhost_parameter(
             let mut meta = v.meta();
             let was_new = meta.limits.is_empty();
             meta.limits = parsed;
-            state
-                .broker
-                .put_vhost(v.name(), meta)
-                .map_err(store_error)?;
+            state.broker.put_vhost(v.name(), meta)?;
             Ok(was_new)
         }
         "policy" => {
@@ -346,7 +328,7 @@ async fn delete_parameter(
         "vhost-limits" if name == "limits" && !v.meta().limits.is_empty() => {
             let mut meta = v.meta();
             meta.limits.clear();
-            state.broker.put_vhost(&vh, meta).map_err(store_error)?;
+            state.broker.put_vhost(&vh, meta)?;
             Ok(StatusCode::NO_CONTENT)
         }
         "policy" if v.policies().iter().any(|p| p.name == name) => {

@@ -289,17 +289,25 @@ pub fn spawn_leveret_with(dir: &std::path::Path, extra: &[&str]) -> (BrokerProce
     }
 }
 
-/// Serve the management API of an in-process broker on an ephemeral port.
-pub async fn start_admin(b: &TestBroker) -> SocketAddr {
+/// An ephemeral listener for the management API of an in-process broker, and the API's state.
+pub async fn admin_state(
+    b: &TestBroker,
+) -> (tokio::net::TcpListener, Arc<leveret::admin::AdminState>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let state = Arc::new(leveret::admin::AdminState {
         broker: b.broker.clone(),
         rates: Default::default(),
         amqp_ports: vec![b.addr.port()],
-        http_ports: vec![addr.port()],
+        http_ports: vec![listener.local_addr().unwrap().port()],
         limits: Default::default(),
     });
+    (listener, state)
+}
+
+/// Serve the management API of an in-process broker on an ephemeral port.
+pub async fn start_admin(b: &TestBroker) -> SocketAddr {
+    let (listener, state) = admin_state(b).await;
+    let addr = listener.local_addr().unwrap();
     let (_tx, rx) = watch::channel(false);
     // The sender lives as long as the test: leak it so the server is never told to stop.
     std::mem::forget(_tx);
