@@ -177,11 +177,16 @@ async fn silent_peer_is_disconnected_after_two_heartbeats() {
 }
 
 #[tokio::test]
-async fn broker_sends_heartbeats() {
+async fn broker_sends_heartbeats_after_half_the_interval_not_at_once() {
     let b = TestBroker::start().await;
     let mut c = RawClient::open(&b, 0, 1).await;
+    let opened = std::time::Instant::now();
     let frame = c.frame().await.unwrap();
     assert!(matches!(frame, Frame::Heartbeat(0)), "{frame:?}");
+    // RabbitMQ's first heartbeat comes after an idle half interval; one sent straight after
+    // open-ok made amqprs 2 drop a connection it was closing.
+    let waited = opened.elapsed();
+    assert!(waited >= Duration::from_millis(400), "{waited:?}");
 }
 
 #[tokio::test]

@@ -498,11 +498,15 @@ impl Connection {
     ) -> Outcome {
         let mut events = Vec::with_capacity(256);
         let heartbeat = Duration::from_secs(u64::from(self.heartbeat));
-        let mut ticker = tokio::time::interval(if self.heartbeat > 0 {
+        let period = if self.heartbeat > 0 {
             heartbeat / 2
         } else {
             Duration::from_secs(3600)
-        });
+        };
+        // The first tick a period from now, not at once: RabbitMQ sends no heartbeat right
+        // after `connection.open-ok`, and a client closing at that moment may take one for a
+        // reason to stop reading (amqprs 2 does, and then never sees its `close-ok`).
+        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_recv = Instant::now();
         let mut sent_since_tick = false;
