@@ -4,6 +4,7 @@
 //! watermark (queues page messages out past half of it; a queue's work lane holds 8 MiB of
 //! bodies at most; the alarm stops reading publishers and tightens every connection's output
 //! bound; a full output stops reading getters) and serves a well-behaved client meanwhile.
+//! And a deep queue's memory: a few bytes a queued message, not a struct each.
 
 mod common;
 
@@ -151,5 +152,49 @@ async fn clients_that_never_read_cannot_push_the_broker_past_its_watermark() {
         peak < WATERMARK_MB,
         "broker RSS peaked at {peak} MB, over its {WATERMARK_MB} MB watermark"
     );
+    drop(broker);
+}
+
+/// Publish `n` transient 16-byte messages to `queue` on channel 1 and wait until all are there.
+async fn fill(c: &mut RawClient, ch: &lapin::Channel, queue: &str, n: u32) {
+    let one = publish(queue, 16);
+    let before = common::message_count(ch, queue).await;
+    for _ in 0..n / 1000 {
+        c.stream.write_all(&one.repeat(1000)).await.unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while common::message_count(ch, queue).await < before + n {
+        assert!(Instant::now() < deadline, "the messages never all arrived");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A deep queue costs a few bytes a message: paged messages with consecutive numbers are one
+/// run in the queue (their sizes at most) and about two bytes each in the log's index.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deep_transient_queue_costs_a_few_bytes_a_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let (broker, port) = common::spawn_leveret(&dir.path().join("data"));
+    let pid = broker.0.id();
+    let uri = format!("amqp://guest:guest@127.0.0.1:{port}/%2f");
+    let conn = lapin::Connection::connect(&uri, Default::default())
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    common::declare(&ch, "deep").await;
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut c = RawClient::open_at(addr, 0, 131_072, 0).await;
+    c.open_channel(1).await;
+    // Past the resident window first, so that what is measured is paged messages only.
+    fill(&mut c, &ch, "deep", 50_000).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = common::rss_mb(pid);
+    fill(&mut c, &ch, "deep", 500_000).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let grown = common::rss_mb(pid).saturating_sub(before);
+    eprintln!("500,000 more queued messages: {grown} MB more resident ({before} MB before)");
+    // One entry per message (the queue's 40-byte entry and the log's 16-byte index entry, as
+    // before runs) would be 28 MB.
+    assert!(grown < 10, "{grown} MB for 500,000 queued messages");
     drop(broker);
 }

@@ -20,7 +20,7 @@ use super::exchange::{Binding, Destination, Exchange, ExchangeKind};
 use super::memory::MemoryPressure;
 use super::policy::{self, Policy, PolicyRecord, Target};
 use super::queue::args;
-use super::queue::state::{Entry, Slot, NEVER};
+use super::queue::state::{Backlog, Entry, Slot, NEVER};
 use super::queue::{self, QueueHandle, QueueStats, QueueStorage};
 use super::records::{self, RecordReader, RecordWriter};
 use crate::protocol::table::{as_i64, display_value, lookup, type_name};
@@ -463,7 +463,7 @@ impl VHost {
                         storage: self.storage_for(&name, stored),
                     },
                     self.me.clone(),
-                    Vec::new(),
+                    Backlog::new(),
                 );
                 t.queues.insert(
                     name,
@@ -496,7 +496,7 @@ impl VHost {
                 storage: self.storage_for(&name, false),
             },
             self.me.clone(),
-            Vec::new(),
+            Backlog::new(),
         );
         self.write().queues.insert(
             name,

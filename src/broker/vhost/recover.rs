@@ -64,10 +64,11 @@ impl VHost {
                     args::QueueArgs::default()
                 });
             let queue_args = self.with_policy(name, &queue_args, &arguments);
-            // The head of the queue comes back into memory; the rest stays paged in the store.
-            let mut entries: Vec<Entry> = Vec::new();
-            let mut resident = 0usize;
-            let mut resident_bytes = 0u64;
+            // The head of the queue comes back into memory; the rest stays paged in the store,
+            // gathered straight into the queue's compact backlog.
+            let mut head: Vec<Entry> = Vec::new();
+            let mut rest = Backlog::new();
+            let mut head_bytes = 0u64;
             let key = self.key(name);
             self.store.recover(&key, &mut |stored| {
                 let Some((body_len, meta)) = records::decode_index(&stored.meta) else {
@@ -78,14 +79,7 @@ impl VHost {
                     );
                     return;
                 };
-                if resident == entries.len()
-                    && entries.len() < queue::RESIDENT_WINDOW as usize
-                    && resident_bytes < queue::RESIDENT_BYTES
-                {
-                    resident += 1;
-                    resident_bytes += u64::from(body_len);
-                }
-                entries.push(Entry {
+                let entry = Entry {
                     seq: stored.seq,
                     message: Slot::Paged {
                         body_len,
@@ -95,29 +89,38 @@ impl VHost {
                     deliveries: stored.deliveries,
                     priority: meta.priority,
                     redelivered: stored.deliveries > 0,
-                });
+                };
+                if rest.is_empty()
+                    && head.len() < queue::RESIDENT_WINDOW as usize
+                    && head_bytes < queue::RESIDENT_BYTES
+                {
+                    head_bytes += u64::from(body_len);
+                    head.push(entry);
+                } else {
+                    rest.push(entry);
+                }
             })?;
             // Read after the scan: the store is not called back from inside its own visit.
-            let mut unreadable = Vec::new();
-            for (i, entry) in entries.iter_mut().take(resident).enumerate() {
+            let mut backlog = Backlog::new();
+            for mut entry in head {
                 let message = match self.store.read(&key, entry.seq) {
                     Ok(Some(record)) => records::decode_message(&record),
                     Ok(None) | Err(_) => None,
                 };
                 match message {
-                    Some(m) => entry.message = Slot::Resident(Arc::new(m)),
-                    None => unreadable.push(i),
+                    Some(m) => {
+                        entry.message = Slot::Resident(Arc::new(m));
+                        backlog.push(entry);
+                    }
+                    None => tracing::error!(
+                        queue = name,
+                        seq = entry.seq,
+                        "skipping an unreadable message"
+                    ),
                 }
             }
-            for i in unreadable.into_iter().rev() {
-                let entry = entries.remove(i);
-                tracing::error!(
-                    queue = name,
-                    seq = entry.seq,
-                    "skipping an unreadable message"
-                );
-            }
-            tracing::info!(vhost = %self.name, queue = name, messages = entries.len(), "recovered queue");
+            backlog.append(rest);
+            tracing::info!(vhost = %self.name, queue = name, messages = backlog.len(), "recovered queue");
             let handle = queue::spawn(
                 queue::QueueConfig {
                     name: name.to_owned(),
@@ -127,7 +130,7 @@ impl VHost {
                     storage: self.storage_for(name, true),
                 },
                 self.me.clone(),
-                entries,
+                backlog,
             );
             t.queues.insert(
                 name.to_owned(),

@@ -12,8 +12,8 @@
 //!   so a torn tail is only ever at the end of a file a crash cut short).
 //! - A segment is deleted once every record in it is settled; one that is mostly settled is
 //!   rewritten with only its live records (same name, so lookups by sequence still find it).
-//! - Memory per stored message is one 16-byte index entry; bodies live in the files (and the
-//!   page cache).
+//! - Memory per stored message is a little over two bytes of index ([`index`]); bodies live
+//!   in the files (and the page cache).
 //! - `sync_messages` makes every append made before it durable: one fdatasync per file written
 //!   since the last sync, whatever the number of messages in it (group commit).
 //!
@@ -36,10 +36,12 @@ use bytes::Bytes;
 use super::{MessageLog, StoreError, StoredMessage};
 
 mod format;
+mod index;
 mod recovery;
 
 use format::decode_record;
 pub use format::{encode_ack, encode_record, ACK_DELIVERED, ACK_ENTRY, ACK_REMOVED, MAGIC};
+use index::{Located, SegmentIndex};
 
 /// A segment is rewritten when at least this much of it is dead and the dead part is at least
 /// three quarters of it.
@@ -91,25 +93,13 @@ pub struct QueueLogStats {
     pub reclaimable_bytes: u64,
 }
 
-/// Where one record sits.
-#[derive(Debug, Clone, Copy)]
-struct IndexEntry {
-    seq: u64,
-    /// Offset of the record in its file; [`SETTLED`] once it was removed.
-    offset: u32,
-    /// The record's length on disk, frame included.
-    len: u32,
-}
-
-const SETTLED: u32 = u32::MAX;
-
 #[derive(Debug)]
 struct Segment {
     file: Arc<File>,
     file_id: u64,
     size: u64,
     /// Every record appended or recovered, in sequence order; settled ones are marked.
-    entries: Vec<IndexEntry>,
+    index: SegmentIndex,
     live: u32,
     live_bytes: u64,
     acks: Option<Arc<File>>,
@@ -119,8 +109,7 @@ struct Segment {
 
 impl Segment {
     fn position(&self, seq: u64) -> Option<usize> {
-        let i = self.entries.binary_search_by_key(&seq, |e| e.seq).ok()?;
-        (self.entries.get(i)?.offset != SETTLED).then_some(i)
+        self.index.find(seq).map(|(i, _)| i)
     }
 
     fn dead_bytes(&self) -> u64 {
@@ -340,7 +329,7 @@ impl SegmentLog {
                 file,
                 file_id,
                 size: MAGIC.len() as u64,
-                entries: Vec::new(),
+                index: SegmentIndex::new(MAGIC.len() as u64),
                 live: 0,
                 live_bytes: 0,
                 acks: None,
@@ -391,7 +380,7 @@ impl SegmentLog {
             acks.set_len(0).map_err(io)?;
         }
         segment.size = MAGIC.len() as u64;
-        segment.entries.clear();
+        segment.index.clear();
         segment.live_bytes = 0;
         segment.marks.clear();
         Ok(())
@@ -410,19 +399,12 @@ impl SegmentLog {
         out.write_all_at(MAGIC, 0).map_err(io)?;
         let mut at = MAGIC.len() as u64;
         let mut buf = Vec::new();
-        let mut entries = Vec::with_capacity(segment.live as usize);
-        for e in segment.entries.iter().filter(|e| e.offset != SETTLED) {
+        let mut index = SegmentIndex::new(at);
+        for e in segment.index.live_from(0) {
             buf.resize(e.len as usize, 0);
-            segment
-                .file
-                .read_exact_at(&mut buf, u64::from(e.offset))
-                .map_err(io)?;
+            segment.file.read_exact_at(&mut buf, e.offset).map_err(io)?;
             out.write_all_at(&buf, at).map_err(io)?;
-            entries.push(IndexEntry {
-                seq: e.seq,
-                offset: at as u32,
-                len: e.len,
-            });
+            index.push(e.seq, e.len);
             at += u64::from(e.len);
         }
         out.sync_data().map_err(io)?;
@@ -441,7 +423,7 @@ impl SegmentLog {
         segment.file = Arc::new(out);
         segment.file_id = self.file_id();
         segment.size = at;
-        segment.entries = entries;
+        segment.index = index;
         segment.acks = None;
         Ok(())
     }
@@ -515,7 +497,7 @@ impl MessageLog for SegmentLog {
         let mut q = lock(&q);
         self.load(&mut q, &mut |_| {})?;
         if let Some((_, last)) = q.segments.iter().next_back() {
-            if last.entries.last().is_some_and(|e| e.seq >= seq) {
+            if last.index.last_seq().is_some_and(|last| last >= seq) {
                 return Err(StoreError::Io(std::io::Error::other(format!(
                     "append of sequence {seq} out of order"
                 ))));
@@ -540,11 +522,7 @@ impl MessageLog for SegmentLog {
             let _ = segment.file.set_len(segment.size);
             return Err(io(e));
         }
-        segment.entries.push(IndexEntry {
-            seq,
-            offset: segment.size as u32,
-            len: bytes.len() as u32,
-        });
+        segment.index.push(seq, bytes.len() as u32);
         segment.size += bytes.len() as u64;
         segment.live += 1;
         segment.live_bytes += bytes.len() as u64;
@@ -590,11 +568,9 @@ impl MessageLog for SegmentLog {
         let Some(i) = segment.position(seq) else {
             return Ok(());
         };
-        let Some(entry) = segment.entries.get_mut(i) else {
+        let Some(len) = segment.index.settle(i) else {
             return Ok(());
         };
-        entry.offset = SETTLED;
-        let len = entry.len;
         segment.live = segment.live.saturating_sub(1);
         segment.live_bytes = segment.live_bytes.saturating_sub(u64::from(len));
         segment.marks.remove(&seq);
@@ -644,25 +620,20 @@ impl MessageLog for SegmentLog {
             .next_back()
             .map_or(from, |(id, _)| *id);
         for segment in q.segments.range(start..to).map(|(_, s)| s) {
-            let first = segment.entries.partition_point(|e| e.seq < from);
-            let wanted: Vec<IndexEntry> = segment
-                .entries
-                .get(first..)
-                .unwrap_or_default()
-                .iter()
+            let wanted: Vec<Located> = segment
+                .index
+                .live_from(from)
                 .take_while(|e| e.seq < to)
-                .filter(|e| e.offset != SETTLED)
-                .copied()
                 .collect();
             let mut i = 0;
             while let Some(head) = wanted.get(i) {
                 // Neighbouring records in one read, up to a bound.
-                let span_start = u64::from(head.offset);
+                let span_start = head.offset;
                 let mut span_end = span_start + u64::from(head.len);
                 let mut j = i + 1;
                 while let Some(next) = wanted.get(j) {
-                    let end = u64::from(next.offset) + u64::from(next.len);
-                    if u64::from(next.offset) != span_end || end - span_start > READ_SPAN {
+                    let end = next.offset + u64::from(next.len);
+                    if next.offset != span_end || end - span_start > READ_SPAN {
                         break;
                     }
                     span_end = end;
@@ -675,7 +646,7 @@ impl MessageLog for SegmentLog {
                     .map_err(io)?;
                 let buf = Bytes::from(buf);
                 for e in wanted.get(i..j).unwrap_or_default() {
-                    let at = (u64::from(e.offset) - span_start) as usize;
+                    let at = (e.offset - span_start) as usize;
                     let bytes = buf.slice(at..at + e.len as usize);
                     let Some(d) = decode_record(&bytes).filter(|d| d.seq == e.seq) else {
                         return Err(StoreError::Io(std::io::Error::other(format!(
@@ -704,12 +675,9 @@ impl MessageLog for SegmentLog {
         }
         // Already read: the metadata comes from the records' headers.
         for segment in q.segments.values() {
-            for e in segment.entries.iter().filter(|e| e.offset != SETTLED) {
+            for e in segment.index.live_from(0) {
                 let mut buf = vec![0u8; e.len as usize];
-                segment
-                    .file
-                    .read_exact_at(&mut buf, u64::from(e.offset))
-                    .map_err(io)?;
+                segment.file.read_exact_at(&mut buf, e.offset).map_err(io)?;
                 if let Some(d) = decode_record(&buf) {
                     visit(StoredMessage {
                         seq: e.seq,

@@ -14,9 +14,7 @@ use super::format::{
     decode_ack, decode_record, ACK_DELIVERED, ACK_ENTRY, ACK_REMOVED, FIXED, FRAME, MAGIC,
     MAX_RECORD,
 };
-use super::{
-    ack_name, fsync_dir, io, segment_name, IndexEntry, QueueLog, Segment, SegmentLog, SETTLED,
-};
+use super::{ack_name, fsync_dir, io, segment_name, QueueLog, Segment, SegmentIndex, SegmentLog};
 use crate::store::{StoreError, StoredMessage};
 
 impl SegmentLog {
@@ -99,7 +97,7 @@ impl SegmentLog {
         let mut reader = BufReader::with_capacity(1 << 20, &file);
         let mut magic = [0u8; 8];
         let mut good = 0u64;
-        let mut entries = Vec::new();
+        let mut index = SegmentIndex::new(MAGIC.len() as u64);
         let mut live = 0u32;
         let mut live_bytes = 0u64;
         let mut kept_marks = HashMap::new();
@@ -140,12 +138,10 @@ impl SegmentLog {
                 *last_seq = Some(d.seq);
                 let record_len = (FRAME + len) as u32;
                 let settled = removed.contains(&d.seq);
-                entries.push(IndexEntry {
-                    seq: d.seq,
-                    offset: if settled { SETTLED } else { good as u32 },
-                    len: record_len,
-                });
-                if !settled {
+                index.push(d.seq, record_len);
+                if settled {
+                    index.settle(index.len().saturating_sub(1));
+                } else {
                     live += 1;
                     live_bytes += u64::from(record_len);
                     let deliveries = marks.get(&d.seq).copied().unwrap_or(0);
@@ -180,7 +176,7 @@ impl SegmentLog {
             file: Arc::new(file),
             file_id: self.file_id(),
             size: good.max(MAGIC.len() as u64),
-            entries,
+            index,
             live,
             live_bytes,
             acks: None,

@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::args::{Overflow, QueueArgs};
-use super::state::{Consumer, Entry, QueueState, Slot, StateConfig};
+use super::state::{Backlog, Consumer, Entry, QueueState, Slot, StateConfig};
 use super::{
     ClientEvent, ConfirmTarget, Control, DeadLetterTicket, Delivery, GetGuard, GetResult, Publish,
     QueueGauges, QueueHandle, QueueStats, Shared, NEXT_QUEUE_ID, WORK_LANE_CAPACITY,
@@ -201,7 +201,7 @@ enum Woken {
 }
 
 /// Start a queue actor, holding `recovered` messages; returns its handle.
-pub fn spawn(config: QueueConfig, vhost: Weak<VHost>, recovered: Vec<Entry>) -> QueueHandle {
+pub fn spawn(config: QueueConfig, vhost: Weak<VHost>, recovered: Backlog) -> QueueHandle {
     let (work_tx, work_rx) = mpsc::channel(WORK_LANE_CAPACITY);
     let (control_tx, control_rx) = mpsc::unbounded_channel();
     let handle = QueueHandle {

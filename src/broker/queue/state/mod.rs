@@ -5,12 +5,17 @@
 //! place); a sequence is either ready, unacked, or gone; a consumer is offered a message only
 //! while it has credit (prefetch, channel-wide limit, and in-flight window), round robin.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::{ChannelLimiter, ClientSink, ConsumeRequest};
 use crate::broker::message::Message;
 use crate::protocol::AmqpError;
+
+mod ready;
+
+pub use ready::Backlog;
+use ready::Ready;
 
 /// Deliveries a consumer may have on their way to its connection before the connection returns
 /// credit. Bounds the memory one consumer can pin, even with no-ack and no prefetch.
@@ -165,80 +170,6 @@ enum Holder {
     Get,
 }
 
-/// Ready messages: one FIFO per priority level, each sorted by sequence number.
-#[derive(Debug)]
-struct Ready {
-    levels: Vec<VecDeque<Entry>>,
-    len: usize,
-}
-
-impl Ready {
-    fn new(max_priority: Option<u8>) -> Self {
-        let n = max_priority.map_or(1, |p| usize::from(p) + 1);
-        Self {
-            levels: (0..n).map(|_| VecDeque::new()).collect(),
-            len: 0,
-        }
-    }
-
-    fn level(&self, priority: u8) -> usize {
-        usize::from(priority).min(self.levels.len() - 1)
-    }
-
-    fn push_back(&mut self, entry: Entry) {
-        let l = self.level(entry.priority);
-        self.levels[l].push_back(entry);
-        self.len += 1;
-    }
-
-    /// Put an entry back at its place by sequence (usually the front: requeued messages are
-    /// older than anything still ready).
-    fn insert(&mut self, entry: Entry) {
-        let l = self.level(entry.priority);
-        let level = &mut self.levels[l];
-        let at = level.partition_point(|e| e.seq < entry.seq);
-        level.insert(at, entry);
-        self.len += 1;
-    }
-
-    /// The next message to deliver: the oldest of the highest non-empty level.
-    fn pop_front(&mut self) -> Option<Entry> {
-        let level = self.levels.iter_mut().rev().find(|l| !l.is_empty())?;
-        self.len -= 1;
-        let entry = level.pop_front();
-        // A drained deep queue gives its index memory back as it goes (amortized: each shrink
-        // halves what the last growth doubled).
-        if level.capacity() > 4096 && level.len() < level.capacity() / 4 {
-            level.shrink_to(level.len() * 2);
-        }
-        entry
-    }
-
-    /// Take the head of some level if it expires before `bound`.
-    fn pop_expired(&mut self, bound: u64) -> Option<Entry> {
-        let level = self
-            .levels
-            .iter_mut()
-            .find(|l| l.front().is_some_and(|e| e.expires_at < bound))?;
-        self.len -= 1;
-        level.pop_front()
-    }
-
-    fn next_expiry(&self) -> Option<u64> {
-        self.levels
-            .iter()
-            .filter_map(|l| l.front().and_then(Entry::expiry))
-            .min()
-    }
-
-    fn drain(&mut self) -> Vec<Entry> {
-        self.len = 0;
-        let mut all: Vec<Entry> = self.levels.iter_mut().flat_map(|l| l.drain(..)).collect();
-        all.sort_by_key(|e| e.seq);
-        all
-    }
-}
-
 /// One queue's messages and consumers.
 #[derive(Debug)]
 pub struct QueueState {
@@ -282,22 +213,15 @@ impl QueueState {
         }
     }
 
-    /// A queue holding recovered messages (in sequence order), continuing their numbering.
-    pub fn recovered(config: StateConfig, entries: Vec<Entry>) -> Self {
+    /// A queue holding recovered messages, continuing their numbering.
+    pub fn recovered(config: StateConfig, backlog: Backlog) -> Self {
         let mut state = Self::new(config);
-        if let Some(last) = entries.last() {
-            state.next_seq = last.seq + 1;
-        }
-        if state.ready.levels.len() == 1 {
-            // The common case takes the vector as it is: a deep queue's index is not copied.
-            state.ready_bytes = entries.iter().map(|e| e.message.body_len()).sum();
-            state.resident_bytes = entries.iter().map(|e| e.message.resident_len()).sum();
-            state.ready.len = entries.len();
-            state.ready.levels[0] = entries.into();
-        } else {
-            for entry in entries {
-                state.push_ready(entry);
-            }
+        let (ready, bytes, resident, last) = Ready::from_backlog(config.max_priority, backlog);
+        state.ready = ready;
+        state.ready_bytes = bytes;
+        state.resident_bytes = resident;
+        if let Some(last) = last {
+            state.next_seq = last + 1;
         }
         state
     }
@@ -418,10 +342,7 @@ impl QueueState {
         if let Some((entry, _)) = self.unacked.get(&seq) {
             return Some(entry.deliveries);
         }
-        self.ready.levels.iter().find_map(|level| {
-            let at = level.partition_point(|e| e.seq < seq);
-            level.get(at).filter(|e| e.seq == seq).map(|e| e.deliveries)
-        })
+        self.ready.deliveries_of(seq)
     }
 
     /// Change the delivery limit (a policy changed).

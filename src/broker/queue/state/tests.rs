@@ -329,4 +329,161 @@ mod paging {
         q.purge();
         assert_eq!((q.ready_bytes(), q.resident_bytes()), (0, 0));
     }
+
+    fn paged(body_len: u32, scratch: bool) -> Slot {
+        Slot::Paged { body_len, scratch }
+    }
+
+    #[test]
+    fn a_deep_queue_of_paged_messages_is_a_few_runs() {
+        let mut q = QueueState::default();
+        for i in 0..100_000u32 {
+            q.publish_slot(paged(16, false));
+            // A change of size keeps the run (sizes kept per message); a change of space
+            // starts a new one.
+            if i == 50_000 {
+                q.publish_slot(paged(17, false));
+                q.publish_slot(paged(17, true));
+            }
+        }
+        assert_eq!(q.ready.items(), 3);
+        assert_eq!(q.ready_bytes(), 100_000 * 16 + 34);
+        q.ready.check();
+        let mut last = 0;
+        let mut bytes = 0;
+        while let Some((e, _)) = q.get(true) {
+            assert!(e.seq > last);
+            last = e.seq;
+            bytes += e.message.body_len();
+        }
+        assert_eq!(bytes, 100_000 * 16 + 34);
+        assert_eq!((q.ready_len(), q.ready_bytes()), (0, 0));
+    }
+
+    /// One step of a random workload.
+    #[derive(Debug, Clone)]
+    enum Step {
+        Publish {
+            body_len: u32,
+            scratch: bool,
+            ttl: bool,
+            priority: u8,
+            resident: bool,
+        },
+        Get {
+            ack: bool,
+        },
+        RequeueAll,
+        Expire,
+        Purge,
+    }
+
+    fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+        use proptest::prelude::*;
+        prop_oneof![
+            6 => (0u32..3, any::<bool>(), proptest::bool::weighted(0.1), 0u8..3, proptest::bool::weighted(0.1))
+                .prop_map(|(l, scratch, ttl, priority, resident)| Step::Publish {
+                    body_len: [16, 70_000, 5][l as usize],
+                    scratch,
+                    ttl,
+                    priority,
+                    resident,
+                }),
+            3 => any::<bool>().prop_map(|ack| Step::Get { ack }),
+            1 => Just(Step::RequeueAll),
+            1 => Just(Step::Expire),
+            1 => Just(Step::Purge),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Runs change nothing a client can see: the same entries come out, in the same order,
+        /// with the same counts and bytes, as from a queue of one entry per message.
+        #[test]
+        fn runs_agree_with_a_plain_model(
+            max_priority in proptest::option::of(0u8..3),
+            steps in proptest::collection::vec(step(), 0..300),
+        ) {
+            let config = StateConfig { max_priority, ..StateConfig::default() };
+            let mut q = QueueState::new(config);
+            let levels = max_priority.unwrap_or(0);
+            let level = |p: u8| max_priority.map_or(0, |m| p.min(m));
+            // The model: ready entries (any order) and those held unacked.
+            let mut ready: Vec<Entry> = Vec::new();
+            let mut held: Vec<Entry> = Vec::new();
+            let head = |ready: &[Entry], l: u8| -> Option<usize> {
+                ready.iter().enumerate().filter(|(_, e)| e.priority == l)
+                    .min_by_key(|(_, e)| e.seq).map(|(i, _)| i)
+            };
+            let key = |e: &Entry| {
+                let space = match e.message {
+                    Slot::Resident(_) => 0,
+                    Slot::Paged { scratch, .. } => 1 + u8::from(scratch),
+                };
+                (e.seq, e.message.body_len(), space, e.priority, e.redelivered, e.expires_at)
+            };
+            let mut clock = 0u64;
+            for s in steps {
+                clock += 1;
+                match s {
+                    Step::Publish { body_len, scratch, ttl, priority, resident } => {
+                        let slot = if resident {
+                            Slot::Resident(Arc::new(Message::new(
+                                Arc::from(""), Arc::from("q"), Bytes::from_static(&[0, 0]),
+                                Bytes::from(vec![0u8; body_len as usize]), false)))
+                        } else {
+                            paged(body_len, scratch)
+                        };
+                        let expires = ttl.then_some(clock + 5);
+                        let seq = q.publish_entry(slot.clone(), expires, priority);
+                        ready.push(Entry::new(seq, slot, expires, level(priority)));
+                    }
+                    Step::Get { ack } => {
+                        let got = q.get(!ack).map(|(e, _)| e);
+                        let want = (0..=levels).rev().find_map(|l| head(&ready, l)).map(|i| ready.remove(i));
+                        proptest::prop_assert_eq!(got.as_ref().map(key), want.as_ref().map(key));
+                        if let (Some(mut e), true) = (want, ack) {
+                            e.deliveries += 1;
+                            held.push(e);
+                        }
+                    }
+                    Step::RequeueAll => {
+                        let seqs: Vec<u64> = held.iter().map(|e| e.seq).collect();
+                        q.requeue(&seqs, true);
+                        for mut e in held.drain(..) {
+                            e.redelivered = true;
+                            ready.push(e);
+                        }
+                    }
+                    Step::Expire => {
+                        let mut out = Vec::new();
+                        q.expire(clock, &mut out);
+                        let mut want = Vec::new();
+                        // Only heads expire, the lowest level's first.
+                        while let Some(i) = (0..=levels)
+                            .filter_map(|l| head(&ready, l))
+                            .find(|&i| ready[i].expires_at < clock)
+                        {
+                            want.push(ready.remove(i).seq);
+                        }
+                        proptest::prop_assert_eq!(out.iter().map(|e| e.seq).collect::<Vec<_>>(), want);
+                    }
+                    Step::Purge => {
+                        let got: Vec<u64> = q.purge().iter().map(|e| e.seq).collect();
+                        ready.sort_by_key(|e| e.seq);
+                        let want: Vec<u64> = ready.drain(..).map(|e| e.seq).collect();
+                        proptest::prop_assert_eq!(got, want);
+                    }
+                }
+                q.ready.check();
+                proptest::prop_assert_eq!(q.ready_len() as usize, ready.len());
+                proptest::prop_assert_eq!(q.ready_bytes(), ready.iter().map(|e| e.message.body_len()).sum::<u64>());
+                let expiry = (0..=levels).filter_map(|l| head(&ready, l).and_then(|i| ready[i].expiry())).min();
+                proptest::prop_assert_eq!(q.next_expiry(), expiry);
+                for e in &ready {
+                    proptest::prop_assert_eq!(q.deliveries_of(e.seq), Some(e.deliveries));
+                }
+            }
+        }
+    }
 }
