@@ -38,10 +38,13 @@ use super::{MessageLog, StoreError, StoredMessage};
 mod format;
 mod index;
 mod recovery;
+mod summary;
 
 use format::decode_record;
 pub use format::{encode_ack, encode_record, ACK_DELIVERED, ACK_ENTRY, ACK_REMOVED, MAGIC};
 use index::{Located, SegmentIndex};
+use summary::SummaryWriter;
+pub use summary::{encode_summary, SUMMARY_MAGIC};
 
 /// A segment is rewritten when at least this much of it is dead and the dead part is at least
 /// three quarters of it.
@@ -105,6 +108,8 @@ struct Segment {
     acks: Option<Arc<File>>,
     /// Delivery counts recorded for records still live.
     marks: HashMap<u64, u32>,
+    /// The summary being written, while this is the segment appended to.
+    summary: Option<SummaryWriter>,
 }
 
 impl Segment {
@@ -166,6 +171,33 @@ fn segment_name(id: u64) -> String {
 
 fn ack_name(id: u64) -> String {
     format!("{id:020}.ack")
+}
+
+fn summary_name(id: u64) -> String {
+    format!("{id:020}.idx")
+}
+
+/// Add a record to a segment's summary; on failure the summary goes (recovery then reads the
+/// segment in full), never the append.
+fn summarize(segment: &mut Segment, seq: u64, len: u32, meta: &[u8]) {
+    if let Some(mut w) = segment.summary.take() {
+        match w.add(seq, len, meta) {
+            Ok(()) => segment.summary = Some(w),
+            Err(error) => {
+                tracing::warn!(%error, "writing a segment summary failed; recovery will read the segment");
+                w.discard();
+            }
+        }
+    }
+}
+
+/// Finish a sealed segment's summary.
+fn seal_summary(segment: &mut Segment) {
+    if let Some(w) = segment.summary.take() {
+        if let Err(error) = w.finish(segment.size) {
+            tracing::warn!(%error, "writing a segment summary failed; recovery will read the segment");
+        }
+    }
 }
 
 fn fsync_dir(dir: &Path) -> Result<(), StoreError> {
@@ -285,7 +317,7 @@ impl SegmentLog {
     }
 
     fn remove_segment_files(&self, dir: &Path, id: u64) -> Result<(), StoreError> {
-        for name in [segment_name(id), ack_name(id)] {
+        for name in [summary_name(id), segment_name(id), ack_name(id)] {
             match std::fs::remove_file(dir.join(name)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -301,13 +333,14 @@ impl SegmentLog {
     /// A new segment for appends starting at `seq`.
     fn roll(&self, q: &mut QueueLog, seq: u64) -> Result<(), StoreError> {
         if let Some(old) = q.active.take() {
-            if let Some(segment) = q.segments.get(&old) {
+            if let Some(segment) = q.segments.get_mut(&old) {
                 if segment.live == 0 {
                     q.segments.remove(&old);
                     self.remove_segment_files(&q.dir, old)?;
                 } else {
                     // Its records reach the disk before any of the next segment's do.
                     segment.file.sync_data().map_err(io)?;
+                    seal_summary(segment);
                 }
             }
         }
@@ -334,6 +367,9 @@ impl SegmentLog {
                 live_bytes: 0,
                 acks: None,
                 marks: HashMap::new(),
+                summary: SummaryWriter::create(&q.dir.join(summary_name(seq)))
+                    .inspect_err(|error| tracing::warn!(%error, "starting a segment summary failed; recovery will read the segment"))
+                    .ok(),
             },
         );
         q.active = Some(seq);
@@ -383,6 +419,9 @@ impl SegmentLog {
         segment.index.clear();
         segment.live_bytes = 0;
         segment.marks.clear();
+        if let Some(w) = segment.summary.take() {
+            segment.summary = w.restart().ok();
+        }
         Ok(())
     }
 
@@ -400,12 +439,22 @@ impl SegmentLog {
         let mut at = MAGIC.len() as u64;
         let mut buf = Vec::new();
         let mut index = SegmentIndex::new(at);
+        let summary_tmp = dir.join(format!("{}.tmp", summary_name(id)));
+        let mut summary = SummaryWriter::create(&summary_tmp).ok();
         for e in segment.index.live_from(0) {
             buf.resize(e.len as usize, 0);
             segment.file.read_exact_at(&mut buf, e.offset).map_err(io)?;
             out.write_all_at(&buf, at).map_err(io)?;
             index.push(e.seq, e.len);
             at += u64::from(e.len);
+            let meta = decode_record(&buf).and_then(|d| buf.get(d.meta));
+            summary = summary.and_then(|mut w| match meta.map(|m| w.add(e.seq, e.len, m)) {
+                Some(Ok(())) => Some(w),
+                Some(Err(_)) | None => {
+                    w.discard();
+                    None
+                }
+            });
         }
         out.sync_data().map_err(io)?;
         // The delivery counts go into a fresh ack file; the old one's removals name records
@@ -417,8 +466,22 @@ impl SegmentLog {
                 .map_err(io)?;
         }
         acks.sync_data().map_err(io)?;
+        // The old summary goes before the segment it describes is replaced; the new one
+        // arrives after (until then recovery reads the segment in full).
+        match std::fs::remove_file(dir.join(summary_name(id))) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(e)),
+        }
         std::fs::rename(&tmp, dir.join(segment_name(id))).map_err(io)?;
         std::fs::rename(&ack_tmp, dir.join(ack_name(id))).map_err(io)?;
+        if let Some(w) = summary {
+            if w.finish(at).is_ok() {
+                let _ = std::fs::rename(&summary_tmp, dir.join(summary_name(id)));
+            } else {
+                let _ = std::fs::remove_file(&summary_tmp);
+            }
+        }
         fsync_dir(dir)?;
         segment.file = Arc::new(out);
         segment.file_id = self.file_id();
@@ -523,6 +586,7 @@ impl MessageLog for SegmentLog {
             return Err(io(e));
         }
         segment.index.push(seq, bytes.len() as u32);
+        summarize(segment, seq, bytes.len() as u32, meta);
         segment.size += bytes.len() as u64;
         segment.live += 1;
         segment.live_bytes += bytes.len() as u64;

@@ -14,7 +14,11 @@ use super::format::{
     decode_ack, decode_record, ACK_DELIVERED, ACK_ENTRY, ACK_REMOVED, FIXED, FRAME, MAGIC,
     MAX_RECORD,
 };
-use super::{ack_name, fsync_dir, io, segment_name, QueueLog, Segment, SegmentIndex, SegmentLog};
+use super::summary::{decode_summary, SummaryWriter};
+use super::{
+    ack_name, fsync_dir, io, segment_name, summary_name, QueueLog, Segment, SegmentIndex,
+    SegmentLog,
+};
 use crate::store::{StoreError, StoredMessage};
 
 impl SegmentLog {
@@ -66,28 +70,14 @@ impl SegmentLog {
         visit: &mut dyn FnMut(StoredMessage),
     ) -> Result<Option<Segment>, StoreError> {
         let path = q.dir.join(segment_name(id));
-        let ack_path = q.dir.join(ack_name(id));
-        let mut removed = HashSet::new();
-        let mut marks = HashMap::new();
-        match std::fs::read(&ack_path) {
-            Ok(acks) => {
-                for entry in acks.chunks_exact(ACK_ENTRY) {
-                    // A torn or damaged entry settles nothing: at worst a redelivery.
-                    match decode_ack(entry) {
-                        Some((seq, ACK_REMOVED, _)) => {
-                            removed.insert(seq);
-                            marks.remove(&seq);
-                        }
-                        Some((seq, ACK_DELIVERED, n)) => {
-                            marks.insert(seq, n);
-                        }
-                        Some(_) | None => {}
-                    }
-                }
+        let (removed, marks) = read_acks(&q.dir.join(ack_name(id)))?;
+        if !newest {
+            if let Some(segment) = self.load_summarized(q, id, last_seq, &removed, &marks, visit)? {
+                return Ok(Some(segment));
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io(e)),
         }
+        // Read in full; its summary is written as it is read (it will never be appended to).
+        let mut summary = SummaryWriter::create(&q.dir.join(summary_name(id))).ok();
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -137,6 +127,16 @@ impl SegmentLog {
                 }
                 *last_seq = Some(d.seq);
                 let record_len = (FRAME + len) as u32;
+                summary = summary.and_then(|mut w| {
+                    let meta = buf.get(d.meta.clone()).unwrap_or_default();
+                    match w.add(d.seq, record_len, meta) {
+                        Ok(()) => Some(w),
+                        Err(_) => {
+                            w.discard();
+                            None
+                        }
+                    }
+                });
                 let settled = removed.contains(&d.seq);
                 index.push(d.seq, record_len);
                 if settled {
@@ -159,6 +159,9 @@ impl SegmentLog {
         }
         if damaged && !newest {
             drop(reader);
+            if let Some(w) = summary {
+                w.discard();
+            }
             self.quarantine(q, id)?;
             return Ok(None);
         }
@@ -171,16 +174,94 @@ impl SegmentLog {
             }
             file.sync_data().map_err(io)?;
         }
+        let size = good.max(MAGIC.len() as u64);
+        if let Some(w) = summary {
+            if let Err(error) = w.finish(size) {
+                tracing::warn!(%error, "writing a segment summary failed");
+            }
+        }
         found.into_iter().for_each(visit);
         Ok(Some(Segment {
             file: Arc::new(file),
             file_id: self.file_id(),
-            size: good.max(MAGIC.len() as u64),
+            size,
             index,
             live,
             live_bytes,
             acks: None,
             marks: kept_marks,
+            summary: None,
+        }))
+    }
+
+    /// Index a sealed segment from its summary, without reading its records (their checksums
+    /// are checked when they are read). `None`: no summary that checks out, read it in full.
+    fn load_summarized(
+        &self,
+        q: &QueueLog,
+        id: u64,
+        last_seq: &mut Option<u64>,
+        removed: &HashSet<u64>,
+        marks: &HashMap<u64, u32>,
+        visit: &mut dyn FnMut(StoredMessage),
+    ) -> Result<Option<Segment>, StoreError> {
+        let Ok(summary) = std::fs::read(q.dir.join(summary_name(id))) else {
+            return Ok(None);
+        };
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(q.dir.join(segment_name(id)))
+            .map_err(io)?;
+        let size = file.metadata().map_err(io)?.len();
+        let mut magic = [0u8; 8];
+        if file.read_exact_at(&mut magic, 0).is_err() || &magic != MAGIC {
+            return Ok(None);
+        }
+        let Some(records) = decode_summary(&summary, size, MAGIC.len() as u64) else {
+            return Ok(None);
+        };
+        // Numbers rise across segments, and none is below its segment's name.
+        if records
+            .first()
+            .is_some_and(|r| r.seq < id || last_seq.is_some_and(|l| r.seq <= l))
+        {
+            return Ok(None);
+        }
+        let mut index = SegmentIndex::new(MAGIC.len() as u64);
+        let (mut live, mut live_bytes) = (0u32, 0u64);
+        let mut kept_marks = HashMap::new();
+        for r in &records {
+            index.push(r.seq, r.len);
+            if removed.contains(&r.seq) {
+                index.settle(index.len().saturating_sub(1));
+                continue;
+            }
+            live += 1;
+            live_bytes += u64::from(r.len);
+            let deliveries = marks.get(&r.seq).copied().unwrap_or(0);
+            if deliveries > 0 {
+                kept_marks.insert(r.seq, deliveries);
+            }
+            visit(StoredMessage {
+                seq: r.seq,
+                meta: Bytes::copy_from_slice(summary.get(r.meta.clone()).unwrap_or_default()),
+                deliveries,
+            });
+        }
+        if let Some(r) = records.last() {
+            *last_seq = Some(r.seq);
+        }
+        Ok(Some(Segment {
+            file: Arc::new(file),
+            file_id: self.file_id(),
+            size,
+            index,
+            live,
+            live_bytes,
+            acks: None,
+            marks: kept_marks,
+            summary: None,
         }))
     }
 
@@ -202,6 +283,7 @@ impl SegmentLog {
             dir.join(format!("{stem}.seg")),
         )
         .map_err(io)?;
+        let _ = std::fs::remove_file(q.dir.join(summary_name(id)));
         match std::fs::rename(q.dir.join(ack_name(id)), dir.join(format!("{stem}.ack"))) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -212,4 +294,30 @@ impl SegmentLog {
         self.quarantined.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
+}
+
+/// A segment's removals and delivery counts, from its ack file. A torn or damaged entry
+/// settles nothing: at worst a redelivery.
+fn read_acks(path: &std::path::Path) -> Result<(HashSet<u64>, HashMap<u64, u32>), StoreError> {
+    let mut removed = HashSet::new();
+    let mut marks = HashMap::new();
+    match std::fs::read(path) {
+        Ok(acks) => {
+            for entry in acks.chunks_exact(ACK_ENTRY) {
+                match decode_ack(entry) {
+                    Some((seq, ACK_REMOVED, _)) => {
+                        removed.insert(seq);
+                        marks.remove(&seq);
+                    }
+                    Some((seq, ACK_DELIVERED, n)) => {
+                        marks.insert(seq, n);
+                    }
+                    Some(_) | None => {}
+                }
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io(e)),
+    }
+    Ok((removed, marks))
 }

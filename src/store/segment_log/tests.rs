@@ -142,7 +142,7 @@ async fn a_torn_tail_is_cut_and_the_rest_recovered() {
 }
 
 #[tokio::test]
-async fn a_corrupt_middle_segment_goes_to_quarantine() {
+async fn a_corrupt_middle_segment_without_a_summary_goes_to_quarantine() {
     let dir = tempfile::tempdir().unwrap();
     {
         let log = SegmentLog::open(dir.path(), SMALL).unwrap();
@@ -158,6 +158,11 @@ async fn a_corrupt_middle_segment_goes_to_quarantine() {
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0xFF;
     std::fs::write(first, &bytes).unwrap();
+    // A summary that does not check out is as good as none: the segment is read in full.
+    let summary = first.with_extension("idx");
+    let mut damaged = std::fs::read(&summary).unwrap();
+    damaged[20] ^= 1;
+    std::fs::write(&summary, &damaged).unwrap();
     let log = SegmentLog::open(dir.path(), SMALL).unwrap();
     let recovered = seqs(&log, "q");
     assert!(!recovered.contains(&1), "{recovered:?}");
@@ -232,4 +237,93 @@ fn records_and_acks_reject_damage() {
     let mut bad = ack;
     bad[3] ^= 1;
     assert_eq!(decode_ack(&bad), None);
+}
+
+#[tokio::test]
+async fn sealed_segments_are_indexed_from_their_summaries_not_their_records() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = SegmentLog::open(dir.path(), SMALL).unwrap();
+        for seq in 1..=300u64 {
+            log.append("q", seq, &[seq as u8; 1000], &[seq as u8; 3])
+                .unwrap();
+        }
+        log.remove("q", 2).unwrap();
+        log.mark_delivered("q", 3, 2).unwrap();
+        log.sync_messages().await.unwrap();
+    }
+    let files = segment_files(dir.path());
+    assert!(files.len() >= 3);
+    // Every sealed segment has its summary; the one appended to when the log closed does not.
+    let summarized: Vec<bool> = files
+        .iter()
+        .map(|f| f.with_extension("idx").exists())
+        .collect();
+    assert!(
+        summarized[..files.len() - 1].iter().all(|s| *s),
+        "{summarized:?}"
+    );
+    // Damage a record of the first segment: recovery does not read it, so it still lists
+    // it, and the damage shows when that message is read (and only that one).
+    let mut bytes = std::fs::read(&files[0]).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xFF;
+    std::fs::write(&files[0], &bytes).unwrap();
+    let log = SegmentLog::open(dir.path(), SMALL).unwrap();
+    let recovered = log.recover_all("q").unwrap();
+    let want: Vec<u64> = (1..=300).filter(|s| *s != 2).collect();
+    assert_eq!(recovered.iter().map(|m| m.seq).collect::<Vec<_>>(), want);
+    assert!(recovered.iter().all(|m| m.meta[..] == [m.seq as u8; 3]));
+    assert_eq!(recovered[1].deliveries, 2);
+    let unreadable: Vec<u64> = want
+        .iter()
+        .copied()
+        .filter(|s| log.read("q", *s).is_err())
+        .collect();
+    assert_eq!(unreadable.len(), 1, "{unreadable:?}");
+    for seq in want.iter().filter(|s| !unreadable.contains(s)) {
+        assert_eq!(
+            log.read("q", *seq).unwrap().unwrap(),
+            vec![*seq as u8; 1000]
+        );
+    }
+    assert_eq!(log.stats().quarantined, 0);
+    // The segment that was newest was read in full and is summarized now.
+    drop(log);
+    assert!(files.iter().all(|f| f.with_extension("idx").exists()));
+}
+
+#[tokio::test]
+async fn a_compacted_segment_gets_a_new_summary_and_recovers_from_it() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = SegmentLog::open(dir.path(), 4 * 1024 * 1024).unwrap();
+        for seq in 1..=6000u64 {
+            log.append("q", seq, &[seq as u8; 1000], b"m").unwrap();
+        }
+        for seq in (1..=6000u64).filter(|s| *s % 1000 != 7) {
+            log.remove("q", seq).unwrap();
+        }
+        log.sync_messages().await.unwrap();
+    }
+    let first = &segment_files(dir.path())[0];
+    assert!(first.with_extension("idx").exists());
+    let leftover: Vec<_> = std::fs::read_dir(first.parent().unwrap())
+        .unwrap()
+        .flatten()
+        .filter(|f| f.file_name().to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(leftover.is_empty());
+    // Damage the compacted segment's first record: were its summary the old one (or none),
+    // recovery would not list all six.
+    let mut bytes = std::fs::read(first).unwrap();
+    bytes[MAGIC.len() + 30] ^= 0xFF;
+    std::fs::write(first, &bytes).unwrap();
+    let log = SegmentLog::open(dir.path(), 4 * 1024 * 1024).unwrap();
+    assert_eq!(seqs(&log, "q"), vec![7, 1007, 2007, 3007, 4007, 5007]);
+    assert!(log.read("q", 7).is_err());
+    assert_eq!(
+        log.read("q", 1007).unwrap().unwrap(),
+        vec![1007u64 as u8; 1000]
+    );
 }

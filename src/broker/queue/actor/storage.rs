@@ -69,8 +69,9 @@ impl Actor {
             },
         );
         if let Err(error) = result {
+            // What was read before the failure is good: only a message that could not be read
+            // is lost, not the batch it was in.
             tracing::error!(queue = %self.config.name, %error, "reading stored messages failed");
-            return None;
         }
         self.read_ahead.take(entry.seq, scratch)
     }
