@@ -7,6 +7,7 @@
 #
 #   interop/bench.sh            # full matrix, 10 s per run
 #   BENCH_TIME=5 interop/bench.sh
+#   BENCH_QUEUED=10000000 interop/bench.sh   # the memory row with 10,000,000 queued messages
 set -euo pipefail
 cd "$(dirname "$0")/.."
 T=${BENCH_TIME:-10}
@@ -40,7 +41,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b+0 == 0) print "-"; else printf 
 # Memory first, while both brokers are fresh (later scenarios leave allocator high-water marks).
 for b in leveret rabbitmq; do
   before=$(rss_mb "$(pid $b)")
-  $PERF --uri "$(uri $b)" --prefix rss --publish-only --pmessages 1000000 --confirm 1000 >/dev/null 2>&1
+  $PERF --uri "$(uri $b)" --prefix rss --publish-only --pmessages "${BENCH_QUEUED:-1000000}" --confirm 1000 >/dev/null 2>&1
   sleep 2
   after=$(rss_mb "$(pid $b)")
   eval "rss_$b=$after; rss0_$b=$before"
@@ -88,5 +89,5 @@ for m in fill_rate drain_rate rss_peak_mb disk_full_mb disk_drained_mb; do
   printf '| fill %s persistent 1KB (confirm 100), then drain (ack qos100) | %s | %s | %s | %s |\n' "${BENCH_FILL:-300000}" "$m" "$l" "$r" "$(ratio "$l" "$r")"
 done
 
-printf '| 1,000,000 queued 16B transient | RSS MB (idle before) | %s (%s) | %s (%s) | %s |\n' \
+printf '| %s queued 16B transient | RSS MB (idle before) | %s (%s) | %s (%s) | %s |\n' "${BENCH_QUEUED:-1000000}" \
   "$rss_leveret" "$rss0_leveret" "$rss_rabbitmq" "$rss0_rabbitmq" "$(ratio "$rss_leveret" "$rss_rabbitmq")"

@@ -4,7 +4,9 @@
 //! `[len u32][crc32c u32][seq u64][flags u8][meta len u16][meta][record]`, `len` counting what
 //! follows the checksum, the checksum covering the same bytes. Settlements go to the segment's
 //! ack file (`{first seq:020}.ack`), fixed 17-byte entries `[seq u64][kind u8][value u32]
-//! [crc32c u32]`: a removal, or a delivery count. Nothing is ever rewritten in place.
+//! [crc32c u32]`: a removal, or a delivery count. Nothing is ever rewritten in place. Beside
+//! each segment its summary (`{first seq:020}.idx`, [`summary`]) lists every record's sequence,
+//! length and metadata, finished when the segment is sealed.
 //!
 //! Invariants:
 //! - Sequence numbers rise through a queue's records, across its segments; a queue appends only
@@ -17,9 +19,11 @@
 //! - `sync_messages` makes every append made before it durable: one fdatasync per file written
 //!   since the last sync, whatever the number of messages in it (group commit).
 //!
-//! Recovery reads each segment once, checking every checksum. A torn tail is cut off; a
-//! segment that is corrupt before its end is moved to `quarantine/` with a log line, and the
-//! queue comes back with everything else.
+//! Recovery indexes a sealed segment from its summary without reading its records (their
+//! checksums are checked whenever they are read), and reads in full, checking every checksum,
+//! the newest segment and any whose summary does not check out. A torn tail is cut off; a
+//! segment read in full that is corrupt before its end is moved to `quarantine/` with a log
+//! line, and the queue comes back with everything else.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{File, OpenOptions};
@@ -35,6 +39,7 @@ use bytes::Bytes;
 
 use super::{MessageLog, StoreError, StoredMessage};
 
+mod compaction;
 mod format;
 mod index;
 mod recovery;
@@ -406,89 +411,6 @@ impl SegmentLog {
             }
         };
         (&*acks).write_all(&entry).map_err(io)
-    }
-
-    /// Empty an all-settled segment in place: its file back to the magic line, its ack file
-    /// to nothing. Appends continue in it.
-    fn reset(segment: &mut Segment) -> Result<(), StoreError> {
-        segment.file.set_len(MAGIC.len() as u64).map_err(io)?;
-        if let Some(acks) = &segment.acks {
-            acks.set_len(0).map_err(io)?;
-        }
-        segment.size = MAGIC.len() as u64;
-        segment.index.clear();
-        segment.live_bytes = 0;
-        segment.marks.clear();
-        if let Some(w) = segment.summary.take() {
-            segment.summary = w.restart().ok();
-        }
-        Ok(())
-    }
-
-    /// Rewrite a mostly settled segment with only its live records.
-    fn compact(&self, dir: &Path, id: u64, segment: &mut Segment) -> Result<(), StoreError> {
-        let tmp = dir.join(format!("{}.tmp", segment_name(id)));
-        let out = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)
-            .map_err(io)?;
-        out.write_all_at(MAGIC, 0).map_err(io)?;
-        let mut at = MAGIC.len() as u64;
-        let mut buf = Vec::new();
-        let mut index = SegmentIndex::new(at);
-        let summary_tmp = dir.join(format!("{}.tmp", summary_name(id)));
-        let mut summary = SummaryWriter::create(&summary_tmp).ok();
-        for e in segment.index.live_from(0) {
-            buf.resize(e.len as usize, 0);
-            segment.file.read_exact_at(&mut buf, e.offset).map_err(io)?;
-            out.write_all_at(&buf, at).map_err(io)?;
-            index.push(e.seq, e.len);
-            at += u64::from(e.len);
-            let meta = decode_record(&buf).and_then(|d| buf.get(d.meta));
-            summary = summary.and_then(|mut w| match meta.map(|m| w.add(e.seq, e.len, m)) {
-                Some(Ok(())) => Some(w),
-                Some(Err(_)) | None => {
-                    w.discard();
-                    None
-                }
-            });
-        }
-        out.sync_data().map_err(io)?;
-        // The delivery counts go into a fresh ack file; the old one's removals name records
-        // the new segment no longer has.
-        let ack_tmp = dir.join(format!("{}.tmp", ack_name(id)));
-        let mut acks = File::create(&ack_tmp).map_err(io)?;
-        for (seq, n) in &segment.marks {
-            acks.write_all(&encode_ack(*seq, ACK_DELIVERED, *n))
-                .map_err(io)?;
-        }
-        acks.sync_data().map_err(io)?;
-        // The old summary goes before the segment it describes is replaced; the new one
-        // arrives after (until then recovery reads the segment in full).
-        match std::fs::remove_file(dir.join(summary_name(id))) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io(e)),
-        }
-        std::fs::rename(&tmp, dir.join(segment_name(id))).map_err(io)?;
-        std::fs::rename(&ack_tmp, dir.join(ack_name(id))).map_err(io)?;
-        if let Some(w) = summary {
-            if w.finish(at).is_ok() {
-                let _ = std::fs::rename(&summary_tmp, dir.join(summary_name(id)));
-            } else {
-                let _ = std::fs::remove_file(&summary_tmp);
-            }
-        }
-        fsync_dir(dir)?;
-        segment.file = Arc::new(out);
-        segment.file_id = self.file_id();
-        segment.size = at;
-        segment.index = index;
-        segment.acks = None;
-        Ok(())
     }
 
     /// Make everything appended so far durable, on this thread (start-up and migration).
