@@ -69,14 +69,19 @@ impl VHost {
             let mut head: Vec<Entry> = Vec::new();
             let mut rest = Backlog::new();
             let mut head_bytes = 0u64;
+            // The highest number stored, readable or not: numbering goes on above it.
+            let mut last_stored = None;
+            let mut unreadable = Vec::new();
             let key = self.key(name);
             self.store.recover(&key, &mut |stored| {
+                last_stored = Some(stored.seq);
                 let Some((body_len, meta)) = records::decode_index(&stored.meta) else {
                     tracing::error!(
                         queue = name,
                         seq = stored.seq,
                         "skipping an unreadable message"
                     );
+                    unreadable.push(stored.seq);
                     return;
                 };
                 let entry = Entry {
@@ -102,6 +107,11 @@ impl VHost {
             })?;
             // Read after the scan: the store is not called back from inside its own visit.
             let mut backlog = Backlog::new();
+            for seq in unreadable {
+                if let Err(error) = self.store.remove(&key, seq) {
+                    tracing::error!(queue = name, %error, "removing an unreadable message failed");
+                }
+            }
             for mut entry in head {
                 let message = match self.store.read(&key, entry.seq) {
                     Ok(Some(record)) => records::decode_message(&record),
@@ -112,14 +122,22 @@ impl VHost {
                         entry.message = Slot::Resident(Arc::new(m));
                         backlog.push(entry);
                     }
-                    None => tracing::error!(
-                        queue = name,
-                        seq = entry.seq,
-                        "skipping an unreadable message"
-                    ),
+                    None => {
+                        tracing::error!(
+                            queue = name,
+                            seq = entry.seq,
+                            "skipping an unreadable message"
+                        );
+                        if let Err(error) = self.store.remove(&key, entry.seq) {
+                            tracing::error!(queue = name, %error, "removing an unreadable message failed");
+                        }
+                    }
                 }
             }
             backlog.append(rest);
+            if let Some(seq) = last_stored {
+                backlog.continue_after(seq);
+            }
             tracing::info!(vhost = %self.name, queue = name, messages = backlog.len(), "recovered queue");
             let handle = queue::spawn(
                 queue::QueueConfig {

@@ -53,20 +53,36 @@ impl SegmentLog {
         let mut index = SegmentIndex::new(at);
         let summary_tmp = dir.join(format!("{}.tmp", summary_name(id)));
         let mut summary = SummaryWriter::create(&summary_tmp).ok();
+        let mut dropped = Vec::new();
         for e in segment.index.live_from(0) {
             buf.resize(e.len as usize, 0);
             segment.file.read_exact_at(&mut buf, e.offset).map_err(io)?;
+            // A record that fails its checksum (a summarized segment's records are not checked
+            // at recovery) is lost alone: copied, it would leave the rewrite without a summary
+            // and send all of it to quarantine at the next start.
+            let Some(meta) = decode_record(&buf)
+                .filter(|d| d.seq == e.seq)
+                .and_then(|d| buf.get(d.meta))
+            else {
+                tracing::error!(segment = %dir.join(segment_name(id)).display(), seq = e.seq, "a stored message failed its checksum; dropping it");
+                dropped.push(e);
+                continue;
+            };
             out.write_all_at(&buf, at).map_err(io)?;
             index.push(e.seq, e.len);
             at += u64::from(e.len);
-            let meta = decode_record(&buf).and_then(|d| buf.get(d.meta));
-            summary = summary.and_then(|mut w| match meta.map(|m| w.add(e.seq, e.len, m)) {
-                Some(Ok(())) => Some(w),
-                Some(Err(_)) | None => {
+            summary = summary.and_then(|mut w| match w.add(e.seq, e.len, meta) {
+                Ok(()) => Some(w),
+                Err(_) => {
                     w.discard();
                     None
                 }
             });
+        }
+        for e in dropped {
+            segment.live = segment.live.saturating_sub(1);
+            segment.live_bytes = segment.live_bytes.saturating_sub(u64::from(e.len));
+            segment.marks.remove(&e.seq);
         }
         out.sync_data().map_err(io)?;
         // The delivery counts go into a fresh ack file; the old one's removals name records

@@ -173,6 +173,11 @@ impl SegmentLog {
                 file.write_all_at(MAGIC, 0).map_err(io)?;
             }
             file.sync_data().map_err(io)?;
+        } else if newest {
+            // Its last records may never have been synced (they were not confirmed), and it
+            // will not be the newest for long: a power loss must not cut it short later, when
+            // a cut before its end would send it to quarantine.
+            file.sync_data().map_err(io)?;
         }
         let size = good.max(MAGIC.len() as u64);
         if let Some(w) = summary {

@@ -93,9 +93,14 @@ pub(super) struct SummaryWriter {
 impl SummaryWriter {
     /// Start the summary at `path` (replacing any file there).
     pub fn create(path: &Path) -> std::io::Result<Self> {
+        let file = File::create(path).inspect_err(|_| {
+            // An older summary under this name must not outlive the segment it described
+            // (names come back: a queue emptied and restarted numbers from 1 again).
+            let _ = std::fs::remove_file(path);
+        })?;
         Ok(Self {
             path: path.to_owned(),
-            file: File::create(path)?,
+            file,
             encoder: Encoder::new(),
         })
     }

@@ -327,3 +327,41 @@ async fn a_compacted_segment_gets_a_new_summary_and_recovers_from_it() {
         vec![1007u64 as u8; 1000]
     );
 }
+
+#[tokio::test]
+async fn compaction_drops_a_damaged_record_alone_and_keeps_the_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = SegmentLog::open(dir.path(), 4 * 1024 * 1024).unwrap();
+        for seq in 1..=6000u64 {
+            log.append("q", seq, &[seq as u8; 1000], b"m").unwrap();
+        }
+        log.sync_messages().await.unwrap();
+    }
+    // Damage record 7 of the sealed first segment: recovery from its summary does not see it.
+    let first = &segment_files(dir.path())[0];
+    let mut bytes = std::fs::read(first).unwrap();
+    let record = bytes.len() / 4070 + 1; // about one record's length
+    bytes[MAGIC.len() + 6 * record + 40] ^= 0xFF;
+    std::fs::write(first, &bytes).unwrap();
+    {
+        let log = SegmentLog::open(dir.path(), 4 * 1024 * 1024).unwrap();
+        assert_eq!(seqs(&log, "q").len(), 6000);
+        assert!(log.read("q", 7).is_err());
+        assert!(log.read("q", 6).is_ok() && log.read("q", 8).is_ok());
+        for seq in (1..=6000u64).filter(|s| *s % 1000 != 7 && *s != 8) {
+            log.remove("q", seq).unwrap();
+        }
+        log.sync_messages().await.unwrap();
+    }
+    assert!(first.with_extension("idx").exists());
+    let log = SegmentLog::open(dir.path(), 4 * 1024 * 1024).unwrap();
+    assert_eq!(log.stats().quarantined, 0);
+    let recovered = seqs(&log, "q");
+    assert!(!recovered.contains(&7), "{recovered:?}");
+    assert!(
+        recovered.contains(&8) && recovered.contains(&1007),
+        "{recovered:?}"
+    );
+    assert_eq!(log.read("q", 8).unwrap().unwrap(), vec![8u8; 1000]);
+}

@@ -268,6 +268,12 @@ impl Backlog {
         self.items.items.extend(later.items.items);
     }
 
+    /// Number the queue's next message above `seq` (the highest stored, whether or not it
+    /// could be brought back): a number still in the store is never given out again.
+    pub fn continue_after(&mut self, seq: u64) {
+        self.last_seq = self.last_seq.max(Some(seq));
+    }
+
     /// Messages added.
     pub fn len(&self) -> usize {
         self.len

@@ -487,3 +487,21 @@ mod paging {
         }
     }
 }
+
+#[test]
+fn numbering_goes_on_above_the_highest_stored_number() {
+    let mut backlog = Backlog::new();
+    backlog.push(Entry::new(
+        3,
+        Slot::Paged {
+            body_len: 1,
+            scratch: false,
+        },
+        None,
+        0,
+    ));
+    // Number 9 was stored but could not be read back: it is not given out again.
+    backlog.continue_after(9);
+    let q = QueueState::recovered(StateConfig::default(), backlog);
+    assert_eq!((q.ready_len(), q.next_seq()), (1, 10));
+}
