@@ -2,7 +2,7 @@
 //! segment corrupt before its end moved to `quarantine/`.
 
 use std::collections::{HashMap, HashSet};
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read};
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::Ordering;
@@ -88,9 +88,6 @@ impl SegmentLog {
         let mut magic = [0u8; 8];
         let mut good = 0u64;
         let mut index = SegmentIndex::new(MAGIC.len() as u64);
-        let mut live = 0u32;
-        let mut live_bytes = 0u64;
-        let mut kept_marks = HashMap::new();
         // Visited only once the whole segment has been checked: a segment quarantined part-way
         // must not have handed out its first records.
         let mut found = Vec::new();
@@ -142,16 +139,10 @@ impl SegmentLog {
                 if settled {
                     index.settle(index.len().saturating_sub(1));
                 } else {
-                    live += 1;
-                    live_bytes += u64::from(record_len);
-                    let deliveries = marks.get(&d.seq).copied().unwrap_or(0);
-                    if deliveries > 0 {
-                        kept_marks.insert(d.seq, deliveries);
-                    }
                     found.push(StoredMessage {
                         seq: d.seq,
                         meta: Bytes::copy_from_slice(buf.get(d.meta).unwrap_or_default()),
-                        deliveries,
+                        deliveries: marks.get(&d.seq).copied().unwrap_or(0),
                     });
                 }
                 good += u64::from(record_len);
@@ -186,7 +177,28 @@ impl SegmentLog {
             }
         }
         found.into_iter().for_each(visit);
-        Ok(Some(Segment {
+        Ok(Some(self.recovered_segment(file, size, index, &marks)))
+    }
+
+    /// A recovered segment, never appended to again: its live count and bytes, and the
+    /// delivery marks it keeps, follow from its index.
+    fn recovered_segment(
+        &self,
+        file: File,
+        size: u64,
+        index: SegmentIndex,
+        marks: &HashMap<u64, u32>,
+    ) -> Segment {
+        let (mut live, mut live_bytes) = (0u32, 0u64);
+        let mut kept = HashMap::new();
+        for r in index.live_from(0) {
+            live += 1;
+            live_bytes += u64::from(r.len);
+            if let Some(&n) = marks.get(&r.seq).filter(|n| **n > 0) {
+                kept.insert(r.seq, n);
+            }
+        }
+        Segment {
             file: Arc::new(file),
             file_id: self.file_id(),
             size,
@@ -194,9 +206,9 @@ impl SegmentLog {
             live,
             live_bytes,
             acks: None,
-            marks: kept_marks,
+            marks: kept,
             summary: None,
-        }))
+        }
     }
 
     /// Index a sealed segment from its summary, without reading its records (their checksums
@@ -234,40 +246,22 @@ impl SegmentLog {
             return Ok(None);
         }
         let mut index = SegmentIndex::new(MAGIC.len() as u64);
-        let (mut live, mut live_bytes) = (0u32, 0u64);
-        let mut kept_marks = HashMap::new();
         for r in &records {
             index.push(r.seq, r.len);
             if removed.contains(&r.seq) {
                 index.settle(index.len().saturating_sub(1));
                 continue;
             }
-            live += 1;
-            live_bytes += u64::from(r.len);
-            let deliveries = marks.get(&r.seq).copied().unwrap_or(0);
-            if deliveries > 0 {
-                kept_marks.insert(r.seq, deliveries);
-            }
             visit(StoredMessage {
                 seq: r.seq,
                 meta: Bytes::copy_from_slice(summary.get(r.meta.clone()).unwrap_or_default()),
-                deliveries,
+                deliveries: marks.get(&r.seq).copied().unwrap_or(0),
             });
         }
         if let Some(r) = records.last() {
             *last_seq = Some(r.seq);
         }
-        Ok(Some(Segment {
-            file: Arc::new(file),
-            file_id: self.file_id(),
-            size,
-            index,
-            live,
-            live_bytes,
-            acks: None,
-            marks: kept_marks,
-            summary: None,
-        }))
+        Ok(Some(self.recovered_segment(file, size, index, marks)))
     }
 
     /// Move a corrupt segment (and its ack file) aside, so the broker starts with the rest.
