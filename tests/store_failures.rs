@@ -14,7 +14,7 @@ use lapin::options::*;
 use lapin::types::FieldTable;
 use lapin::BasicProperties;
 use leveret::broker::BrokerConfig;
-use leveret::store::{MemoryStore, MessageLog, MetaStore, StoreError, StoredMessage};
+use leveret::store::{MemoryStore, MessageLog, MetaStore, SegmentSpan, StoreError, StoredMessage};
 
 #[derive(Debug, Default)]
 struct FailingStore {
@@ -60,6 +60,12 @@ impl MessageLog for FailingStore {
     }
     fn recover(&self, queue: &str, visit: &mut dyn FnMut(StoredMessage)) -> Result<(), StoreError> {
         self.inner.recover(queue, visit)
+    }
+    fn segments(&self, queue: &str) -> Result<Vec<SegmentSpan>, StoreError> {
+        self.inner.segments(queue)
+    }
+    fn drop_segments_before(&self, queue: &str, seq: u64) -> Result<(), StoreError> {
+        self.inner.drop_segments_before(queue, seq)
     }
     fn delete_queue(&self, queue: &str) -> Result<(), StoreError> {
         self.inner.delete_queue(queue)

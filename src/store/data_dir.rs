@@ -23,7 +23,7 @@ use bytes::Bytes;
 
 use super::segment_log::{LogStats, QueueLogStats, SegmentLog};
 use super::sled_store::{self, SledStore};
-use super::{MessageLog, MetaStore, StoreError, StoredMessage};
+use super::{MessageLog, MetaStore, SegmentSpan, StoreError, StoredMessage};
 
 /// Written to `FORMAT`.
 pub const FORMAT: &str = "leveret-3";
@@ -271,6 +271,18 @@ impl MessageLog for DataDir {
         self.log.recover(queue, visit)
     }
 
+    fn segments(&self, queue: &str) -> Result<Vec<SegmentSpan>, StoreError> {
+        self.log.segments(queue)
+    }
+
+    fn drop_segments_before(&self, queue: &str, seq: u64) -> Result<(), StoreError> {
+        self.log.drop_segments_before(queue, seq)
+    }
+
+    fn set_segment_bytes(&self, queue: &str, bytes: u64) {
+        self.log.set_segment_bytes(queue, bytes);
+    }
+
     fn delete_queue(&self, queue: &str) -> Result<(), StoreError> {
         self.log.delete_queue(queue)
     }
@@ -302,6 +314,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let data = DataDir::open(dir.path()).unwrap();
         crate::store::conformance::run_log(&data).await;
+        crate::store::conformance::run_stream(&data).await;
         crate::store::conformance::run_meta(&data).await;
     }
 

@@ -48,6 +48,18 @@ pub struct StoredMessage {
     pub deliveries: u32,
 }
 
+/// One segment of a queue's log, as retention sees it: whole segments are what an append-only
+/// log (a stream) gives back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentSpan {
+    /// Sequence of its first record.
+    pub first_seq: u64,
+    /// Sequence of its last record.
+    pub last_seq: u64,
+    /// Bytes on disk.
+    pub bytes: u64,
+}
+
 /// Definition records: what the broker is configured with.
 #[async_trait]
 pub trait MetaStore: Send + Sync + std::fmt::Debug + 'static {
@@ -94,6 +106,16 @@ pub trait MessageLog: Send + Sync + std::fmt::Debug + 'static {
         self.recover(queue, &mut |m| out.push(m))?;
         Ok(out)
     }
+    /// The segments of a queue's log, oldest first (empty when it has none). Backends without
+    /// segments answer one span covering every record.
+    fn segments(&self, queue: &str) -> Result<Vec<SegmentSpan>, StoreError>;
+    /// Drop the records of `queue` below `seq`, a whole segment at a time: a segment goes only
+    /// if its last record is below `seq`, and the segment appended to never goes (an
+    /// append-only log's retention).
+    fn drop_segments_before(&self, queue: &str, seq: u64) -> Result<(), StoreError>;
+    /// Roll `queue`'s segments at `bytes` instead of the log's default (a stream's
+    /// `x-stream-max-segment-size-bytes`); backends without segments ignore it.
+    fn set_segment_bytes(&self, _queue: &str, _bytes: u64) {}
     /// Drop a queue's records.
     fn delete_queue(&self, queue: &str) -> Result<(), StoreError>;
     /// Drop the records of every queue [`MessageLog::recover`] has not been called for since
@@ -184,12 +206,52 @@ pub(crate) mod conformance {
         );
         store.delete_queue("q").unwrap();
         assert!(store.recover_all("q").unwrap().is_empty());
+        assert!(store.segments("q").unwrap().is_empty());
         assert_eq!(store.recover_all("other").unwrap().len(), 1);
         // Numbers from 1 again after a delete: the new records, never the old.
         store.append("q", 1, b"new", b"n1").unwrap();
         assert_eq!(store.read("q", 1).unwrap().as_deref(), Some(&b"new"[..]));
         assert_eq!(store.read("q", 3).unwrap(), None);
         assert_eq!(store.recover_all("q").unwrap().len(), 1);
+    }
+
+    /// The append-only suite (streams): numbering from 0, whole-segment retention.
+    pub(crate) async fn run_stream(store: &dyn MessageLog) {
+        store.set_segment_bytes("s", 4096);
+        let record = vec![7u8; 1000];
+        for seq in 0..20u64 {
+            store.append("s", seq, &record, &seq.to_be_bytes()).unwrap();
+        }
+        store.sync_messages().await.unwrap();
+        let spans = store.segments("s").unwrap();
+        assert!(!spans.is_empty());
+        assert_eq!(spans.first().map(|s| s.first_seq), Some(0));
+        assert_eq!(spans.last().map(|s| s.last_seq), Some(19));
+        for pair in spans.windows(2) {
+            assert_eq!(pair[0].last_seq + 1, pair[1].first_seq);
+        }
+        // Nothing below 0; a cut inside a segment keeps that segment.
+        store.drop_segments_before("s", 0).unwrap();
+        assert_eq!(store.recover_all("s").unwrap().len(), 20);
+        store.drop_segments_before("s", 10).unwrap();
+        let left = store.recover_all("s").unwrap();
+        let first = left.first().map(|m| m.seq).unwrap_or(u64::MAX);
+        assert!(first <= 10, "records at or above the cut stay");
+        assert_eq!(left.last().map(|m| m.seq), Some(19));
+        // Everything below: the newest segment stays.
+        store.drop_segments_before("s", u64::MAX).unwrap();
+        let left = store.recover_all("s").unwrap();
+        assert!(left.last().map(|m| m.seq) == Some(19));
+        let mut read = Vec::new();
+        store
+            .read_range("s", 0, u64::MAX, &mut |seq, r| {
+                read.push((seq, r.len()));
+                true
+            })
+            .unwrap();
+        assert_eq!(read.len(), left.len());
+        assert!(read.iter().all(|(_, len)| *len == 1000));
+        store.delete_queue("s").unwrap();
     }
 
     /// The definitions suite.

@@ -37,7 +37,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::{MessageLog, StoreError, StoredMessage};
+use super::{MessageLog, SegmentSpan, StoreError, StoredMessage};
 
 mod compaction;
 mod format;
@@ -153,6 +153,8 @@ pub struct SegmentLog {
     root: PathBuf,
     segment_bytes: u64,
     queues: Mutex<HashMap<String, Arc<Mutex<QueueLog>>>>,
+    /// Queues whose segments roll at their own size (streams).
+    segment_sizes: Mutex<HashMap<String, u64>>,
     recovered: Mutex<HashSet<String>>,
     unsynced: Mutex<Unsynced>,
     next_file_id: AtomicU64,
@@ -218,6 +220,7 @@ impl SegmentLog {
             root: root.to_owned(),
             segment_bytes: segment_bytes.clamp(64 * 1024, 1 << 30),
             queues: Mutex::default(),
+            segment_sizes: Mutex::default(),
             recovered: Mutex::default(),
             unsynced: Mutex::default(),
             next_file_id: AtomicU64::new(1),
@@ -488,8 +491,12 @@ impl MessageLog for SegmentLog {
                 ))));
             }
         }
+        let limit = lock(&self.segment_sizes)
+            .get(queue)
+            .copied()
+            .unwrap_or(self.segment_bytes);
         let full = match q.active.and_then(|id| q.segments.get(&id)) {
-            Some(s) => s.size >= self.segment_bytes,
+            Some(s) => s.size >= limit,
             None => true,
         };
         if full {
@@ -676,7 +683,55 @@ impl MessageLog for SegmentLog {
         Ok(())
     }
 
+    fn segments(&self, queue: &str) -> Result<Vec<SegmentSpan>, StoreError> {
+        let Some(q) = self.queue(queue, false)? else {
+            return Ok(Vec::new());
+        };
+        let mut q = lock(&q);
+        self.load(&mut q, &mut |_| {})?;
+        Ok(q.segments
+            .iter()
+            .filter_map(|(id, s)| {
+                Some(SegmentSpan {
+                    first_seq: s.index.live_from(0).next().map_or(*id, |e| e.seq),
+                    last_seq: s.index.last_seq()?,
+                    bytes: s.size,
+                })
+            })
+            .collect())
+    }
+
+    fn drop_segments_before(&self, queue: &str, seq: u64) -> Result<(), StoreError> {
+        let Some(q) = self.queue(queue, false)? else {
+            return Ok(());
+        };
+        let mut q = lock(&q);
+        self.load(&mut q, &mut |_| {})?;
+        let newest = q.segments.keys().next_back().copied();
+        let doomed: Vec<u64> = q
+            .segments
+            .iter()
+            .take_while(|(id, s)| {
+                Some(**id) != q.active
+                    && Some(**id) != newest
+                    && s.index.last_seq().is_none_or(|last| last < seq)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        let dir = q.dir.clone();
+        for id in doomed {
+            q.segments.remove(&id);
+            self.remove_segment_files(&dir, id)?;
+        }
+        Ok(())
+    }
+
+    fn set_segment_bytes(&self, queue: &str, bytes: u64) {
+        lock(&self.segment_sizes).insert(queue.to_owned(), bytes.clamp(4096, 1 << 30));
+    }
+
     fn delete_queue(&self, queue: &str) -> Result<(), StoreError> {
+        lock(&self.segment_sizes).remove(queue);
         let Some(q) = lock(&self.queues).remove(queue) else {
             return Ok(());
         };

@@ -33,6 +33,7 @@ async fn passes_conformance() {
     let dir = tempfile::tempdir().unwrap();
     let log = SegmentLog::open(dir.path(), SMALL).unwrap();
     crate::store::conformance::run_log(&log).await;
+    crate::store::conformance::run_stream(&log).await;
 }
 
 #[tokio::test]
