@@ -57,6 +57,7 @@ mod engine {
             priority: 0,
             limiter: Arc::new(ChannelLimiter::default()),
             sink: sink.clone(),
+            arguments: Default::default(),
         })
         .await
         .unwrap();

@@ -11,6 +11,7 @@ use amq_protocol::types::parsing::parse_field_table;
 use leveret::protocol::nesting::{
     check_properties, check_table, strip_header, top_level_keys, utf8_properties, NestingError,
 };
+use leveret::protocol::headers::{string_header, with_long_header};
 use leveret::protocol::table::{decode_properties, decode_table, encode_table};
 use libfuzzer_sys::fuzz_target;
 
@@ -80,6 +81,32 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(after.message_id(), before.message_id());
             assert_eq!(after.delivery_mode(), before.delivery_mode());
         }
+    }
+    // A header set on the wire bytes (a stream's x-stream-offset, a quorum queue's
+    // x-delivery-count): wherever the input decodes, the output decodes to the same properties
+    // with that one header set; and reading a string header agrees with a full decode.
+    if let Some(before) = decode_properties(data) {
+        let out = with_long_header(data, "x-stream-offset", -7)
+            .expect("decodable properties take a header");
+        let after = decode_properties(&out).expect("a header set on decodable properties decodes");
+        let mut expected = before.headers().clone().unwrap_or_default();
+        expected.insert(
+            "x-stream-offset".into(),
+            amq_protocol::types::AMQPValue::LongLongInt(-7),
+        );
+        assert_eq!(after.headers().clone().unwrap_or_default(), expected);
+        assert_eq!(after.message_id(), before.message_id());
+        assert_eq!(after.timestamp(), before.timestamp());
+        assert_eq!(after.content_type(), before.content_type());
+        let wanted = before
+            .headers()
+            .as_ref()
+            .and_then(|h| h.inner().get("x-stream-filter-value").cloned())
+            .and_then(|v| leveret::protocol::table::as_str(&v).map(|s| s.into_owned()));
+        assert_eq!(string_header(data, "x-stream-filter-value"), wanted);
+    } else {
+        let _ = with_long_header(data, "x-stream-offset", 1);
+        let _ = string_header(data, "x-stream-filter-value");
     }
     // UTF-8 mending: what it answers, amq-protocol parses (bounded first: its parser recurses).
     if let Some(mended) = utf8_properties(data) {

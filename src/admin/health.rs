@@ -199,8 +199,8 @@ async fn aliveness(
     ));
     record.handle.publish(message, None).await;
     match record.handle.get(true).await {
-        Some(_) => Ok(Json(json!({"status": "ok"}))),
-        None => Ok(Json(
+        Ok(Some(_)) => Ok(Json(json!({"status": "ok"}))),
+        Ok(None) | Err(_) => Ok(Json(
             json!({"status": "failed", "reason": "the test message did not come back"}),
         )),
     }

@@ -335,7 +335,7 @@ async fn purge_queue(
     let v = vhost(&state, &vh)?;
     authorize(&state, &auth, &vh, Resource::Queue(&name), Permission::Read)?;
     // Another connection's exclusive queue is locked, as over AMQP (405).
-    v.queue(&name, 0)?.purge().await;
+    v.queue(&name, 0)?.purge().await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -380,7 +380,7 @@ async fn get_messages(
         if payload_bytes >= state.limits.max_get_payload {
             break;
         }
-        let Some(r) = handle.get(no_ack).await else {
+        let Some(r) = handle.get(no_ack).await? else {
             break;
         };
         // From here `taken` settles it, whenever this request ends.

@@ -203,7 +203,28 @@ pub fn queue_json(
     if let (Some(idle), Some(o)) = (rates.idle_since(&key), queue.as_object_mut()) {
         o.insert("idle_since".into(), json!(idle));
     }
-    if let (QueueType::Quorum, Some(o)) = (declared_type(&record.arguments), queue.as_object_mut())
+    if let (Some(stream), Some(o)) = (record.handle.stream_snapshot(), queue.as_object_mut()) {
+        // Leveret's own fields: where the stream starts and ends, its segments, and where each
+        // consumer is.
+        o.insert("stream_first_offset".into(), json!(stream.first_offset));
+        o.insert("stream_last_offset".into(), json!(stream.last_offset));
+        o.insert("stream_segments".into(), json!(disk.segments));
+        o.insert("stream_bytes".into(), json!(disk.bytes));
+        o.insert(
+            "stream_consumers".into(),
+            Value::Array(
+                stream
+                    .consumers
+                    .iter()
+                    .map(|(tag, offset, acked)| {
+                        json!({"consumer_tag": &**tag, "offset": offset, "acked_offset": acked})
+                    })
+                    .collect(),
+            ),
+        );
+    }
+    if let (QueueType::Quorum | QueueType::Stream, Some(o)) =
+        (declared_type(&record.arguments), queue.as_object_mut())
     {
         // One node: it leads every quorum queue and is its only member.
         o.insert("leader".into(), json!(super::node()));

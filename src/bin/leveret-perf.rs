@@ -89,6 +89,13 @@ struct Args {
     /// The broker's data directory, for the disk figures of `--depth`.
     #[arg(long)]
     data_dir: Option<std::path::PathBuf>,
+    /// Use streams (`x-queue-type: stream`, durable) instead of classic queues: every consumer
+    /// of a stream reads all of it, from `--stream-offset`.
+    #[arg(long)]
+    stream: bool,
+    /// Where stream consumers start (`first`, `last`, `next` or a number).
+    #[arg(long, default_value = "next")]
+    stream_offset: String,
     /// Megabytes the data directory should come down to after a `--depth` drain.
     #[arg(long, default_value_t = 64)]
     disk_target: u64,
@@ -136,16 +143,24 @@ async fn setup(args: &Args) -> anyhow::Result<()> {
     let ch = conn.create_channel().await?;
     for i in 0..args.queues {
         let name = queue_name(args, i);
+        let mut declare_args = FieldTable::default();
+        if args.stream {
+            declare_args.insert(
+                "x-queue-type".into(),
+                lapin::types::AMQPValue::LongString("stream".into()),
+            );
+        }
         ch.queue_declare(
             name.as_str().into(),
             QueueDeclareOptions {
-                durable: args.persistent,
+                durable: args.persistent || args.stream,
                 ..Default::default()
             },
-            FieldTable::default(),
+            declare_args,
         )
         .await?;
-        if !args.consume_only {
+        // Streams refuse purge; a stream run reads from its own offset instead.
+        if !args.consume_only && !args.stream {
             ch.queue_purge(name.as_str().into(), QueuePurgeOptions::default())
                 .await?;
         }
@@ -243,6 +258,19 @@ async fn produce(args: Arc<Args>, id: usize, counters: Arc<Counters>) -> anyhow:
     Ok(())
 }
 
+/// A stream consumer's `x-stream-offset`.
+fn consume_args(args: &Args) -> FieldTable {
+    let mut t = FieldTable::default();
+    if args.stream {
+        let offset = match args.stream_offset.parse::<i64>() {
+            Ok(n) => lapin::types::AMQPValue::LongLongInt(n),
+            Err(_) => lapin::types::AMQPValue::LongString(args.stream_offset.as_str().into()),
+        };
+        t.insert("x-stream-offset".into(), offset);
+    }
+    t
+}
+
 async fn consume(args: Arc<Args>, id: usize, counters: Arc<Counters>) -> anyhow::Result<()> {
     let conn = Connection::connect(&args.uri, ConnectionProperties::default()).await?;
     let ch = conn.create_channel().await?;
@@ -257,7 +285,7 @@ async fn consume(args: Arc<Args>, id: usize, counters: Arc<Counters>) -> anyhow:
                 no_ack: args.autoack,
                 ..Default::default()
             },
-            FieldTable::default(),
+            consume_args(&args),
         )
         .await?;
     let mut latencies = Vec::with_capacity(1 << 16);
@@ -462,7 +490,14 @@ async fn main() -> anyhow::Result<()> {
             producers.push(tokio::spawn(produce(args.clone(), id, counters.clone())));
         }
     }
-    let fanout = if args.fanout { args.queues as u64 } else { 1 };
+    // Every consumer of a stream reads all of it; a queue's consumers share it.
+    let fanout = if args.fanout {
+        args.queues as u64
+    } else if args.stream {
+        (args.consumers as u64 / args.queues.max(1) as u64).max(1)
+    } else {
+        1
+    };
     let expected = args.pmessages.map(|n| n * args.producers as u64 * fanout);
     let mut last = (0, 0);
     let mut idle_since = Instant::now();

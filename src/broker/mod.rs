@@ -21,6 +21,7 @@ pub mod message;
 pub mod parameters;
 pub mod policy;
 pub mod queue;
+pub mod queue_type;
 mod records;
 pub mod vhost;
 

@@ -104,6 +104,16 @@ impl Policy {
                 "max-length" => number(0, "maximum length")?,
                 "max-length-bytes" => number(0, "maximum length in bytes")?,
                 "delivery-limit" => number(0, "delivery limit")?,
+                "max-age" => match value
+                    .as_str()
+                    .and_then(crate::broker::queue::args::parse_max_age)
+                {
+                    Some(_) => {}
+                    None => {
+                        return Err(invalid(format!("{} is not a valid max age", erlang(value))))
+                    }
+                },
+                "stream-max-segment-size-bytes" => number(0, "segment size")?,
                 "dead-letter-exchange" => text("dead letter exchange")?,
                 "dead-letter-routing-key" => text("dead letter routing key")?,
                 "alternate-exchange" => text("alternate exchange")?,
@@ -192,6 +202,16 @@ pub fn effective_queue_args(
     args.max_length = smaller(declared.max_length, p.number("max-length"));
     args.max_length_bytes = smaller(declared.max_length_bytes, p.number("max-length-bytes"));
     args.delivery_limit = smaller(declared.delivery_limit, p.number("delivery-limit"));
+    // A stream's retention settings: the policy's win.
+    if let Some(age) = p
+        .text("max-age")
+        .and_then(|t| crate::broker::queue::args::parse_max_age(&t))
+    {
+        args.max_age = Some(age);
+    }
+    if let Some(bytes) = p.number("stream-max-segment-size-bytes") {
+        args.stream_segment_bytes = Some(bytes);
+    }
     if declared.dead_letter_exchange.is_none() {
         args.dead_letter_exchange = p.text("dead-letter-exchange");
     }

@@ -7,6 +7,7 @@
 pub mod assembler;
 pub mod codec;
 pub mod error;
+pub mod headers;
 pub mod nesting;
 pub mod table;
 

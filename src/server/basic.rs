@@ -363,6 +363,7 @@ impl Channel {
                 priority,
                 limiter: self.limiter.clone(),
                 sink: ctx.sink.clone(),
+                arguments: c.arguments.clone(),
             })
             .await;
         if let Err(error) = consumed {
@@ -518,7 +519,7 @@ impl Channel {
         let name = self.queue_name(g.queue.as_str())?;
         ctx.authorize(Resource::Queue(&name), Permission::Read)?;
         let queue = ctx.vhost.queue(&name, ctx.id)?;
-        match queue.get(g.no_ack).await {
+        match queue.get(g.no_ack).await? {
             Some(r) => {
                 ctx.count(&self.info, |c| &c.get, 1);
                 let tag = self.next_delivery_tag;

@@ -7,6 +7,9 @@
 use crate::protocol::table::{as_str, type_name};
 use crate::protocol::{AMQPValue, AmqpError, FieldTable};
 
+pub use crate::broker::queue_type::QueueType;
+use crate::broker::queue_type::{CLASSIC_ARGS, QUORUM_ARGS, STREAM_ARGS};
+
 /// The longest TTL or expiry RabbitMQ accepts: ten years, in milliseconds.
 pub const MAX_EXPIRY_MS: u64 = 315_360_000_000;
 
@@ -52,97 +55,36 @@ pub struct QueueArgs {
     pub consumer_timeout: Option<u64>,
     /// `x-queue-type`.
     pub queue_type: QueueType,
+    /// A stream's `x-max-age`, ms.
+    pub max_age: Option<u64>,
+    /// A stream's `x-stream-max-segment-size-bytes`.
+    pub stream_segment_bytes: Option<u64>,
+    /// A stream's `x-stream-filter-size-bytes` (its chunks' Bloom filter size).
+    pub stream_filter_bytes: Option<u8>,
 }
 
-/// A queue's declared type (`x-queue-type`). Leveret runs every queue on one implementation
-/// for now; the type decides which arguments and properties a declare may have, as in
-/// RabbitMQ.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum QueueType {
-    /// `classic` (the default).
-    #[default]
-    Classic,
-    /// `quorum`.
-    Quorum,
-    /// `stream`.
-    Stream,
-}
+/// The largest `x-stream-max-segment-size-bytes` RabbitMQ accepts.
+pub const MAX_STREAM_SEGMENT_BYTES: u64 = 3_000_000_000;
 
-/// The x-arguments each queue type takes (RabbitMQ 3.10's `capabilities()`).
-const CLASSIC_ARGS: &[&str] = &[
-    "x-expires",
-    "x-message-ttl",
-    "x-dead-letter-exchange",
-    "x-dead-letter-routing-key",
-    "x-max-length",
-    "x-max-length-bytes",
-    "x-max-priority",
-    "x-overflow",
-    "x-queue-mode",
-    "x-queue-version",
-    "x-single-active-consumer",
-    "x-queue-type",
-    "x-queue-master-locator",
-];
-const QUORUM_ARGS: &[&str] = &[
-    "x-dead-letter-exchange",
-    "x-dead-letter-routing-key",
-    "x-dead-letter-strategy",
-    "x-expires",
-    "x-max-length",
-    "x-max-length-bytes",
-    "x-max-in-memory-length",
-    "x-max-in-memory-bytes",
-    "x-overflow",
-    "x-single-active-consumer",
-    "x-queue-type",
-    "x-quorum-initial-group-size",
-    "x-delivery-limit",
-    "x-message-ttl",
-    "x-queue-leader-locator",
-];
-const STREAM_ARGS: &[&str] = &[
-    "x-max-length-bytes",
-    "x-queue-type",
-    "x-max-age",
-    "x-stream-max-segment-size-bytes",
-    "x-initial-cluster-size",
-    "x-queue-leader-locator",
-];
-
-impl QueueType {
-    /// The arguments it takes, in RabbitMQ's order (redeclarations compare them in this
-    /// order, those of the existing queue's type only).
-    pub fn arguments(self) -> &'static [&'static str] {
-        match self {
-            QueueType::Classic => CLASSIC_ARGS,
-            QueueType::Quorum => QUORUM_ARGS,
-            QueueType::Stream => STREAM_ARGS,
-        }
+/// A retention age (`x-max-age`, the `max-age` policy): a positive integer and one of the units
+/// Y (365 days), M (30 days), D, h, m, s. Returns milliseconds.
+pub fn parse_max_age(text: &str) -> Option<u64> {
+    let digits = text.len().checked_sub(1)?;
+    let (number, unit) = (text.get(..digits)?, text.get(digits..)?);
+    if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
     }
-
-    /// Whether this type takes `key`.
-    pub fn accepts(self, key: &str) -> bool {
-        self.arguments().contains(&key)
-    }
-
-    /// The type's name, as `x-queue-type` and the HTTP API's `type` give it.
-    pub fn name(self) -> &'static str {
-        match self {
-            QueueType::Classic => "classic",
-            QueueType::Quorum => "quorum",
-            QueueType::Stream => "stream",
-        }
-    }
-
-    /// RabbitMQ's module name for the type, as its errors print it.
-    pub fn module(self) -> &'static str {
-        match self {
-            QueueType::Classic => "rabbit_classic_queue",
-            QueueType::Quorum => "rabbit_quorum_queue",
-            QueueType::Stream => "rabbit_stream_queue",
-        }
-    }
+    let n: u64 = number.parse().ok()?;
+    let seconds = match unit {
+        "Y" => 365 * 86_400,
+        "M" => 30 * 86_400,
+        "D" => 86_400,
+        "h" => 3_600,
+        "m" => 60,
+        "s" => 1,
+        _ => return None,
+    };
+    (n > 0).then(|| n.saturating_mul(seconds).saturating_mul(1000))
 }
 
 /// The type a queue was declared with (`classic` when `x-queue-type` is absent or unreadable).
@@ -197,6 +139,14 @@ pub fn check_declare(
                 "invalid property '{property}' for {resource}"
             )));
         }
+    }
+    if args
+        .stream_segment_bytes
+        .is_some_and(|n| n > MAX_STREAM_SEGMENT_BYTES)
+    {
+        return Err(AmqpError::precondition_failed(
+            "Exceeded max value for x-stream-max-segment-size-bytes",
+        ));
     }
     Ok(())
 }
@@ -408,6 +358,56 @@ pub fn parse(arguments: &FieldTable, resource: &str) -> Result<QueueArgs, AmqpEr
     // non-negative integer sets no limit.
     if let Some(v) = table_get("x-delivery-limit") {
         args.delivery_limit = non_negative(v).ok();
+    }
+    if let Some(v) = table_get("x-max-age") {
+        check(
+            "x-max-age",
+            string(v).and_then(|text| match parse_max_age(&text) {
+                Some(ms) => {
+                    args.max_age = Some(ms);
+                    Ok(())
+                }
+                None => Err(Invalid::Term("invalid_max_age".into())),
+            }),
+        )?;
+    }
+    if let Some(v) = table_get("x-stream-max-segment-size-bytes") {
+        check(
+            "x-stream-max-segment-size-bytes",
+            non_negative(v).map(|n| args.stream_segment_bytes = Some(n)),
+        )?;
+    }
+    if let Some(v) = table_get("x-initial-cluster-size") {
+        check(
+            "x-initial-cluster-size",
+            non_negative(v).and_then(|n| {
+                if n == 0 {
+                    Err(Invalid::Term("{value_zero,0}".into()))
+                } else {
+                    Ok(())
+                }
+            }),
+        )?;
+    }
+    if let Some(v) = table_get("x-queue-leader-locator") {
+        check(
+            "x-queue-leader-locator",
+            string(v).and_then(|l| match l.as_str() {
+                "client-local" | "balanced" | "random" | "least-leaders" => Ok(()),
+                _ => Err(Invalid::Term("invalid_queue_locator_arg".into())),
+            }),
+        )?;
+    }
+    // RabbitMQ 3.13's, checked as 4.x checks it (3.10 ignores it as unknown).
+    if let Some(v) = table_get("x-stream-filter-size-bytes") {
+        match integer(v) {
+            Ok(n @ 16..=255) => args.stream_filter_bytes = Some(n as u8),
+            _ => {
+                return Err(AmqpError::precondition_failed(
+                    "Invalid value for x-stream-filter-size-bytes",
+                ))
+            }
+        }
     }
     // Leveret's own (RabbitMQ 3.10 ignores it as an unknown argument).
     if let Some(v) = table.get("x-consumer-timeout") {

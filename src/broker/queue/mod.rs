@@ -18,7 +18,9 @@ use tokio::sync::{mpsc, oneshot};
 use super::message::Message;
 use crate::protocol::AmqpError;
 
-pub use actor::{spawn, QueueConfig, QueueStorage, RESIDENT_BYTES, RESIDENT_WINDOW, SCRATCH};
+pub use actor::{
+    now_ms, spawn, QueueConfig, QueueStorage, RESIDENT_BYTES, RESIDENT_WINDOW, SCRATCH,
+};
 
 /// Capacity of a queue's work lane, in publishes.
 pub const WORK_LANE_CAPACITY: usize = 4096;
@@ -121,8 +123,8 @@ impl DeadLetterTicket {
 /// A publish on its way into a queue.
 #[derive(Debug)]
 pub(crate) struct Publish {
-    message: Arc<Message>,
-    confirm: Option<ConfirmTarget>,
+    pub(crate) message: Arc<Message>,
+    pub(crate) confirm: Option<ConfirmTarget>,
     /// Its share of the work lane's byte budget, given back when the actor takes it.
     _budget: Option<tokio::sync::OwnedSemaphorePermit>,
 }
@@ -159,6 +161,11 @@ impl ChannelLimiter {
     /// Set the limit (0 = unlimited).
     pub fn set_limit(&self, limit: u32) {
         self.limit.store(limit, Ordering::Release);
+    }
+
+    /// The limit (0 = none): set by `basic.qos global=true`.
+    pub fn limit(&self) -> u32 {
+        self.limit.load(Ordering::Acquire)
     }
 
     /// Take one unit of credit if there is any.
@@ -214,6 +221,9 @@ pub struct ConsumeRequest {
     pub limiter: Arc<ChannelLimiter>,
     /// Where deliveries go.
     pub sink: ClientSink,
+    /// The consumer's arguments, for what a queue type reads itself (a stream's offset and
+    /// filter).
+    pub arguments: crate::protocol::FieldTable,
 }
 
 /// The result of `basic.get`.
@@ -296,6 +306,17 @@ impl QueueGauges {
     }
 }
 
+/// A stream's position as its actor last left it, for management.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StreamSnapshot {
+    /// The oldest offset kept.
+    pub first_offset: u64,
+    /// The newest offset written, if any.
+    pub last_offset: Option<u64>,
+    /// Each consumer: (tag, the next offset it reads, the last offset it acked).
+    pub consumers: Vec<(Arc<str>, u64, Option<u64>)>,
+}
+
 /// Control-lane commands.
 #[derive(Debug)]
 pub(crate) enum Control {
@@ -341,7 +362,7 @@ pub(crate) enum Control {
 
 impl Control {
     /// Calls whose answer depends on earlier publishes (so they must not overtake them).
-    fn observes_publishes(&self) -> bool {
+    pub(crate) fn observes_publishes(&self) -> bool {
         match self {
             Self::Consume(..)
             | Self::Get { .. }
@@ -369,7 +390,12 @@ impl Control {
 struct Shared {
     id: u64,
     name: String,
+    /// "queue 'q' in vhost '/'", as errors name it.
+    resource: String,
+    kind: args::QueueType,
     durable: bool,
+    /// Every message is stored, persistent or not (quorum queues and streams).
+    stores_all: bool,
     /// A length limit with reject-publish overflow: every publish needs the queue's answer.
     refuses_publishes: AtomicBool,
     /// `x-consumer-timeout`.
@@ -379,6 +405,8 @@ struct Shared {
     lane_bytes: Arc<tokio::sync::Semaphore>,
     control: mpsc::UnboundedSender<Control>,
     gauges: QueueGauges,
+    /// A stream's position (streams only).
+    stream: std::sync::Mutex<Option<StreamSnapshot>>,
 }
 
 /// A cheap, cloneable door to a queue actor.
@@ -389,7 +417,54 @@ pub struct QueueHandle {
 
 static NEXT_QUEUE_ID: AtomicU64 = AtomicU64::new(1);
 
+/// The receiving ends of a queue's lanes, for the actor that runs it.
+pub(crate) struct Lanes {
+    pub(crate) work: mpsc::Receiver<Publish>,
+    pub(crate) control: mpsc::UnboundedReceiver<Control>,
+}
+
 impl QueueHandle {
+    /// A handle and the lanes behind it, for a new actor of `kind`.
+    pub(crate) fn open(
+        name: &str,
+        vhost: &str,
+        kind: args::QueueType,
+        durable: bool,
+        args: &args::QueueArgs,
+    ) -> (Self, Lanes) {
+        let (work_tx, work_rx) = mpsc::channel(WORK_LANE_CAPACITY);
+        let (control_tx, control_rx) = mpsc::unbounded_channel();
+        let handle = QueueHandle {
+            shared: Arc::new(Shared {
+                id: NEXT_QUEUE_ID.fetch_add(1, Ordering::Relaxed),
+                name: name.to_owned(),
+                resource: format!("queue '{name}' in vhost '{vhost}'"),
+                kind,
+                durable,
+                stores_all: durable && kind != args::QueueType::Classic,
+                refuses_publishes: AtomicBool::new(args.may_refuse_publishes()),
+                consumer_timeout: args.consumer_timeout,
+                work: work_tx,
+                lane_bytes: Arc::new(tokio::sync::Semaphore::new(WORK_LANE_UNITS as usize)),
+                control: control_tx,
+                gauges: QueueGauges::default(),
+                stream: std::sync::Mutex::new(None),
+            }),
+        };
+        (
+            handle,
+            Lanes {
+                work: work_rx,
+                control: control_rx,
+            },
+        )
+    }
+
+    /// The queue's type.
+    pub fn kind(&self) -> args::QueueType {
+        self.shared.kind
+    }
+
     /// Unique id of this queue instance (a redeclared queue of the same name has another).
     pub fn id(&self) -> u64 {
         self.shared.id
@@ -410,6 +485,7 @@ impl QueueHandle {
     /// the queue stores it before confirming, or may refuse it.
     pub fn answers_confirm(&self, message: &Message) -> bool {
         (message.persistent && self.shared.durable)
+            || self.shared.stores_all
             || self.shared.refuses_publishes.load(Ordering::Relaxed)
     }
 
@@ -540,18 +616,31 @@ impl QueueHandle {
         rx.await.unwrap_or_else(|_| Err(self.gone()))
     }
 
+    /// A stream refuses what only a queue can do, with RabbitMQ's 540.
+    fn refuse_for_stream(&self, what: &str) -> Result<(), AmqpError> {
+        match self.shared.kind {
+            args::QueueType::Stream => Err(AmqpError::not_implemented(format!(
+                "{what} not supported by stream queues {}",
+                self.shared.resource
+            ))),
+            args::QueueType::Classic | args::QueueType::Quorum => Ok(()),
+        }
+    }
+
     /// Take one message (`basic.get`).
-    pub async fn get(&self, no_ack: bool) -> Option<GetResult> {
+    pub async fn get(&self, no_ack: bool) -> Result<Option<GetResult>, AmqpError> {
+        self.refuse_for_stream("basic.get")?;
         let (tx, rx) = oneshot::channel();
         self.cast(Control::Get { no_ack, reply: tx });
-        rx.await.unwrap_or(None)
+        Ok(rx.await.unwrap_or(None))
     }
 
     /// Remove every ready message; returns how many.
-    pub async fn purge(&self) -> u32 {
+    pub async fn purge(&self) -> Result<u32, AmqpError> {
+        self.refuse_for_stream("queue.purge")?;
         let (tx, rx) = oneshot::channel();
         self.cast(Control::Purge(tx));
-        rx.await.unwrap_or(0)
+        Ok(rx.await.unwrap_or(0))
     }
 
     /// Stop the actor (checking `if_unused`/`if_empty`); returns the ready count it had.
@@ -589,6 +678,23 @@ impl QueueHandle {
         self.shared
             .refuses_publishes
             .store(refuses, Ordering::Relaxed);
+    }
+
+    /// A stream's position as of its actor's last batch (`None` for other types).
+    pub fn stream_snapshot(&self) -> Option<StreamSnapshot> {
+        self.shared
+            .stream
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    pub(crate) fn set_stream_snapshot(&self, snapshot: StreamSnapshot) {
+        *self
+            .shared
+            .stream
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(snapshot);
     }
 
     /// Counts as of the actor's last batch, without asking it.

@@ -454,7 +454,8 @@ impl VHost {
                         .put_definition("queue", &self.key(&name), &record)
                         .map_err(store_failed)?;
                 }
-                let handle = queue::spawn(
+                let kind = args.queue_type;
+                let handle = crate::broker::queue_type::spawn(
                     queue::QueueConfig {
                         name: name.clone(),
                         vhost_name: self.name.clone(),
@@ -463,7 +464,7 @@ impl VHost {
                         storage: self.storage_for(&name, stored),
                     },
                     self.me.clone(),
-                    Backlog::new(),
+                    crate::broker::queue_type::Recovered::empty(kind),
                 );
                 t.queues.insert(
                     name,

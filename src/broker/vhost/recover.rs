@@ -2,6 +2,7 @@
 //! read back from the store at start-up.
 
 use super::*;
+use crate::broker::queue_type::{self, stream, QueueType, Recovered};
 
 impl VHost {
     /// Load this vhost's durable exchanges, queues (with their messages) and bindings.
@@ -64,82 +65,21 @@ impl VHost {
                     args::QueueArgs::default()
                 });
             let queue_args = self.with_policy(name, &queue_args, &arguments);
-            // The head of the queue comes back into memory; the rest stays paged in the store,
-            // gathered straight into the queue's compact backlog.
-            let mut head: Vec<Entry> = Vec::new();
-            let mut rest = Backlog::new();
-            let mut head_bytes = 0u64;
-            // The highest number stored, readable or not: numbering goes on above it.
-            let mut last_stored = None;
-            let mut unreadable = Vec::new();
             let key = self.key(name);
-            self.store.recover(&key, &mut |stored| {
-                last_stored = Some(stored.seq);
-                let Some((body_len, meta)) = records::decode_index(&stored.meta) else {
-                    tracing::error!(
-                        queue = name,
-                        seq = stored.seq,
-                        "skipping an unreadable message"
-                    );
-                    unreadable.push(stored.seq);
-                    return;
-                };
-                let entry = Entry {
-                    seq: stored.seq,
-                    message: Slot::Paged {
-                        body_len,
-                        scratch: false,
-                    },
-                    expires_at: meta.expires_at.unwrap_or(NEVER),
-                    deliveries: stored.deliveries,
-                    priority: meta.priority,
-                    redelivered: stored.deliveries > 0,
-                };
-                if rest.is_empty()
-                    && head.len() < queue::RESIDENT_WINDOW as usize
-                    && head_bytes < queue::RESIDENT_BYTES
-                {
-                    head_bytes += u64::from(body_len);
-                    head.push(entry);
-                } else {
-                    rest.push(entry);
+            let recovered = match queue_args.queue_type {
+                QueueType::Stream => {
+                    let log = stream::recover(&*self.store, &key, queue_args.max_age)?;
+                    tracing::info!(vhost = %self.name, stream = name, messages = log.len(), "recovered stream");
+                    Recovered::Stream(Box::new(log))
                 }
-            })?;
-            // Read after the scan: the store is not called back from inside its own visit.
-            let mut backlog = Backlog::new();
-            for seq in unreadable {
-                if let Err(error) = self.store.remove(&key, seq) {
-                    tracing::error!(queue = name, %error, "removing an unreadable message failed");
+                QueueType::Classic | QueueType::Quorum => {
+                    let backlog = self.recover_backlog(name, &key)?;
+                    tracing::info!(vhost = %self.name, queue = name, messages = backlog.len(), "recovered queue");
+                    Recovered::Classic(backlog)
                 }
-            }
-            for mut entry in head {
-                let message = match self.store.read(&key, entry.seq) {
-                    Ok(Some(record)) => records::decode_message(&record),
-                    Ok(None) | Err(_) => None,
-                };
-                match message {
-                    Some(m) => {
-                        entry.message = Slot::Resident(Arc::new(m));
-                        backlog.push(entry);
-                    }
-                    None => {
-                        tracing::error!(
-                            queue = name,
-                            seq = entry.seq,
-                            "skipping an unreadable message"
-                        );
-                        if let Err(error) = self.store.remove(&key, entry.seq) {
-                            tracing::error!(queue = name, %error, "removing an unreadable message failed");
-                        }
-                    }
-                }
-            }
-            backlog.append(rest);
-            if let Some(seq) = last_stored {
-                backlog.continue_after(seq);
-            }
-            tracing::info!(vhost = %self.name, queue = name, messages = backlog.len(), "recovered queue");
-            let handle = queue::spawn(
+            };
+
+            let handle = queue_type::spawn(
                 queue::QueueConfig {
                     name: name.to_owned(),
                     vhost_name: self.name.clone(),
@@ -148,7 +88,7 @@ impl VHost {
                     storage: self.storage_for(name, true),
                 },
                 self.me.clone(),
-                backlog,
+                recovered,
             );
             t.queues.insert(
                 name.to_owned(),
@@ -178,5 +118,84 @@ impl VHost {
         // Exchanges (the built-in ones too) take their policy's alternate exchange.
         self.reapply_policies();
         Ok(())
+    }
+
+    /// A classic or quorum queue's messages read back: the head into memory, the rest into the
+    /// compact backlog, unreadable records removed.
+    fn recover_backlog(&self, name: &str, key: &str) -> Result<Backlog, StoreError> {
+        // The head of the queue comes back into memory; the rest stays paged in the store,
+        // gathered straight into the queue's compact backlog.
+        let mut head: Vec<Entry> = Vec::new();
+        let mut rest = Backlog::new();
+        let mut head_bytes = 0u64;
+        // The highest number stored, readable or not: numbering goes on above it.
+        let mut last_stored = None;
+        let mut unreadable = Vec::new();
+        self.store.recover(key, &mut |stored| {
+            last_stored = Some(stored.seq);
+            let Some((body_len, meta)) = records::decode_index(&stored.meta) else {
+                tracing::error!(
+                    queue = name,
+                    seq = stored.seq,
+                    "skipping an unreadable message"
+                );
+                unreadable.push(stored.seq);
+                return;
+            };
+            let entry = Entry {
+                seq: stored.seq,
+                message: Slot::Paged {
+                    body_len,
+                    scratch: false,
+                },
+                expires_at: meta.expires_at.unwrap_or(NEVER),
+                deliveries: stored.deliveries,
+                priority: meta.priority,
+                redelivered: stored.deliveries > 0,
+            };
+            if rest.is_empty()
+                && head.len() < queue::RESIDENT_WINDOW as usize
+                && head_bytes < queue::RESIDENT_BYTES
+            {
+                head_bytes += u64::from(body_len);
+                head.push(entry);
+            } else {
+                rest.push(entry);
+            }
+        })?;
+        // Read after the scan: the store is not called back from inside its own visit.
+        let mut backlog = Backlog::new();
+        for seq in unreadable {
+            if let Err(error) = self.store.remove(key, seq) {
+                tracing::error!(queue = name, %error, "removing an unreadable message failed");
+            }
+        }
+        for mut entry in head {
+            let message = match self.store.read(key, entry.seq) {
+                Ok(Some(record)) => records::decode_message(&record),
+                Ok(None) | Err(_) => None,
+            };
+            match message {
+                Some(m) => {
+                    entry.message = Slot::Resident(Arc::new(m));
+                    backlog.push(entry);
+                }
+                None => {
+                    tracing::error!(
+                        queue = name,
+                        seq = entry.seq,
+                        "skipping an unreadable message"
+                    );
+                    if let Err(error) = self.store.remove(key, entry.seq) {
+                        tracing::error!(queue = name, %error, "removing an unreadable message failed");
+                    }
+                }
+            }
+        }
+        backlog.append(rest);
+        if let Some(seq) = last_stored {
+            backlog.continue_after(seq);
+        }
+        Ok(backlog)
     }
 }

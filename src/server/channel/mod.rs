@@ -621,7 +621,7 @@ impl Channel {
             queue::AMQPMethod::Purge(p) => {
                 let name = self.queue_name(p.queue.as_str())?;
                 ctx.authorize(Resource::Queue(&name), Permission::Read)?;
-                let count = ctx.vhost.queue(&name, ctx.id)?.purge().await;
+                let count = ctx.vhost.queue(&name, ctx.id)?.purge().await?;
                 (!p.nowait).then_some(queue::AMQPMethod::PurgeOk(queue::PurgeOk {
                     message_count: count,
                 }))

@@ -18,8 +18,7 @@ use super::args::{Overflow, QueueArgs};
 use super::state::{Backlog, Consumer, Entry, QueueState, Slot, StateConfig};
 use super::{
     ClientEvent, ConfirmTarget, Control, DeadLetterTicket, Delivery, GetGuard, GetResult, Publish,
-    QueueGauges, QueueHandle, QueueStats, Shared, NEXT_QUEUE_ID, WORK_LANE_CAPACITY,
-    WORK_LANE_UNITS,
+    QueueHandle, QueueStats,
 };
 use crate::broker::commit::Committer;
 use crate::broker::dead_letter::{self, DeathReason};
@@ -202,23 +201,13 @@ enum Woken {
 
 /// Start a queue actor, holding `recovered` messages; returns its handle.
 pub fn spawn(config: QueueConfig, vhost: Weak<VHost>, recovered: Backlog) -> QueueHandle {
-    let (work_tx, work_rx) = mpsc::channel(WORK_LANE_CAPACITY);
-    let (control_tx, control_rx) = mpsc::unbounded_channel();
-    let handle = QueueHandle {
-        shared: Arc::new(Shared {
-            id: NEXT_QUEUE_ID.fetch_add(1, Ordering::Relaxed),
-            name: config.name.clone(),
-            durable: config.storage.durable,
-            refuses_publishes: std::sync::atomic::AtomicBool::new(
-                config.args.may_refuse_publishes(),
-            ),
-            consumer_timeout: config.args.consumer_timeout,
-            work: work_tx,
-            lane_bytes: Arc::new(tokio::sync::Semaphore::new(WORK_LANE_UNITS as usize)),
-            control: control_tx,
-            gauges: QueueGauges::default(),
-        }),
-    };
+    let (handle, lanes) = QueueHandle::open(
+        &config.name,
+        &config.vhost_name,
+        config.args.queue_type,
+        config.storage.durable,
+        &config.args,
+    );
     let state_config = StateConfig {
         max_priority: config.args.max_priority,
         delivery_limit: config.args.delivery_limit,
@@ -241,7 +230,7 @@ pub fn spawn(config: QueueConfig, vhost: Weak<VHost>, recovered: Backlog) -> Que
     };
     let span = tracing::debug_span!("queue", name = %actor.config.name);
     tokio::spawn(tracing::Instrument::instrument(
-        actor.run(work_rx, control_rx),
+        actor.run(lanes.work, lanes.control),
         span,
     ));
     handle
@@ -568,6 +557,16 @@ impl Actor {
                 }
             }
             Control::Consume(req, reply) => {
+                // Quorum queues take no channel-wide prefetch (RabbitMQ's 540).
+                if self.config.args.queue_type == super::args::QueueType::Quorum
+                    && req.limiter.limit() != 0
+                {
+                    let _ = reply.send(Err(AmqpError::not_implemented(format!(
+                        "queue '{}' in vhost '{}' does not support global qos",
+                        self.config.name, self.config.vhost_name
+                    ))));
+                    return Flow::Continue;
+                }
                 let consumer = Consumer::from(req);
                 let in_use = self.in_use_error();
                 let _ = reply.send(self.state.add_consumer(consumer, || in_use.clone()));
@@ -622,7 +621,7 @@ impl Actor {
                 self.dying = dying;
                 let mut result = None;
                 while let Some((entry, remaining)) = self.state.get(no_ack) {
-                    let Some(message) = self.outgoing(&entry) else {
+                    let Some(message) = self.outgoing(&entry, true) else {
                         self.lost(&entry);
                         continue;
                     };
@@ -725,7 +724,7 @@ impl Actor {
                 self.state.consumers()[i].no_ack,
                 self.state.consumers()[i].id,
             );
-            let Some(message) = self.outgoing(&entry) else {
+            let Some(message) = self.outgoing(&entry, false) else {
                 self.lost(&entry);
                 self.state.credit(consumer_id, 1);
                 if !no_ack {

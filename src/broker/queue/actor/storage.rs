@@ -2,12 +2,15 @@
 //! messages back (with read-ahead), removing records once settled, delivery-count marks.
 
 use super::*;
+use crate::broker::queue::args::QueueType;
 
 impl Actor {
     /// Whether a message in this queue is stored when it arrives (and so must be confirmed only
     /// after the next group commit).
     pub(super) fn stored_on_arrival(&self, message: &Message) -> bool {
-        self.config.storage.durable && message.persistent
+        // A quorum queue keeps every message, as RabbitMQ's does, persistent or not.
+        self.config.storage.durable
+            && (message.persistent || self.config.args.queue_type == QueueType::Quorum)
     }
 
     /// The store key an entry's record is under, if it has one.
@@ -76,10 +79,24 @@ impl Actor {
         self.read_ahead.take(entry.seq, scratch)
     }
 
-    /// The message to hand out for an entry: with `x-delivery-count` on redeliveries when the
-    /// queue has a delivery limit.
-    pub(super) fn outgoing(&mut self, entry: &Entry) -> Option<Arc<Message>> {
+    /// The message to hand out for an entry (`get`: to `basic.get`): with `x-delivery-count`
+    /// on a quorum queue's redeliveries and on everything `basic.get` takes from one (0 the
+    /// first time: RabbitMQ 3.10 sets it there, not on a first delivery to a consumer), and on
+    /// redeliveries from a classic queue with a delivery limit.
+    pub(super) fn outgoing(&mut self, entry: &Entry, get: bool) -> Option<Arc<Message>> {
         let message = self.materialize(entry)?;
+        if self.config.args.queue_type == QueueType::Quorum && (get || entry.deliveries > 1) {
+            let count = i64::from(entry.deliveries.saturating_sub(1));
+            let mut out = (*message).clone();
+            if let Some(raw) = crate::protocol::headers::with_long_header(
+                &message.raw_properties,
+                "x-delivery-count",
+                count,
+            ) {
+                out.raw_properties = raw;
+            }
+            return Some(Arc::new(out));
+        }
         if self.config.args.delivery_limit.is_some() && entry.deliveries > 1 {
             let count = i64::from(entry.deliveries - 1);
             return Some(Arc::new(message.with_header(

@@ -41,6 +41,7 @@ mod basics {
             priority,
             limiter: Arc::new(ChannelLimiter::default()),
             sink: tx,
+            arguments: Default::default(),
         })
     }
 
